@@ -1,0 +1,45 @@
+// The shape of an MLP and where each layer lives in the flat parameter vector.
+// Layout (DESIGN.md): W1 (out x in, row-major), b1, W2, b2, ...
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "activation.hpp"
+#include "types.hpp"
+
+namespace mlu {
+
+struct Architecture {
+    std::vector<Index> sizes;  // d, h1, ..., k
+    Activation act;
+    std::vector<Index> w_off, b_off;
+    Index p = 0;
+
+    Architecture(std::vector<Index> sizes_, Activation act_) : sizes(std::move(sizes_)), act(act_) {
+        if (sizes.size() < 2) throw std::invalid_argument("an MLP needs at least input and output sizes");
+        for (Index s : sizes)
+            if (s < 1) throw std::invalid_argument("layer sizes must be positive");
+        if (sizes.back() < 2) throw std::invalid_argument("softmax output needs k >= 2 classes");
+        for (Index l = 0; l < num_layers(); ++l) {
+            w_off.push_back(p);
+            p += out(l) * in(l);
+            b_off.push_back(p);
+            p += out(l);
+        }
+    }
+
+    Index num_layers() const { return static_cast<Index>(sizes.size()) - 1; }
+    Index in(Index l) const { return sizes[l]; }
+    Index out(Index l) const { return sizes[l + 1]; }
+    Index input_dim() const { return sizes.front(); }
+    Index classes() const { return sizes.back(); }
+
+    CMapRM W(const double* theta, Index l) const { return CMapRM(theta + w_off[l], out(l), in(l)); }
+    CMapVec b(const double* theta, Index l) const { return CMapVec(theta + b_off[l], out(l)); }
+    MapRM W(double* theta, Index l) const { return MapRM(theta + w_off[l], out(l), in(l)); }
+    MapVec b(double* theta, Index l) const { return MapVec(theta + b_off[l], out(l)); }
+};
+
+}  // namespace mlu

@@ -1,0 +1,52 @@
+// Splitting work over samples between threads (OpenMP). Reductions use one
+// accumulator per thread, summed at the end, so results do not depend on the
+// order in which chunks finish... up to floating-point summation order, which
+// is fixed for a given thread count because the static schedule is used.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "types.hpp"
+
+namespace mlu {
+
+inline int num_threads() { return omp_get_max_threads(); }
+
+// Contiguous [begin, end) sample ranges, at most `max_chunk` long, at least
+// one per thread when there is enough work.
+inline std::vector<std::pair<Index, Index>> sample_chunks(Index n, Index max_chunk, Index min_chunk = 32) {
+    const Index threads = num_threads();
+    Index chunk = (n + threads - 1) / std::max<Index>(threads, 1);
+    chunk = std::clamp(chunk, std::min(min_chunk, std::max<Index>(n, 1)), max_chunk);
+    std::vector<std::pair<Index, Index>> out;
+    for (Index s = 0; s < n; s += chunk) out.emplace_back(s, std::min(n, s + chunk));
+    return out;
+}
+
+// Run fn(begin, end, thread_id) over chunks in parallel, then sum the
+// per-thread vectors (each of length m) into one.
+template <class Fn>
+Vec parallel_sum(Index n, Index m, Index max_chunk, Fn fn) {
+    auto chunks = sample_chunks(n, max_chunk);
+    const int threads = num_threads();
+    std::vector<Vec> partial(threads, Vec::Zero(m));
+#pragma omp parallel for schedule(static)
+    for (Index c = 0; c < static_cast<Index>(chunks.size()); ++c) {
+        fn(chunks[c].first, chunks[c].second, partial[omp_get_thread_num()]);
+    }
+    Vec total = Vec::Zero(m);
+    for (auto& v : partial) total += v;
+    return total;
+}
+
+template <class Fn>
+void parallel_for_chunks(Index n, Index max_chunk, Fn fn) {
+    auto chunks = sample_chunks(n, max_chunk);
+#pragma omp parallel for schedule(static)
+    for (Index c = 0; c < static_cast<Index>(chunks.size()); ++c) fn(chunks[c].first, chunks[c].second);
+}
+
+}  // namespace mlu

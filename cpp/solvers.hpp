@@ -1,0 +1,131 @@
+// Solvers for (H + damping I) x = b: Cholesky, an eigendecomposition with a
+// thresholded pseudo-inverse, and conjugate gradients on Hessian-vector
+// products (never forming H).
+#pragma once
+
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "hvp.hpp"
+
+namespace mlu {
+
+struct NotPositiveDefinite : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+using ColMat = Eigen::MatrixXd;
+
+// Lower Cholesky factor of H + damping I (H symmetric p x p).
+inline ColMat cholesky_factor(const MatRef& H, double damping) {
+    ColMat A = H;
+    A.diagonal().array() += damping;
+    Eigen::LLT<ColMat, Eigen::Lower> llt(A);
+    if (llt.info() != Eigen::Success) {
+        throw NotPositiveDefinite(
+            "H + damping*I is not positive definite (damping = " + std::to_string(damping) +
+            "): the Hessian of a non-convex network is indefinite away from a strict minimum. "
+            "Raise damping, use curvature='ggn' (positive semi-definite), or solver='eigh'.");
+    }
+    return llt.matrixL();
+}
+
+// x = (L L^T)^{-1} B for a lower factor L; B is p x m.
+inline ColMat cholesky_solve(const ColMat& L, const ColMat& B) {
+    ColMat X = L.triangularView<Eigen::Lower>().solve(B);
+    L.triangularView<Eigen::Lower>().transpose().solveInPlace(X);
+    return X;
+}
+
+struct Eigh {
+    Vec values;     // ascending
+    ColMat vectors; // columns
+};
+
+inline Eigh symmetric_eig(const MatRef& H) {
+    Eigen::SelfAdjointEigenSolver<ColMat> es(ColMat(H), Eigen::ComputeEigenvectors);
+    if (es.info() != Eigen::Success) throw std::runtime_error("eigendecomposition did not converge");
+    return {es.eigenvalues(), es.eigenvectors()};
+}
+
+// x = sum over kept eigenpairs of u (u^T b) / (lambda + damping); pairs with
+// lambda + damping <= rcond * max|lambda + damping| are dropped (pinv).
+struct PinvResult {
+    ColMat x;
+    Index dropped;
+};
+
+inline PinvResult eig_pinv_solve(const Eigh& e, const ColMat& B, double damping, double rcond) {
+    Vec shifted = e.values.array() + damping;
+    const double cutoff = rcond * shifted.cwiseAbs().maxCoeff();
+    Vec inv(shifted.size());
+    Index dropped = 0;
+    for (Index i = 0; i < shifted.size(); ++i) {
+        if (shifted[i] > cutoff) {
+            inv[i] = 1.0 / shifted[i];
+        } else {
+            inv[i] = 0.0;
+            ++dropped;
+        }
+    }
+    ColMat coeff = e.vectors.transpose() * B;
+    coeff = inv.asDiagonal() * coeff;
+    return {e.vectors * coeff, dropped};
+}
+
+struct CGResult {
+    Vec x;
+    Index iterations = 0;
+    double relative_residual = 0.0;
+    bool converged = false;
+    bool negative_curvature = false;
+};
+
+// Conjugate gradients on (H + damping I) x = b with H given by `op`. Stops at
+// |r| <= tol |b|, after maxiter products, or when a direction of non-positive
+// curvature is met (the CG iterate is then returned and the flag set).
+inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, double damping, double tol,
+                                   Index maxiter) {
+    const Index p = op.size();
+    CGResult res;
+    res.x = Vec::Zero(p);
+    const double bnorm = b.norm();
+    if (bnorm == 0.0) {
+        res.converged = true;
+        return res;
+    }
+    Vec r = b, d = b, Ad(p);
+    double rr = r.squaredNorm();
+    while (res.iterations < maxiter) {
+        op.apply(d.data(), Ad.data());
+        Ad += damping * d;
+        const double curv = d.dot(Ad);
+        ++res.iterations;
+        if (!(curv > 0.0)) {
+            res.negative_curvature = true;
+            break;
+        }
+        const double alpha = rr / curv;
+        res.x += alpha * d;
+        r -= alpha * Ad;
+        const double rr_new = r.squaredNorm();
+        if (std::sqrt(rr_new) <= tol * bnorm) {
+            rr = rr_new;
+            res.converged = true;
+            break;
+        }
+        d = r + (rr_new / rr) * d;
+        rr = rr_new;
+    }
+    // Report the true residual of the returned x, not the recursively updated one.
+    Vec Ax(p);
+    op.apply(res.x.data(), Ax.data());
+    Ax += damping * res.x;
+    res.relative_residual = (b - Ax).norm() / bnorm;
+    return res;
+}
+
+}  // namespace mlu

@@ -1,0 +1,25 @@
+"""mlu: find mislabeled training samples and unlearn them from a trained MLP.
+
+The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in a C++ core
+(Eigen, behind pybind11); this package is the Python face over it.
+"""
+
+from . import datasets, noise, reference
+from ._core import NotPositiveDefiniteError
+from ._validation import HessianTooLargeError
+from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "HessianOperator",
+    "HessianTooLargeError",
+    "NotPositiveDefiniteError",
+    "TrainingTrace",
+    "datasets",
+    "get_num_threads",
+    "noise",
+    "reference",
+    "set_num_threads",
+]

@@ -1,0 +1,428 @@
+"""The multilayer perceptron: a scikit-learn classifier whose math runs in the C++ core.
+
+Parameters follow DESIGN.md: layers ``(W, b)`` with ``W`` of shape ``(out, in)`` as in
+PyTorch's ``Linear``; the flat vector ``θ`` is ``W1`` (row-major), ``b1``, ``W2``, ``b2``, …
+The objective is ``(1/n) Σ_i ℓ(f(x_i; θ), y_i) + (l2/2)‖θ‖²`` with softmax cross-entropy ℓ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from . import _core
+from ._validation import (
+    ACTIVATIONS,
+    CURVATURE_CHOICES,
+    PARAMS_CHOICES,
+    as_features,
+    as_labels,
+    as_vector,
+    check_choice,
+    check_matrix_fits,
+    encode_labels,
+)
+
+Layer = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingTrace:
+    """Per-sample training dynamics recorded after every epoch (``MLP(track=True)``).
+
+    Attributes
+    ----------
+    loss : ndarray, shape (epochs, n)
+        Cross-entropy of each training sample at the end of each epoch.
+    margin : ndarray, shape (epochs, n)
+        Logit of the given label minus the largest other logit (negative = misclassified).
+    """
+
+    loss: np.ndarray
+    margin: np.ndarray
+
+
+class HessianOperator:
+    """``v ↦ (H + l2·I) v`` on a fixed data set, with the forward pass cached in the core.
+
+    Build it with :meth:`MLP.hessian_operator`; reuse it for many products (a CG solve).
+    """
+
+    def __init__(self, core_op, params: str, curvature: str):
+        self._op = core_op
+        self.params = params
+        self.curvature = curvature
+
+    @property
+    def size(self) -> int:
+        """Number of parameters p the operator acts on."""
+        return int(self._op.size)
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """Return ``H v`` for v of shape (p,)."""
+        return self._op.matvec(as_vector(v, self.size))
+
+    def cg(
+        self, b: np.ndarray, damping: float = 0.0, tol: float = 1e-6, maxiter: int | None = None
+    ):
+        """Solve ``(H + damping·I) x = b`` by conjugate gradients.
+
+        Returns a dict with ``x`` (p,), ``iterations``, ``relative_residual`` (true residual of
+        the returned x), ``converged`` and ``negative_curvature`` (a direction with
+        ``dᵀ(H + δI)d ≤ 0`` was met: H + δI is not positive definite; raise damping or use GGN).
+        """
+        maxiter = 10 * self.size if maxiter is None else int(maxiter)
+        return self._op.cg(as_vector(b, self.size, "b"), float(damping), float(tol), maxiter)
+
+
+def _check_hidden(hidden) -> tuple[int, ...]:
+    if isinstance(hidden, (int, np.integer)):
+        hidden = (int(hidden),)
+    hidden = tuple(int(h) for h in hidden)
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden layer sizes must be positive, got {hidden}")
+    return hidden
+
+
+def _torch_default_init(sizes: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """PyTorch's ``nn.Linear`` default: W and b uniform in ±1/sqrt(fan_in)."""
+    parts = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = 1.0 / np.sqrt(fan_in)
+        parts.append(rng.uniform(-bound, bound, size=fan_out * fan_in))
+        parts.append(rng.uniform(-bound, bound, size=fan_out))
+    return np.concatenate(parts)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0])
+
+
+class MLP(ClassifierMixin, BaseEstimator):
+    """Multilayer perceptron classifier trained by minibatch SGD with momentum.
+
+    The defaults are the paper's training setup (hidden 50, ReLU, SGD lr 0.01, momentum 0.9,
+    batch 32, 20 epochs). Sizes and classes are inferred from the data in :meth:`fit`.
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Widths of the hidden layers; ``()`` gives multinomial logistic regression.
+    activation : {"relu", "tanh", "sigmoid"}
+        Hidden-layer activation.
+    l2 : float
+        L2 coefficient λ of the objective ``mean loss + (λ/2)‖θ‖²`` (all parameters).
+    epochs, lr, momentum, batch_size : training settings (PyTorch-style momentum).
+    seed : int
+        Seeds the initialisation and the per-epoch shuffling: fits are bit-for-bit repeatable.
+    track : bool
+        Record per-sample loss and margin after every epoch in ``trace_`` (one forward pass
+        per epoch); needed by the ``"aum"`` and ``"early_loss"`` detectors.
+    warm_start : bool
+        Continue from the current parameters instead of re-initialising (fine-tuning).
+    verbose : bool
+        Show a progress bar over epochs.
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape (k,)
+    n_features_in_ : int
+    sizes_ : tuple of int, (d, *hidden, k)
+    theta_ : ndarray, shape (p,)   flat parameters (use :attr:`params` / :attr:`layers`)
+    loss_curve_ : list of float    mean minibatch loss of every epoch
+    trace_ : TrainingTrace or None
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (50,),
+        activation: str = "relu",
+        l2: float = 0.0,
+        epochs: int = 20,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        batch_size: int = 32,
+        seed: int = 0,
+        track: bool = False,
+        warm_start: bool = False,
+        verbose: bool = False,
+    ):
+        self.hidden = hidden
+        self.activation = activation
+        self.l2 = l2
+        self.epochs = epochs
+        self.lr = lr
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.seed = seed
+        self.track = track
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_layers(
+        cls, layers: Sequence[Layer], activation: str = "relu", classes=None, **params
+    ) -> MLP:
+        """Build a fitted model from given layers ``[(W1, b1), …]``, W shaped (out, in).
+
+        ``classes`` defaults to ``0..k-1``; other keyword arguments are hyper-parameters.
+        """
+        if len(layers) == 0:
+            raise ValueError("layers is empty: need at least one (W, b) pair")
+        sizes = [int(np.shape(layers[0][0])[1])] if np.ndim(layers[0][0]) == 2 else None
+        if sizes is None:
+            raise ValueError("each W must be 2-D (out, in)")
+        parts = []
+        for i, (W, b) in enumerate(layers):
+            W = np.asarray(W, dtype=np.float64)
+            b = np.asarray(b, dtype=np.float64)
+            if W.ndim != 2 or b.shape != (W.shape[0],):
+                raise ValueError(
+                    f"layer {i}: W must be (out, in) and b (out,), got {W.shape}, {b.shape}"
+                )
+            if W.shape[1] != sizes[-1]:
+                raise ValueError(
+                    f"layer {i}: W has {W.shape[1]} inputs, previous layer gives {sizes[-1]}"
+                )
+            sizes.append(W.shape[0])
+            parts += [W.ravel(), b]
+        model = cls(hidden=tuple(sizes[1:-1]), activation=activation, **params)
+        model._set_architecture(tuple(sizes), classes)
+        model.params = np.concatenate(parts)
+        return model
+
+    def _set_architecture(self, sizes: tuple[int, ...], classes) -> None:
+        check_choice(self.activation, "activation", ACTIVATIONS)
+        if sizes[-1] < 2:
+            raise ValueError(f"a softmax classifier needs k >= 2 outputs, got {sizes[-1]}")
+        self.sizes_ = tuple(int(s) for s in sizes)
+        self.n_features_in_ = self.sizes_[0]
+        classes = np.arange(sizes[-1]) if classes is None else np.asarray(classes)
+        if classes.shape != (sizes[-1],) or len(np.unique(classes)) != sizes[-1]:
+            raise ValueError(f"classes must be {sizes[-1]} distinct labels, got {classes}")
+        self.classes_ = np.sort(classes)
+        self.theta_ = np.zeros(_core.num_params(list(self.sizes_)))
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def params(self) -> np.ndarray:
+        """Flat θ, shape (p,): a copy (assign to set)."""
+        check_is_fitted(self, "theta_")
+        return self.theta_.copy()
+
+    @params.setter
+    def params(self, theta) -> None:
+        check_is_fitted(self, "theta_")
+        self.theta_ = as_vector(theta, self.theta_.shape[0], "params").copy()
+
+    @property
+    def layers(self) -> list[Layer]:
+        """``[(W1, b1), …]`` with W of shape (out, in): copies."""
+        check_is_fitted(self, "theta_")
+        out, pos = [], 0
+        for fan_in, fan_out in zip(self.sizes_[:-1], self.sizes_[1:]):
+            W = self.theta_[pos : pos + fan_out * fan_in].reshape(fan_out, fan_in).copy()
+            pos += fan_out * fan_in
+            out.append((W, self.theta_[pos : pos + fan_out].copy()))
+            pos += fan_out
+        return out
+
+    @property
+    def n_params(self) -> int:
+        check_is_fitted(self, "theta_")
+        return int(self.theta_.shape[0])
+
+    def last_layer_slice(self) -> slice:
+        """Where (W_L, b_L) sit in θ."""
+        d, k = self.sizes_[-2], self.sizes_[-1]
+        return slice(self.n_params - k * d - k, self.n_params)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, classes=None) -> MLP:
+        """Train on X (n, d) and labels y (n,); returns self.
+
+        ``classes`` fixes the label set (default: the labels seen in y), so that models trained
+        on subsets share one output layout.
+        """
+        X = as_features(X)
+        y = as_labels(y, X.shape[0])
+        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+        if len(classes) < 2:
+            raise ValueError(f"need at least two classes to train a classifier, got {classes}")
+        if int(self.epochs) < 0 or int(self.batch_size) < 1 or not float(self.lr) > 0:
+            raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
+        if float(self.l2) < 0 or not 0 <= float(self.momentum) < 1:
+            raise ValueError("need l2 >= 0 and 0 <= momentum < 1")
+        hidden = _check_hidden(self.hidden)
+        sizes = (X.shape[1], *hidden, len(classes))
+        warm = self.warm_start and hasattr(self, "theta_") and self.sizes_ == sizes
+        if warm and not np.array_equal(self.classes_, classes):
+            raise ValueError("warm_start: the classes differ from those the model was trained on")
+        theta = self.theta_.copy() if warm else None
+        self._set_architecture(sizes, classes)
+        yk = encode_labels(y, self.classes_)
+        if theta is None:
+            theta = _torch_default_init(sizes, np.random.default_rng(self.seed))
+        velocity = np.zeros_like(theta)
+        self.loss_curve_ = []
+        trace_loss, trace_margin = [], []
+        epochs = range(int(self.epochs))
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc="training", unit="epoch")
+        for epoch in epochs:
+            theta, velocity, loss = _core.sgd_epoch(
+                theta,
+                velocity,
+                list(sizes),
+                self.activation,
+                X,
+                yk,
+                _epoch_seed(self.seed, epoch),
+                float(self.lr),
+                float(self.momentum),
+                int(self.batch_size),
+                float(self.l2),
+            )
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch} (loss {loss}); lower lr"
+                )
+            self.loss_curve_.append(float(loss))
+            if self.track:
+                Z = _core.logits(theta, list(sizes), self.activation, X)
+                trace_loss.append(_losses_from_logits(Z, yk))
+                trace_margin.append(_margins_from_logits(Z, yk))
+        self.theta_ = theta
+        self.trace_ = (
+            TrainingTrace(
+                np.array(trace_loss).reshape(-1, X.shape[0]),
+                np.array(trace_margin).reshape(-1, X.shape[0]),
+            )
+            if self.track
+            else None
+        )
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def _X(self, X) -> np.ndarray:
+        check_is_fitted(self, "theta_")
+        return as_features(X, self.n_features_in_)
+
+    def _Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        X = self._X(X)
+        return X, encode_labels(as_labels(y, X.shape[0]), self.classes_)
+
+    def _core_args(self) -> tuple[np.ndarray, list[int], str]:
+        return self.theta_, list(self.sizes_), self.activation
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits, shape (n, k)."""
+        return _core.logits(*self._core_args(), self._X(X))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Softmax probabilities, shape (n, k), columns in the order of ``classes_``."""
+        Z = self.decision_function(X)
+        Z -= Z.max(axis=1, keepdims=True)
+        P = np.exp(Z)
+        P /= P.sum(axis=1, keepdims=True)
+        return P
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels, shape (n,)."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    # ------------------------------------------------------------------ losses and derivatives
+    def losses(self, X, y) -> np.ndarray:
+        """Per-sample cross-entropy ℓ(f(x_i; θ), y_i), shape (n,)."""
+        X, yk = self._Xy(X, y)
+        return _core.losses(*self._core_args(), X, yk)
+
+    def margins(self, X, y) -> np.ndarray:
+        """Logit of the given label minus the largest other logit, shape (n,)."""
+        X, yk = self._Xy(X, y)
+        return _margins_from_logits(_core.logits(*self._core_args(), X), yk)
+
+    def objective(self, X, y) -> float:
+        """Mean loss plus (l2/2)‖θ‖²."""
+        return float(self.losses(X, y).mean() + 0.5 * self.l2 * self.theta_ @ self.theta_)
+
+    def _problem(self, X, y, params: str):
+        """(theta, sizes, activation, X, y) of the problem that `params` selects.
+
+        For params="last" the frozen layers are applied once and the last layer is a
+        multinomial logistic regression on their output features.
+        """
+        check_choice(params, "params", PARAMS_CHOICES)
+        X, yk = self._Xy(X, y)
+        if params == "all":
+            return (*self._core_args(), X, yk)
+        F = _core.hidden_features(*self._core_args(), X)
+        return (self.theta_[self.last_layer_slice()].copy(), list(self.sizes_[-2:]), "relu", F, yk)
+
+    def gradient(self, X, y, params: str = "all") -> np.ndarray:
+        """Gradient of the objective (mean loss gradient + l2·θ), shape (p,) or (p_last,)."""
+        g, _ = _core.gradient(*self._problem(X, y, params), float(self.l2))
+        return g
+
+    def gradients(self, X, y, params: str = "all") -> np.ndarray:
+        """Per-sample gradients of ℓ_i (without the l2 term), shape (n, p) or (n, p_last)."""
+        theta, sizes, act, X, yk = self._problem(X, y, params)
+        check_matrix_fits(int(np.sqrt(X.shape[0] * theta.shape[0])) + 1, what="the n x p gradients")
+        return _core.per_sample_gradients(theta, sizes, act, X, yk)
+
+    def hessian_operator(
+        self, X, y, params: str = "all", curvature: str = "hessian"
+    ) -> HessianOperator:
+        """The operator v ↦ (H + l2·I) v over (X, y), forward pass cached (for many products)."""
+        check_choice(curvature, "curvature", CURVATURE_CHOICES)
+        theta, sizes, act, X, yk = self._problem(X, y, params)
+        op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)
+        return HessianOperator(op, params, curvature)
+
+    def hvp(self, X, y, v, params: str = "all", curvature: str = "hessian") -> np.ndarray:
+        """Hessian-vector product (H + l2·I) v, shape (p,) (or (p_last,) for params="last").
+
+        ``curvature="hessian"`` is the exact Hessian (R-operator, with the cross-layer terms of
+        ReLU nets); ``"ggn"`` the generalized Gauss-Newton matrix.
+        """
+        return self.hessian_operator(X, y, params, curvature).matvec(v)
+
+    def hessian(self, X, y, params: str = "all", curvature: str = "hessian") -> np.ndarray:
+        """The symmetric matrix H + l2·I of the objective over (X, y), shape (p, p).
+
+        Raises HessianTooLargeError (a MemoryError) when p x p float64 would not fit in memory.
+        """
+        check_choice(curvature, "curvature", CURVATURE_CHOICES)
+        theta, sizes, act, X, yk = self._problem(X, y, params)
+        check_matrix_fits(theta.shape[0], copies=1.2)
+        return _core.hessian(theta, sizes, act, X, yk, float(self.l2), curvature)
+
+
+def _losses_from_logits(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    zmax = Z.max(axis=1)
+    lse = zmax + np.log(np.exp(Z - zmax[:, None]).sum(axis=1))
+    return lse - Z[np.arange(len(y)), y]
+
+
+def _margins_from_logits(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    rows = np.arange(len(y))
+    given = Z[rows, y]
+    other = Z.copy()
+    other[rows, y] = -np.inf
+    return given - other.max(axis=1)
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the C++ core (default: all cores)."""
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return int(_core.get_num_threads())
