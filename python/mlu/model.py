@@ -242,6 +242,26 @@ class MLP(ClassifierMixin, BaseEstimator):
         d, k = self.sizes_[-2], self.sizes_[-1]
         return slice(self.n_params - k * d - k, self.n_params)
 
+    # ------------------------------------------------------------------ interop and files
+    def to_torch(self, dtype=None):
+        """This model as a ``torch.nn.Sequential`` (see :func:`mlu.interop.to_torch`)."""
+        from .interop import to_torch
+
+        return to_torch(self, dtype=dtype)
+
+    def save(self, path) -> None:
+        """Write the model to a portable ``.npz`` file (see :mod:`mlu.io`)."""
+        from .io import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path) -> MLP:
+        """Read a model written by :meth:`save` (no pickle is ever loaded)."""
+        from .io import load_model
+
+        return load_model(path)
+
     # ------------------------------------------------------------------ training
     def fit(self, X, y, classes=None) -> MLP:
         """Train on X (n, d) and labels y (n,); returns self.
