@@ -70,7 +70,7 @@ def encode_labels(y: np.ndarray, classes: np.ndarray, name: str = "y") -> np.nda
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{name}[{first}] = {y[first]!r} is not one of the model's classes "
+            f"{name}[{first}] = {np.asarray(y[first]).item()!r} is not one of the model's classes "
             f"{classes.tolist()} (label out of range)"
         )
     return idx.astype(np.int64)
