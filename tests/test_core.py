@@ -34,16 +34,26 @@ def rel(a, b):
 def test_forward_losses_gradients_match_reference(hidden, act, k):
     model, X, y = make_problem(hidden, act, k)
     L = model.layers
-    assert rel(model.decision_function(X), ref.forward(L, act, X)) < 1e-12
+    assert rel(model.logits(X), ref.forward(L, act, X)) < 1e-12
     assert rel(model.predict_proba(X), ref.softmax(ref.forward(L, act, X))) < 1e-12
     assert rel(model.losses(X, y), ref.losses(L, act, X, y)) < 1e-12
     assert rel(model.gradient(X, y), ref.gradient(L, act, X, y, l2=model.l2)) < 1e-12
     assert rel(model.gradients(X, y), ref.per_sample_gradients(L, act, X, y)) < 1e-12
     for params in ("all", "last"):
-        assert rel(model.gradient(X, y, params=params),
-                   ref.gradient(L, act, X, y, l2=model.l2, params=params)) < 1e-12
-        assert rel(model.gradients(X, y, params=params),
-                   ref.per_sample_gradients(L, act, X, y, params=params)) < 1e-12
+        assert (
+            rel(
+                model.gradient(X, y, params=params),
+                ref.gradient(L, act, X, y, l2=model.l2, params=params),
+            )
+            < 1e-12
+        )
+        assert (
+            rel(
+                model.gradients(X, y, params=params),
+                ref.per_sample_gradients(L, act, X, y, params=params),
+            )
+            < 1e-12
+        )
 
 
 @pytest.mark.parametrize("hidden,act,k", CASES)
@@ -59,7 +69,9 @@ def test_hvp_and_hessian_match_reference(hidden, act, k, curvature, params):
     assert np.array_equal(H, H.T)
     v = np.random.default_rng(2).normal(size=H.shape[0])
     Hv = model.hvp(X, y, v, params=params, curvature=curvature)
-    assert rel(Hv, ref.hvp(L, act, X, y, v, l2=model.l2, curvature=curvature, params=params)) < 1e-10
+    assert (
+        rel(Hv, ref.hvp(L, act, X, y, v, l2=model.l2, curvature=curvature, params=params)) < 1e-10
+    )
     assert rel(Hv, H @ v) < 1e-10
 
 
@@ -133,8 +145,13 @@ def test_large_chunked_problem_matches_reference():
     assert rel(model.gradient(X, y), ref.gradient(L, "tanh", X, y, l2=model.l2)) < 1e-11
     assert rel(model.hessian(X, y), ref.hessian(L, "tanh", X, y, l2=model.l2)) < 1e-10
     v = np.ones(model.n_params)
-    assert rel(model.hvp(X, y, v, curvature="ggn"),
-               ref.hvp(L, "tanh", X, y, v, l2=model.l2, curvature="ggn")) < 1e-11
+    assert (
+        rel(
+            model.hvp(X, y, v, curvature="ggn"),
+            ref.hvp(L, "tanh", X, y, v, l2=model.l2, curvature="ggn"),
+        )
+        < 1e-11
+    )
 
 
 # ---------------------------------------------------------------- solvers
@@ -231,7 +248,12 @@ def test_sgd_epoch_matches_reference():
 def test_paper_defaults():
     m = mlu.MLP()
     assert (m.hidden, m.activation, m.epochs, m.lr, m.momentum, m.batch_size) == (
-        (50,), "relu", 20, 0.01, 0.9, 32
+        (50,),
+        "relu",
+        20,
+        0.01,
+        0.9,
+        32,
     )
 
 

@@ -7,6 +7,7 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 from . import datasets, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
+from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -18,6 +19,8 @@ __all__ = [
     "NotPositiveDefiniteError",
     "TrainingTrace",
     "datasets",
+    "from_sklearn",
+    "from_torch",
     "get_num_threads",
     "noise",
     "reference",

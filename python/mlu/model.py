@@ -11,8 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_X_y
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data
+except ImportError:  # older scikit-learn: the same check as a method
+
+    def validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
+
 
 from . import _core
 from ._validation import (
@@ -269,11 +279,16 @@ class MLP(ClassifierMixin, BaseEstimator):
         ``classes`` fixes the label set (default: the labels seen in y), so that models trained
         on subsets share one output layout.
         """
-        X = as_features(X)
+        X = self._check_X(X, reset=True)
+        X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, a column y
+        check_classification_targets(y)  # a continuous or multilabel y
         y = as_labels(y, X.shape[0])
         classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
         if len(classes) < 2:
-            raise ValueError(f"need at least two classes to train a classifier, got {classes}")
+            raise ValueError(
+                f"need at least two classes to train a classifier, got {len(classes)} class: "
+                f"{classes}"
+            )
         if int(self.epochs) < 0 or int(self.batch_size) < 1 or not float(self.lr) > 0:
             raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
         if float(self.l2) < 0 or not 0 <= float(self.momentum) < 1:
@@ -342,13 +357,53 @@ class MLP(ClassifierMixin, BaseEstimator):
     def _core_args(self) -> tuple[np.ndarray, list[int], str]:
         return self.theta_, list(self.sizes_), self.activation
 
+    def _check_X(self, X, reset: bool) -> np.ndarray:
+        """X for fit (reset=True) and for the scikit-learn prediction methods.
+
+        mlu's messages (as_features) where it has one; scikit-learn's where its tools look for
+        a specific one: sparse input, 1-D X, complex data in fit, zero features, a feature
+        count or feature names that differ from fit.
+        """
+        if not reset:
+            check_is_fitted(self, "theta_")
+        if scipy.sparse.issparse(X):
+            validate_data(self, X, reset=reset)  # raises scikit-learn's "sparse data" TypeError
+        arr = np.asarray(X)
+        if arr.ndim == 1:
+            raise ValueError(
+                f"X must be 2-D (n_samples, n_features), got shape {arr.shape}. Reshape your "
+                "data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for one sample"
+            )
+        if arr.dtype == object:  # numbers stored as objects (e.g. from pandas) are fine
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"X must hold numbers: {exc}") from exc
+        if reset and np.iscomplexobj(arr):
+            raise ValueError(f"Complex data not supported: X must be real, got {arr.dtype}")
+        as_features(arr)  # dtype, shape, emptiness, NaN/inf
+        # feature count and names (recorded in fit), from the caller's X
+        X = validate_data(self, X, reset=reset, dtype=np.float64, order="C")
+        return as_features(X)
+
+    def logits(self, X) -> np.ndarray:
+        """Logits (the network's outputs), shape (n, k), columns in the order of ``classes_``."""
+        X = self._check_X(X, reset=False)
+        return _core.logits(*self._core_args(), X)
+
     def decision_function(self, X) -> np.ndarray:
-        """Logits, shape (n, k)."""
-        return _core.logits(*self._core_args(), self._X(X))
+        """Confidence scores in scikit-learn's convention.
+
+        Shape (n, k), the logits, for k > 2 classes; shape (n,), ``z_1 - z_0`` (the log-odds of
+        ``classes_[1]``, positive means ``classes_[1]``), for two classes, as scikit-learn's
+        scorers and meta-estimators expect. :meth:`logits` gives (n, k) in every case.
+        """
+        Z = self.logits(X)
+        return Z[:, 1] - Z[:, 0] if Z.shape[1] == 2 else Z
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax probabilities, shape (n, k), columns in the order of ``classes_``."""
-        Z = self.decision_function(X)
+        Z = self.logits(X)
         Z -= Z.max(axis=1, keepdims=True)
         P = np.exp(Z)
         P /= P.sum(axis=1, keepdims=True)
@@ -356,7 +411,8 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Predicted labels, shape (n,)."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        Z = self.logits(X)
+        return self.classes_[np.argmax(Z, axis=1)]
 
     # ------------------------------------------------------------------ losses and derivatives
     def losses(self, X, y) -> np.ndarray:
