@@ -315,15 +315,11 @@ def test_changed_parameters_come_back_to_torch(torch_trained):
 
 
 def test_unlearning_a_torch_model(torch_trained):
-    try:
-        from mlu.unlearn import unlearn
-    except ImportError:
-        pytest.skip("mlu.unlearn is not available yet")
     net, X, y, flipped = torch_trained
     before = parameters(net)
     model = from_torch(net, l2=1e-3)
     # GGN: positive definite even away from the optimum (100 torch steps do not reach it)
-    result = unlearn(model, X, y, forget=flipped, curvature="ggn")
+    result = mlu.unlearn(model, X, y, forget=flipped, curvature="ggn")
     new = result.model
     assert not np.allclose(new.params, model.params)
     back = new.to_torch()

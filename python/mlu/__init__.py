@@ -4,16 +4,21 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import datasets, noise, reference
+from . import baselines, datasets, metrics, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
+from .detect import detect, estimate_noise_rate, select
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
+from .sisa import SISA
+from .unlearn import UnlearningResult, unlearn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "SISA",
+    "UnlearningResult",
     "HessianOperator",
     "HessianTooLargeError",
     "NotPositiveDefiniteError",
@@ -25,4 +30,10 @@ __all__ = [
     "noise",
     "reference",
     "set_num_threads",
+    "baselines",
+    "detect",
+    "estimate_noise_rate",
+    "metrics",
+    "select",
+    "unlearn",
 ]
