@@ -7,7 +7,14 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 from . import baselines, datasets, metrics, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
-from .detect import detect, estimate_noise_rate, select
+from .detect import (
+    ConfidentLearningResult,
+    NoiseRateWarning,
+    confident_learning,
+    detect,
+    estimate_noise_rate,
+    select,
+)
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
@@ -31,6 +38,9 @@ __all__ = [
     "reference",
     "set_num_threads",
     "baselines",
+    "ConfidentLearningResult",
+    "NoiseRateWarning",
+    "confident_learning",
     "detect",
     "estimate_noise_rate",
     "metrics",
