@@ -26,3 +26,12 @@ def make_problem(hidden, activation, k, n=40, d=5, seed=0, l2=0.01, scale=1.0):
 @pytest.fixture
 def digits01():
     return mlu.datasets.load("digits", classes=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one core thread (tiny models: threads only add overhead)."""
+    before = mlu.get_num_threads()
+    mlu.set_num_threads(1)
+    yield
+    mlu.set_num_threads(before)

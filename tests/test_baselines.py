@@ -12,13 +12,8 @@ import mlu
 from mlu.baselines import finetune, gradient_ascent, retrain
 from mlu.unlearn import UnlearningResult
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = mlu.get_num_threads()
-    mlu.set_num_threads(1)
-    yield
-    mlu.set_num_threads(before)
+# Tiny models: one core thread avoids oversubscribing a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,8 @@ from mlu.metrics.detection import detection_report
 FLIP_RATE = 0.3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_core_thread():
-    # These models are tiny: threads only add overhead (and stall on a busy machine).
-    before = mlu.get_num_threads()
-    mlu.set_num_threads(1)
-    yield
-    mlu.set_num_threads(before)
+# Tiny models: one core thread avoids oversubscribing a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,8 @@ from sklearn.base import clone
 import mlu
 from mlu.sisa import SISA, epoch_schedule
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = mlu.get_num_threads()
-    mlu.set_num_threads(1)
-    yield
-    mlu.set_num_threads(before)
+# Tiny models: one core thread avoids oversubscribing a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,8 @@ from mlu.unlearn import (
 unlearn_module = importlib.import_module("mlu.unlearn")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The matrices here are tiny; one thread avoids oversubscribing a shared machine.
-    before = mlu.get_num_threads()
-    mlu.set_num_threads(1)
-    yield
-    mlu.set_num_threads(before)
+# Tiny models: one core thread avoids oversubscribing a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
