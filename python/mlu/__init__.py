@@ -4,7 +4,7 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import baselines, datasets, metrics, noise, reference
+from . import baselines, datasets, experiment, metrics, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
 from .detect import (
@@ -15,6 +15,7 @@ from .detect import (
     estimate_noise_rate,
     select,
 )
+from .experiment import ExperimentConfig, run_experiments
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
@@ -43,6 +44,9 @@ __all__ = [
     "confident_learning",
     "detect",
     "estimate_noise_rate",
+    "experiment",
+    "ExperimentConfig",
+    "run_experiments",
     "metrics",
     "select",
     "unlearn",
