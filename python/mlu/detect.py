@@ -588,6 +588,7 @@ def estimate_noise_rate(scores, transform: str = "auto", seed: int = 0, warn: bo
 def _gmm_noise_rate(s: np.ndarray, transform: str, seed: int) -> tuple[float, float]:
     """(weight of the higher-mean component, Ashman's D) of a 2-component mixture on s."""
     from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
 
     t = _transform(s, transform)  # validates transform even for trivial scores
     if s.size < 2 or np.ptp(s) == 0:
@@ -596,7 +597,10 @@ def _gmm_noise_rate(s: np.ndarray, transform: str, seed: int) -> tuple[float, fl
         raise ValueError("scores must be finite for the mixture fit")
     # k-means++ seeding: the default full k-means init costs ~10x more for the same fit in 1-D.
     gmm = GaussianMixture(n_components=2, n_init=3, init_params="k-means++", random_state=int(seed))
-    gmm.fit(t[:, None])
+    # A few thousand 1-D points gain nothing from OpenMP threads, and on a busy machine the
+    # k-means init spin-waits ~15x longer with them.
+    with threadpool_limits(1, user_api="openmp"):
+        gmm.fit(t[:, None])
     means = gmm.means_[:, 0]
     variances = gmm.covariances_.reshape(2)
     separation = math.sqrt(2.0) * abs(means[0] - means[1]) / math.sqrt(variances.sum())

@@ -674,18 +674,11 @@ def load_dataset(cfg: ExperimentConfig, name: str):
 # --------------------------------------------------------------------------- one cell
 
 
-def _retry_import(name: str):
-    """Import ``mlu.<name>``; retried briefly since the compiled core may be swapped mid-run."""
+def _module(name: str):
+    """``mlu.<name>`` as a module: ``mlu.detect`` and ``mlu.unlearn`` name functions."""
     import importlib
 
-    for attempt in range(5):
-        try:
-            return importlib.import_module(f"mlu.{name}")
-        except ImportError:
-            if attempt == 4:
-                raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
+    return importlib.import_module(f"mlu.{name}")
 
 
 def _accuracy(model, X, y) -> float:
@@ -768,7 +761,7 @@ def _evaluate(
     }
     if not forget.any():
         return row
-    metrics = _retry_import("metrics.unlearning")
+    metrics = _module("metrics.unlearning")
     try:
         extra = metrics.evaluate_unlearning(
             model,
@@ -802,13 +795,13 @@ def _unlearn(ctx: _Context, spec: MethodSpec, forget: np.ndarray, X=None, y=None
         return ctx.model, 0.0, {"note": "nothing to forget"}
     opts = dict(spec.options)
     if spec.name in UNLEARN_METHODS:
-        unlearn = _retry_import("unlearn")
+        unlearn = _module("unlearn")
         result = unlearn.unlearn(
             ctx.model, X, y, forget, method=spec.name, **cfg.unlearn_options(spec)
         )
         return result.model, float(result.time), _result_diagnostics(result)
     if spec.name == "sisa":
-        sisa = _retry_import("sisa")
+        sisa = _module("sisa")
         from .model import MLP
 
         t0 = time.perf_counter()
@@ -832,7 +825,7 @@ def _unlearn(ctx: _Context, spec: MethodSpec, forget: np.ndarray, X=None, y=None
                 "retrained_slices": int(getattr(ens, "last_retrained_slices_", -1)),
             },
         )
-    baselines = _retry_import("baselines")
+    baselines = _module("baselines")
     if spec.name == "finetune":
         opts.setdefault("epochs", cfg.finetune_epochs)
     fn = getattr(baselines, spec.name)
@@ -842,7 +835,7 @@ def _unlearn(ctx: _Context, spec: MethodSpec, forget: np.ndarray, X=None, y=None
 
 def _select(ctx: _Context, scores: np.ndarray, kind: str) -> tuple[np.ndarray, str]:
     """Flag samples by the threshold ``kind``; returns (mask, warning text or "")."""
-    detect = _retry_import("detect")
+    detect = _module("detect")
     top = _check_threshold(kind, ctx.cfg.top_fraction)
     if top is not None:
         return detect.select(scores, fraction=top), ""
@@ -850,11 +843,7 @@ def _select(ctx: _Context, scores: np.ndarray, kind: str) -> tuple[np.ndarray, s
         return detect.select(scores, count=int(ctx.flipped.sum())), ""
     if kind == "zero":
         return detect.select(scores, threshold=0.0), ""
-    from threadpoolctl import threadpool_limits
-
-    # The mixture's k-means init on a few thousand 1-D points gains nothing from OpenMP
-    # threads and, on a busy machine, spin-waits ~15x longer with them.
-    with threadpool_limits(1, user_api="openmp"), warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mask = detect.select(scores, method="auto", seed=ctx.seed)
     # An unreliable noise-rate estimate is a result to record, not a warning to print.
@@ -868,7 +857,7 @@ def _threshold_value(scores: np.ndarray, flagged: np.ndarray) -> float | None:
 
 def _detect_scores(ctx: _Context, detector: str, cache: dict) -> tuple[np.ndarray, float]:
     if detector not in cache:
-        detect = _retry_import("detect")
+        detect = _module("detect")
         opts = dict(ctx.cfg.detector_options.get(detector, {}))
         if detector == "confident_learning":
             opts.setdefault("seed", ctx.seed)
@@ -881,7 +870,7 @@ def _detect_scores(ctx: _Context, detector: str, cache: dict) -> tuple[np.ndarra
 
 
 def _detection_metrics(scores, flagged, true_mask) -> dict[str, Any]:
-    dm = _retry_import("metrics.detection")
+    dm = _module("metrics.detection")
     if true_mask.all() or not true_mask.any():
         # AUC is undefined with one class; keep the thresholded counts only.
         return {"n_flagged": int(flagged.sum())}
@@ -935,7 +924,7 @@ def run_cell(
         "metrics.detection",
         "metrics.unlearning",
     ):
-        _retry_import(name)
+        _module(name)
     t_cell = time.perf_counter()
     noisy = noise.flip_labels(
         ds.y_train, rate=ratio, seed=seed, mode=cfg.noise_mode, num_classes=ds.n_classes
