@@ -39,7 +39,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._files import atomic_write_text
 
 __all__ = [
     "BASELINES",
@@ -515,23 +516,6 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text so that readers see the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _json_default(obj):

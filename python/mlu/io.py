@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._files import atomic_path
 from ._validation import ACTIVATIONS
 from .model import MLP, TrainingTrace
 
@@ -116,16 +115,8 @@ def save_model(model: MLP, path: str | os.PathLike) -> None:
     if getattr(model, "feature_names_in_", None) is not None:
         arrays["feature_names"] = _label_array(model.feature_names_in_, "feature_names_in_")
 
-    path = Path(path)
-    # write a temporary file in the same directory, then rename it over the target
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def _read_arrays(path) -> dict[str, np.ndarray]:
