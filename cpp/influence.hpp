@@ -13,7 +13,7 @@ namespace mlu {
 enum class QuadraticForm { CholeskyFactor, Projection };
 
 inline Vec self_influence(const Architecture& arch, const double* theta, const MatRef& X, const LabelRef& y,
-                          const ColMat& M, QuadraticForm form) {
+                          const Eigen::Ref<const ColMat>& M, QuadraticForm form) {
     const Index n = X.rows();
     Vec s(n);
     parallel_for_chunks(n, 256, [&](Index b, Index e) {

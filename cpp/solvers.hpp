@@ -19,22 +19,58 @@ struct NotPositiveDefinite : std::runtime_error {
 
 using ColMat = Eigen::MatrixXd;
 
-// Lower Cholesky factor of H + damping I (H symmetric p x p).
-inline ColMat cholesky_factor(const MatRef& H, double damping) {
-    ColMat A = H;
-    A.diagonal().array() += damping;
-    Eigen::LLT<ColMat, Eigen::Lower> llt(A);
-    if (llt.info() != Eigen::Success) {
+// In-place lower Cholesky factor of a symmetric positive definite A (only the
+// lower triangle is read and written). Right-looking and blocked like Eigen's
+// LLT, but the two O(p^3) parts of every step run on all threads: the panel
+// solve A21 <- A21 L11^{-T} in blocks of rows, and the trailing update
+// A22 -= A21 A21^T (lower triangle) in column panels. Returns false if A is
+// not positive definite.
+inline bool cholesky_inplace(Eigen::Ref<ColMat> A) {
+    const Index p = A.rows(), nb = 256, panel = 128, rows = 256;
+    for (Index k = 0; k < p; k += nb) {
+        const Index b = std::min(nb, p - k), rest = p - k - b;
+        auto A11 = A.block(k, k, b, b);
+        Eigen::LLT<Eigen::Ref<ColMat>, Eigen::Lower> diag(A11);  // in place
+        if (diag.info() != Eigen::Success) return false;
+        if (rest == 0) break;
+        const auto L11 = A11.triangularView<Eigen::Lower>();
+        auto A21 = A.block(k + b, k, rest, b);
+        auto A22 = A.block(k + b, k + b, rest, rest);
+#pragma omp parallel
+        {
+#pragma omp for schedule(static)
+            for (Index r0 = 0; r0 < rest; r0 += rows) {
+                auto block = A21.middleRows(r0, std::min(rows, rest - r0));
+                L11.transpose().solveInPlace<Eigen::OnTheRight>(block);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (Index j0 = 0; j0 < rest; j0 += panel) {
+                const Index w = std::min(panel, rest - j0), below = rest - j0 - w;
+                const auto Aj = A21.middleRows(j0, w);
+                A22.block(j0, j0, w, w).triangularView<Eigen::Lower>() -= Aj * Aj.transpose();
+                if (below > 0) A22.block(j0 + w, j0, below, w).noalias() -= A21.bottomRows(below) * Aj.transpose();
+            }
+        }
+    }
+    return true;
+}
+
+// L <- the lower Cholesky factor of H + damping I (H symmetric p x p, L a
+// p x p column-major buffer; its strictly upper part is zeroed).
+inline void cholesky_factor(const MatRef& H, double damping, Eigen::Ref<ColMat> L) {
+    L = H.transpose();  // H is symmetric: the transposed view copies in memory order
+    L.diagonal().array() += damping;
+    if (!cholesky_inplace(L)) {
         throw NotPositiveDefinite(
             "H + damping*I is not positive definite (damping = " + std::to_string(damping) +
             "): the Hessian of a non-convex network is indefinite away from a strict minimum. "
             "Raise damping, use curvature='ggn' (positive semi-definite), or solver='eigh'.");
     }
-    return llt.matrixL();
+    L.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
 // x = (L L^T)^{-1} B for a lower factor L; B is p x m.
-inline ColMat cholesky_solve(const ColMat& L, const ColMat& B) {
+inline ColMat cholesky_solve(const Eigen::Ref<const ColMat>& L, const Eigen::Ref<const ColMat>& B) {
     ColMat X = L.triangularView<Eigen::Lower>().solve(B);
     L.triangularView<Eigen::Lower>().transpose().solveInPlace(X);
     return X;

@@ -3,12 +3,32 @@
 // g the minibatch-mean loss gradient plus l2 * theta. Samples are visited in
 // a permutation drawn from a fixed generator (mt19937_64 and a multiply-shift
 // bounded draw), so an epoch is bit-for-bit repeatable on every platform.
+//
+// A step at batch 32 is ~5 MFLOP (784-50-2), ~0.1 ms, so per-step overheads
+// matter as much as the products: buffers are allocated once per epoch, and
+// the first layer (nearly all the flops: its fan-in d is large) runs on the
+// fused kernels of kernels.hpp, its gradient never stored. Threads split the
+// first layer's units: each gathers its own copy of the batch rows, computes
+// its units' pre-activations, and after the (small) upper layers have run on
+// thread 0, its units' weight step. Two barriers a step and one parallel
+// region per 16 steps (Eigen's own GEMM threading would fork and join per
+// product, several times a step).
+//
+// The kernels sum every element in the same order however the units are
+// split, so 1 and 2 threads give identical results. That makes it safe to
+// drop to one thread when the partner keeps arriving late at the barrier (a
+// loaded machine deschedules it for milliseconds, far longer than a step).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <random>
 #include <vector>
 
 #include "backprop.hpp"
+#include "kernels.hpp"
+#include "parallel.hpp"
 
 namespace mlu {
 
@@ -24,42 +44,228 @@ inline std::vector<Index> permutation(Index n, std::uint64_t seed) {
     return order;
 }
 
+namespace detail {
+
+// Threads worth using for a step: each thread's share of the first layer (two
+// m x d x units products) should be well above the cost of two barriers.
+inline int sgd_threads(const Architecture& arch, Index batch) {
+    if (arch.num_layers() < 2) return 1;  // no hidden layer: the softmax needs every unit at once
+    const double flops = 4.0 * double(batch) * double(arch.in(0)) * double(arch.out(0));
+    const int useful = static_cast<int>(std::min<double>(double(arch.out(0)) / 4.0, flops / 4e5));
+    return std::max(1, std::min(num_threads(), useful));
+}
+
+// Thread 0's clock: time spent at the barriers of a step against time spent
+// computing. The others are late when thread 0 waited far longer than its own
+// share of the step took (a loaded machine has descheduled them).
+class LateWatch {
+  public:
+    using Clock = std::chrono::steady_clock;
+    void computed() { worked_ += lap(); }
+    void waited() { waited_ += lap(); }
+    bool partner_late() {
+        const bool late = waited_ > 2.0 * worked_ + 20e-6;
+        waited_ = worked_ = 0.0;
+        return late;
+    }
+
+  private:
+    double lap() {
+        const auto now = Clock::now();
+        const double dt = std::chrono::duration<double>(now - mark_).count();
+        mark_ = now;
+        return dt;
+    }
+    double worked_ = 0.0, waited_ = 0.0;
+    Clock::time_point mark_ = Clock::now();
+};
+
+// How many chunks of steps to run on one thread before trying the team again,
+// kept across calls (a loaded machine stays loaded for a while; every failed
+// try costs a few scheduler time slices). Benign races between concurrent calls.
+struct TeamRetry {
+    std::atomic<long> wait{0}, backoff{1};
+};
+
+inline TeamRetry& team_retry() {
+    static TeamRetry state;
+    return state;
+}
+
+// The state of one epoch. Shared: the first layer's pre-activations, outputs
+// and (batch-mean) errors, whose columns belong to the thread of those units.
+class SgdEpoch {
+  public:
+    SgdEpoch(const Architecture& arch, double* theta, double* velocity, const MatRef& X, const LabelRef& y,
+             const std::vector<Index>& order, double lr, double momentum, Index batch, double l2, int threads)
+        : arch_(arch), theta_(theta), vel_(velocity), X_(X), y_(y), order_(order), lr_(lr), mu_(momentum),
+          l2_(l2), bs_(batch), L_(arch.num_layers()), d_(arch.input_dim()), h0_(arch.out(0)),
+          A0_(batch, h0_), H0_(batch, h0_), Delta0_(batch, h0_), Xb_(threads, RowMat(batch, d_)), yb_(batch),
+          A_(L_), H_(L_), Delta_(L_), Dact_(L_), g_(arch.p), loss_(batch) {}
+
+    // Steps over samples [s, e) of the permutation on a team of `threads`.
+    // Returns false if the team fell back to thread 0 alone on the way.
+    bool run(Index s, Index e, int threads) {
+        bool go_solo = false;  // set by thread 0 between the barriers, read by all after the second
+#pragma omp parallel num_threads(threads)
+        {
+            const int t = omp_get_thread_num(), T = omp_get_num_threads();
+            Index u0 = h0_ * t / T, u1 = h0_ * (t + 1) / T;  // this thread's units
+            bool solo = T == 1;  // the same in every thread: barriers are met by all or by none
+            LateWatch watch;
+            for (Index b = s; b < e; b += bs_) {
+                const Index m = std::min(bs_, e - b);
+                forward_first(t, b, m, u0, u1);
+                if (!solo) {
+                    if (t == 0) watch.computed();
+#pragma omp barrier
+                    if (t == 0) watch.waited();
+                }
+                if (t == 0) upper_layers(b, m);
+                bool switched = false;
+                if (!solo) {
+                    // Decided before the barrier, read by all after it.
+                    if (t == 0) {
+                        watch.computed();
+                        go_solo = watch.partner_late();
+                    }
+#pragma omp barrier
+                    solo = switched = go_solo;
+                    if (t == 0) watch.waited();
+                }
+                step_first(t, m, u0, u1);
+                if (switched) {
+                    // Every unit's step is done before thread 0 goes on alone with all of them.
+#pragma omp barrier
+                    if (t != 0) break;
+                    u0 = 0;
+                    u1 = h0_;
+                }
+            }
+        }
+        return !go_solo;
+    }
+
+    double mean_loss() const { return batches_ ? loss_sum_ / double(batches_) : 0.0; }
+
+  private:
+    // Gather this thread's copy of the batch rows; A0 = X W0^T + b0 (and H0 =
+    // sigma(A0) below a hidden layer) for units [u0, u1).
+    void forward_first(int t, Index b, Index m, Index u0, Index u1) {
+        RowMat& Xb = Xb_[t];
+        for (Index i = 0; i < m; ++i) Xb.row(i) = X_.row(order_[b + i]);
+        // Random rows of X come from memory: ask for the next batch's now, so
+        // that they arrive while this step computes.
+        const Index next = std::min<Index>(X_.rows(), b + m + bs_);
+        for (Index i = b + m; i < next; ++i) {
+            const double* row = X_.data() + order_[i] * X_.outerStride();
+            for (Index j = 0; j < d_; j += 64 / Index(sizeof(double))) __builtin_prefetch(row + j, 0, 2);
+        }
+        kernels::linear_units(Xb.data(), d_, m, d_, theta_ + arch_.w_off[0], theta_ + arch_.b_off[0], u0, u1,
+                              A0_.data(), h0_);
+        if (L_ > 1) {
+            auto H0t = H0_.block(0, u0, m, u1 - u0);
+            activate(arch_.act, A0_.block(0, u0, m, u1 - u0), H0t);
+        }
+    }
+
+    // Thread 0: the layers above the first, forward and backward, their step,
+    // and the first layer's error Delta0. Small products, so coefficient-based
+    // (lazyProduct): no GEMM blocking, and no Eigen threading inside a team.
+    void upper_layers(Index b, Index m) {
+        const double* th = theta_;
+        for (Index i = 0; i < m; ++i) yb_[i] = y_[order_[b + i]];
+        auto input = [&](Index l) -> Eigen::Ref<const RowMat> {
+            return l == 1 ? Eigen::Ref<const RowMat>(H0_.topRows(m)) : Eigen::Ref<const RowMat>(H_[l - 1]);
+        };
+        for (Index l = 1; l < L_; ++l) {
+            A_[l].noalias() = input(l).lazyProduct(arch_.W(th, l).transpose());
+            A_[l].rowwise() += arch_.b(th, l).transpose();
+            if (l < L_ - 1) activate(arch_.act, A_[l], H_[l]);
+        }
+        const auto logits = L_ > 1 ? Eigen::Ref<const RowMat>(A_[L_ - 1]) : Eigen::Ref<const RowMat>(A0_.topRows(m));
+        softmax_cross_entropy(logits, yb_.head(m), P_, loss_.data());
+        loss_sum_ += loss_.head(m).mean();
+        ++batches_;
+        // Batch-mean output error (P - Y) / m.
+        RowMat& top = L_ > 1 ? Delta_[L_ - 1] : Delta0_;
+        if (L_ > 1) top.resize(m, arch_.classes());
+        top.topRows(m) = P_ / double(m);
+        for (Index i = 0; i < m; ++i) top(i, yb_[i]) -= 1.0 / double(m);
+        for (Index l = L_ - 1; l >= 1; --l) {
+            MapRM(g_.data() + arch_.w_off[l], arch_.out(l), arch_.in(l)).noalias() =
+                Delta_[l].transpose().lazyProduct(input(l));
+            MapVec(g_.data() + arch_.b_off[l], arch_.out(l)) = Delta_[l].colwise().sum().transpose();
+            // The error one layer down, with the weights from before this step.
+            const auto Wl = arch_.W(th, l);
+            if (l > 1) {
+                activation_derivative(arch_.act, A_[l - 1], H_[l - 1], Dact_[l - 1]);
+                Delta_[l - 1].noalias() = Delta_[l].lazyProduct(Wl);
+                Delta_[l - 1].array() *= Dact_[l - 1].array();
+            } else {
+                activation_derivative(arch_.act, A0_.topRows(m), H0_.topRows(m), Dact_[0]);
+                Delta0_.topRows(m).noalias() = Delta_[1].lazyProduct(Wl);
+                Delta0_.topRows(m).array() *= Dact_[0].array();
+            }
+        }
+        for (Index j = arch_.b_off[0] + h0_; j < arch_.p; ++j)
+            kernels::momentum_scalar(theta_ + j, vel_ + j, g_[j], lr_, mu_, l2_);
+    }
+
+    // Units [u0, u1) of the first layer: their step along Delta0(:, u)^T X.
+    void step_first(int t, Index m, Index u0, Index u1) {
+        kernels::outer_update_units(Delta0_.data(), h0_, Xb_[t].data(), d_, m, d_, u0, u1, theta_ + arch_.w_off[0],
+                                    vel_ + arch_.w_off[0], theta_ + arch_.b_off[0], vel_ + arch_.b_off[0], lr_, mu_,
+                                    l2_);
+    }
+
+    const Architecture& arch_;
+    double *theta_, *vel_;
+    const MatRef& X_;
+    const LabelRef& y_;
+    const std::vector<Index>& order_;
+    const double lr_, mu_, l2_;
+    const Index bs_, L_, d_, h0_;
+    RowMat A0_, H0_, Delta0_;
+    std::vector<RowMat> Xb_;
+    IVec yb_;
+    std::vector<RowMat> A_, H_, Delta_, Dact_;
+    RowMat P_;
+    Vec g_, loss_;
+    double loss_sum_ = 0.0;
+    Index batches_ = 0;
+};
+
+}  // namespace detail
+
 // Returns the mean over batches of the minibatch loss before each step.
 inline double sgd_epoch(const Architecture& arch, double* theta, double* velocity, const MatRef& X,
                         const LabelRef& y, const std::vector<Index>& order, double lr, double momentum,
                         Index batch_size, double l2) {
-    const Index n = X.rows(), d = arch.input_dim(), p = arch.p;
-    RowMat Xb(batch_size, d);
-    IVec yb(batch_size);
-    Vec g(p), loss(batch_size);
-    Activations f;
-    RowMat P, Delta;
-    MapVec th(theta, p), buf(velocity, p);
-    double loss_sum = 0.0;
-    Index batches = 0;
-    for (Index s = 0; s < n; s += batch_size) {
-        const Index m = std::min(batch_size, n - s);
-        if (Xb.rows() != m) {
-            Xb.resize(m, d);
-            yb.resize(m);
+    const Index n = X.rows(), bs = std::min(batch_size, n);
+    const int threads = detail::sgd_threads(arch, bs);
+    detail::SgdEpoch epoch(arch, theta, velocity, X, y, order, lr, momentum, bs, l2, threads);
+    // Chunks of 16 steps. After a chunk that fell back to one thread, the next
+    // ones run on one thread, retrying the team after 1, 2, 4, ... 64 chunks;
+    // the count carries over to the next call (the next epoch). Results do
+    // not depend on the team.
+    constexpr Index kSteps = 16;
+    auto& retry = detail::team_retry();
+    for (Index s = 0; s < n; s += kSteps * bs) {
+        const Index e = std::min(n, s + kSteps * bs);
+        const long wait = retry.wait.load(std::memory_order_relaxed);
+        if (threads == 1 || wait > 0) {
+            epoch.run(s, e, 1);
+            if (threads > 1) retry.wait.store(wait - 1, std::memory_order_relaxed);
+        } else if (epoch.run(s, e, threads)) {
+            retry.backoff.store(1, std::memory_order_relaxed);
+        } else {
+            const long backoff = retry.backoff.load(std::memory_order_relaxed);
+            retry.wait.store(backoff, std::memory_order_relaxed);
+            retry.backoff.store(std::min(2 * backoff, 64L), std::memory_order_relaxed);
         }
-        for (Index i = 0; i < m; ++i) {
-            Xb.row(i) = X.row(order[s + i]);
-            yb[i] = y[order[s + i]];
-        }
-        forward(arch, theta, Xb, f);
-        softmax_cross_entropy(f.A.back(), yb, P, loss.data());
-        loss_sum += loss.head(m).mean();
-        ++batches;
-        output_error(P, yb, Delta);
-        g.setZero();
-        backprop_sum(arch, theta, Xb, f, std::move(Delta), g.data());
-        g /= double(m);
-        g += l2 * th;
-        buf = momentum * buf + g;
-        th -= lr * buf;
     }
-    return batches ? loss_sum / double(batches) : 0.0;
+    return epoch.mean_loss();
 }
 
 }  // namespace mlu
