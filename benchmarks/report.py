@@ -82,11 +82,16 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
         "mlu_threads": mlu.get_num_threads(),
         "torch_threads": torch.get_num_threads(),
     }
-    print(f"threads: mlu {env['mlu_threads']}, torch {env['torch_threads']}, BLAS via "
-          f"threadpoolctl {suite.THREADS}", flush=True)
+    print(
+        f"threads: mlu {env['mlu_threads']}, torch {env['torch_threads']}, BLAS via "
+        f"threadpoolctl {suite.THREADS}",
+        flush=True,
+    )
     peak_start = suite.dgemm_peak()
-    print(f"dgemm peak (numpy.dot 2000x2000, {suite.THREADS} threads): {peak_start:.1f} GFLOP/s",
-          flush=True)
+    print(
+        f"dgemm peak (numpy.dot 2000x2000, {suite.THREADS} threads): {peak_start:.1f} GFLOP/s",
+        flush=True,
+    )
     print("agreement on the tiny problem:", flush=True)
     for line in suite.verify_tiny():
         print("  ", line, flush=True)
@@ -103,8 +108,17 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
                 checked = None
             else:
                 checked = suite.verified(op_key, size)
-            row = {"op": op_key, "title": op.title, "size": size, "label": label,
-                   "times": {}, "rounds": {}, "median": {}, "skipped": {}, "info": {}}
+            row = {
+                "op": op_key,
+                "title": op.title,
+                "size": size,
+                "label": label,
+                "times": {},
+                "rounds": {},
+                "median": {},
+                "skipped": {},
+                "info": {},
+            }
             for impl in suite.IMPLS:
                 reason = suite.skip_reason(op, size, impl)
                 if checked is not None and impl in checked.skipped:
@@ -127,7 +141,8 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
                 flops = cg_flops(pb, row["info"]["iterations_mlu"])
             row["flops"] = flops
             rows.append(row)
-            print(", ".join(f"{impl} {fmt_time(t)}" for impl, t in row["times"].items()), flush=True)
+            timed = ", ".join(f"{impl} {fmt_time(t)}" for impl, t in row["times"].items())
+            print(timed, flush=True)
 
     peak_end = suite.dgemm_peak()
     peak = max(peak_start, peak_end)
@@ -137,9 +152,14 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
             row["gflops"] = row["flops"] / t / 1e9
             row["peak_fraction"] = row["gflops"] / peak
     _cross_notes(rows)
-    return {"environment": env, "dgemm_peak_gflops": peak,
-            "dgemm_peak_runs": [peak_start, peak_end], "data": _data_sources(rows),
-            "rows": rows, "bars": _bars(rows, peak)}
+    return {
+        "environment": env,
+        "dgemm_peak_gflops": peak,
+        "dgemm_peak_runs": [peak_start, peak_end],
+        "data": _data_sources(rows),
+        "rows": rows,
+        "bars": _bars(rows, peak),
+    }
 
 
 def _ratios(row: dict) -> None:
@@ -159,18 +179,25 @@ def _cross_notes(rows: list[dict]) -> None:
             its = {k.split("_")[1]: v for k, v in info.items() if k.startswith("iterations_")}
             notes.append("iterations " + ", ".join(f"{k} {v}" for k, v in its.items()))
         if row["op"].startswith("unlearn") and "mlu" in row["times"]:
-            notes.append(f"solver {info.get('solver')} ({info.get('curvature')}"
-                         + (f", {info['iterations']} CG iterations" if info.get("iterations")
-                            else "") + ")")
+            notes.append(
+                f"solver {info.get('solver')} ({info.get('curvature')}"
+                + (f", {info['iterations']} CG iterations" if info.get("iterations") else "")
+                + ")"
+            )
             retrain = by.get(("retrain", row["size"]))
             if retrain:
                 for impl in ("mlu", "torch"):
                     if impl in retrain["times"]:
                         ratio = retrain["times"][impl] / row["times"]["mlu"]
                         row[f"vs_retrain_{impl}"] = ratio
-                notes.append("vs retraining: " + ", ".join(
-                    f"{ratio:.0f}× faster than {impl}" for impl in ("mlu", "torch")
-                    if (ratio := row.get(f"vs_retrain_{impl}")) is not None))
+                notes.append(
+                    "vs retraining: "
+                    + ", ".join(
+                        f"{ratio:.0f}× faster than {impl}"
+                        for impl in ("mlu", "torch")
+                        if (ratio := row.get(f"vs_retrain_{impl}")) is not None
+                    )
+                )
         if row["op"] == "hvp_op":
             notes.append("mlu: operator reused (CG's product); NumPy/PyTorch: one-shot")
         row["notes"] = notes
@@ -180,8 +207,15 @@ def _bars(rows: list[dict], peak: float) -> list[dict]:
     out = []
 
     def add(name, value, target, where):
-        out.append({"bar": name, "target": target, "value": value, "where": where,
-                    "met": value is not None and value >= target})
+        out.append(
+            {
+                "bar": name,
+                "target": target,
+                "value": value,
+                "where": where,
+                "met": value is not None and value >= target,
+            }
+        )
 
     for r in rows:
         w = f"{r['op']} {r['label']}"
@@ -225,7 +259,8 @@ def markdown(result: dict) -> str:
         "",
         f"dgemm peak measured in this run: **{peak:.1f} GFLOP/s** (numpy.dot, 2000×2000, "
         f"{env['threads']} threads; runs: "
-        + ", ".join(f"{p:.1f}" for p in result["dgemm_peak_runs"]) + ").",
+        + ", ".join(f"{p:.1f}" for p in result["dgemm_peak_runs"])
+        + ").",
         "Times are the best of several runs (one run above 5 s). Speedups are NumPy / mlu and "
         "PyTorch / mlu. GFLOP/s are mlu's, from the flop count given per row.",
         "",
@@ -247,20 +282,30 @@ def markdown(result: dict) -> str:
         if r["op"] == "cg" and r["flops"]:
             formula = "2ndh + (iters+1)·4ndh"
         notes = "; ".join(r.get("notes", []) + ([op.note] if op.note else []))
-        lines.append(f"| {r['title']} | {r['label']} | " + " | ".join(cells)
-                     + f" | {fmt_ratio(r['speedup_vs_numpy'])} | {fmt_ratio(r['speedup_vs_torch'])}"
-                     + f" | {gcell} | {formula} | {notes} |")
+        lines.append(
+            f"| {r['title']} | {r['label']} | "
+            + " | ".join(cells)
+            + f" | {fmt_ratio(r['speedup_vs_numpy'])} | {fmt_ratio(r['speedup_vs_torch'])}"
+            + f" | {gcell} | {formula} | {notes} |"
+        )
     lines += ["", "## Bars", "", "| bar | case | measured | met |", "|---|---|---|---|"]
     for b in result["bars"]:
         value = b["value"]
-        shown = "-" if value is None else (f"{100 * value:.0f}%" if "peak" in b["bar"]
-                                           else f"{value:.1f}×")
+        shown = (
+            "-"
+            if value is None
+            else (f"{100 * value:.0f}%" if "peak" in b["bar"] else f"{value:.1f}×")
+        )
         lines.append(f"| {b['bar']} | {b['where']} | {shown} | {'yes' if b['met'] else 'no'} |")
-    lines += ["", "Sizes: d-h-k is input-hidden-classes of a one-hidden-layer ReLU MLP "
-              f"(l2 = {suite.L2:g}, trained with mlu's SGD), n the number of samples; "
-              f"p = 39352 (784-50-2), 6298 (784-8-2), 101770 (784-128-10). "
-              f"Damping δ = {suite.DAMPING:g}; CG tolerance {suite.CG_TOL:g}; forget set "
-              f"{100 * suite.FORGET_FRACTION:.0f}% of the samples.", ""]
+    lines += [
+        "",
+        "Sizes: d-h-k is input-hidden-classes of a one-hidden-layer ReLU MLP "
+        f"(l2 = {suite.L2:g}, trained with mlu's SGD), n the number of samples; "
+        f"p = 39352 (784-50-2), 6298 (784-8-2), 101770 (784-128-10). "
+        f"Damping δ = {suite.DAMPING:g}; CG tolerance {suite.CG_TOL:g}; forget set "
+        f"{100 * suite.FORGET_FRACTION:.0f}% of the samples.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -268,10 +313,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", default=",".join(suite.OPS), help="comma-separated operations")
     parser.add_argument("--sizes", default="", help="comma-separated sizes (default: all)")
-    parser.add_argument("--budget", type=float, default=2.0,
-                        help="seconds of repeated runs per implementation and case")
-    parser.add_argument("--out", default=str(HERE / "results"),
-                        help="output path without extension (.md and .json are written)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=2.0,
+        help="seconds of repeated runs per implementation and case",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(HERE / "results"),
+        help="output path without extension (.md and .json are written)",
+    )
     args = parser.parse_args(argv)
     ops = [o for o in args.ops.split(",") if o]
     unknown = set(ops) - set(suite.OPS)

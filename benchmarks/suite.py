@@ -99,7 +99,7 @@ SIZES = {
 TINY = Size("tiny", 8, 3, 300, epochs=3, d=98)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_data(size: Size) -> tuple[np.ndarray, np.ndarray, str]:
     """Fashion-MNIST (real data; no downloads) or, when absent, random data of the shape."""
     classes = (0, 6) if size.k == 2 else tuple(range(size.k))  # T-shirt/top vs shirt: hard pair
@@ -137,8 +137,16 @@ class Problem:
         self.keep = keep
 
     def new_model(self, epochs: int) -> mlu.MLP:
-        return mlu.MLP(hidden=(self.size.hidden,), activation=ACT, l2=L2, epochs=epochs,
-                       lr=0.01, momentum=0.9, batch_size=32, seed=SEED)
+        return mlu.MLP(
+            hidden=(self.size.hidden,),
+            activation=ACT,
+            l2=L2,
+            epochs=epochs,
+            lr=0.01,
+            momentum=0.9,
+            batch_size=32,
+            seed=SEED,
+        )
 
     @functools.cached_property
     def layers(self):
@@ -180,7 +188,7 @@ class Problem:
         return TorchProblem(self)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def problem(key: str) -> Problem:
     return Problem(TINY if key == "tiny" else SIZES[key])
 
@@ -200,8 +208,11 @@ class TorchProblem:
         self.pb = pb
         self.X = torch.from_numpy(pb.X)
         self.y = torch.from_numpy(pb.y)
-        self.shapes = [(o, i) if j % 2 == 0 else (o,)
-                       for i, o in zip(pb.size.sizes[:-1], pb.size.sizes[1:]) for j in (0, 1)]
+        self.shapes = [
+            (o, i) if j % 2 == 0 else (o,)
+            for i, o in zip(pb.size.sizes[:-1], pb.size.sizes[1:])
+            for j in (0, 1)
+        ]
         self.params = self.split(torch.from_numpy(pb.theta))
         self.p = pb.size.p
         n = pb.n
@@ -269,8 +280,15 @@ class TorchProblem:
 
     def cg(self, b, damping, tol, maxiter):
         """CG on the GGN, products from torch.func (see ggn_vp)."""
-        return cg_loop(lambda d: self.flat(self.ggn_vp(self.split(d))), b, damping, tol, maxiter,
-                       dot=lambda a, c: float(a @ c), zeros=self.torch.zeros_like)
+        return cg_loop(
+            lambda d: self.flat(self.ggn_vp(self.split(d))),
+            b,
+            damping,
+            tol,
+            maxiter,
+            dot=lambda a, c: float(a @ c),
+            zeros=self.torch.zeros_like,
+        )
 
     def net(self):
         """nn.Sequential with the problem's architecture (parameters set by the caller)."""
@@ -294,7 +312,7 @@ class TorchProblem:
                 prm.copy_(val)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=L2)
         n = X.shape[0]
-        for epoch in range(epochs):
+        for _ in range(epochs):
             perm = torch.from_numpy(order) if order is not None else torch.randperm(n)
             for s in range(0, n, 32):
                 idx = perm[s : s + 32]
@@ -378,61 +396,118 @@ def _flops_self_influence(pb):
     return pb.size.p**3 / 3.0 + float(pb.n) * pb.size.p**2
 
 
-_BIG = "p x p float64 = {gb:.0f} GB: too much for this 24 GiB machine"
 _GRAD_SKIP = "n x p float64 = 49 GB does not fit in memory"
 OPS = {
-    "losses": Op("losses", "per-sample losses", ("paper", "large", "narrow", "multiclass"), {},
-                 _flops_forward, "2n(dh+hk) (forward)"),
-    "gradients": Op("gradients", "per-sample gradients (n x p)", ("paper", "large", "narrow",
-                                                                   "multiclass"),
-                    {("multiclass", "*"): _GRAD_SKIP}),
-    "hvp": Op("hvp", "Hessian-vector product (one-shot)", ("paper", "large", "narrow",
-                                                           "multiclass"), {},
-              _flops_hvp, "2n(3dh+5hk) (forward, tangent, R-backward)"),
-    "hvp_op": Op("hvp_op", "HVP, reused operator (mlu) vs one-shot", ("paper", "large", "narrow",
-                                                                       "multiclass"), {},
-                 lambda pb: 2.0 * pb.n * (2 * pb.size.d * pb.size.hidden),
-                 "4ndh (tangent + R-backward; forward cached)",
-                 note="mlu: hessian_operator() built once (not timed), then matvec; NumPy and "
-                      "PyTorch have no reusable operator: their one-shot HVP"),
-    "cg": Op("cg", f"CG solve (GGN+δI)x=b to {CG_TOL:g}", ("paper", "large", "narrow",
-                                                            "multiclass"),
-             {}, None, compare="cg",
-             note="GGN: the exact H + δI has negative curvature here; mlu builds its operator "
-                  "inside the timing; NumPy/torch: the same CG loop in Python over their "
-                  "GGN-vector products"),
-    "hessian": Op("hessian", "exact Hessian assembly (p x p)", ("paper", "narrow", "multiclass"),
-                  {("paper", "*"): _BIG.format(gb=39352**2 * 8 / 1e9)
-                   + " (and PyTorch would take hours: p HVPs)",
-                   ("multiclass", "*"): _BIG.format(gb=101770**2 * 8 / 1e9),
-                   ("narrow", "numpy"): "reference.hessian = p = 6298 one-shot HVPs in Python "
-                                        "(~6298 x the NumPy HVP time, ~1 h)"},
-                  _flops_hessian, "executed GEMM flops, see hessian_flops()"),
-    "cholesky": Op("cholesky", "Cholesky of GGN + δI (p x p)", ("narrow",), {}, _flops_cholesky,
-                   "p^3/3", note="the GGN: the exact H + δI is indefinite at these trained nets"),
-    "self_influence": Op("self_influence", "self-influence of all n samples (H given)",
-                         ("narrow",), {}, _flops_self_influence, "p^3/3 + n p^2",
-                         note="H (the GGN) is assembled once outside the timing; "
-                              "mlu: Cholesky + one triangular solve per gradient block; NumPy: "
-                              "reference.self_influence's solve (LU); torch: Cholesky + "
-                              "solve_triangular"),
-    "epoch": Op("epoch", "one training epoch, batch 32", ("paper", "large", "narrow",
-                                                          "multiclass"), {},
-                _flops_epoch, "2n(2dh+3hk) (forward + weight gradients)"),
-    "unlearn_last": Op("unlearn_last", "mlu.unlearn, influence, params='last' (10% forget)",
-                       ("paper", "large"),
-                       {("*", "torch"): "no PyTorch unlearning implementation; see the "
-                                        "retrain row"},
-                       compare="unlearn"),
-    "unlearn_all": Op("unlearn_all", "mlu.unlearn, influence, params='all' (auto -> CG)",
-                      ("paper", "large"),
-                      {("*", "numpy"): "reference.influence_update needs the p x p Hessian "
-                                       "(p = 39352)",
-                       ("*", "torch"): "no PyTorch unlearning implementation; see the "
-                                       "retrain row"},
-                      compare="unlearn"),
-    "retrain": Op("retrain", f"retrain from scratch on the 90% retained ({EPOCHS_RETRAIN} "
-                             "epochs)", ("paper", "large"), {}, compare="none"),
+    "losses": Op(
+        "losses",
+        "per-sample losses",
+        ("paper", "large", "narrow", "multiclass"),
+        {},
+        _flops_forward,
+        "2n(dh+hk) (forward)",
+    ),
+    "gradients": Op(
+        "gradients",
+        "per-sample gradients (n x p)",
+        ("paper", "large", "narrow", "multiclass"),
+        {("multiclass", "*"): _GRAD_SKIP},
+    ),
+    "hvp": Op(
+        "hvp",
+        "Hessian-vector product (one-shot)",
+        ("paper", "large", "narrow", "multiclass"),
+        {},
+        _flops_hvp,
+        "2n(3dh+5hk) (forward, tangent, R-backward)",
+    ),
+    "hvp_op": Op(
+        "hvp_op",
+        "HVP, reused operator (mlu) vs one-shot",
+        ("paper", "large", "narrow", "multiclass"),
+        {},
+        lambda pb: 2.0 * pb.n * (2 * pb.size.d * pb.size.hidden),
+        "4ndh (tangent + R-backward; forward cached)",
+        note="mlu: hessian_operator() built once (not timed), then matvec; NumPy and "
+        "PyTorch have no reusable operator: their one-shot HVP",
+    ),
+    "cg": Op(
+        "cg",
+        f"CG solve (GGN+δI)x=b to {CG_TOL:g}",
+        ("paper", "large", "narrow", "multiclass"),
+        {},
+        None,
+        compare="cg",
+        note="GGN: the exact H + δI has negative curvature here; mlu builds its operator "
+        "inside the timing; NumPy/torch: the same CG loop in Python over their "
+        "GGN-vector products",
+    ),
+    "hessian": Op(
+        "hessian",
+        "exact Hessian assembly (p x p)",
+        ("paper", "narrow", "multiclass"),
+        {
+            ("paper", "*"): "p x p = 12 GB, too large to benchmark safely on this shared "
+            "24 GiB machine (NumPy/PyTorch: p = 39352 HVP columns, hours)",
+            ("multiclass", "*"): "p x p = 83 GB does not fit in memory",
+            ("narrow", "numpy"): "reference.hessian is p = 6298 HVP columns in Python: "
+            "6298 x 45 ms = 5 min (measured on 40 columns)",
+        },
+        _flops_hessian,
+        "executed GEMM flops, see hessian_flops()",
+    ),
+    "cholesky": Op(
+        "cholesky",
+        "Cholesky of GGN + δI (p x p)",
+        ("narrow",),
+        {},
+        _flops_cholesky,
+        "p^3/3",
+        note="the GGN: the exact H + δI is indefinite at these trained nets",
+    ),
+    "self_influence": Op(
+        "self_influence",
+        "self-influence of all n samples (H given)",
+        ("narrow",),
+        {},
+        _flops_self_influence,
+        "p^3/3 + n p^2",
+        note="H (the GGN) is assembled once outside the timing; "
+        "mlu: Cholesky + one triangular solve per gradient block; NumPy: "
+        "reference.self_influence's solve (LU); torch: Cholesky + "
+        "solve_triangular",
+    ),
+    "epoch": Op(
+        "epoch",
+        "one training epoch, batch 32",
+        ("paper", "large", "narrow", "multiclass"),
+        {},
+        _flops_epoch,
+        "2n(2dh+3hk) (forward + weight gradients)",
+    ),
+    "unlearn_last": Op(
+        "unlearn_last",
+        "mlu.unlearn, influence, params='last' (10% forget)",
+        ("paper", "large"),
+        {("*", "torch"): "no PyTorch unlearning implementation; see the retrain row"},
+        compare="unlearn",
+    ),
+    "unlearn_all": Op(
+        "unlearn_all",
+        "mlu.unlearn, influence, params='all' (auto -> CG)",
+        ("paper", "large"),
+        {
+            ("*", "numpy"): "reference.influence_update needs the p x p Hessian (p = 39352)",
+            ("*", "torch"): "no PyTorch unlearning implementation; see the retrain row",
+        },
+        compare="unlearn",
+    ),
+    "retrain": Op(
+        "retrain",
+        f"retrain from scratch on the 90% retained ({EPOCHS_RETRAIN} epochs)",
+        ("paper", "large"),
+        {},
+        compare="none",
+    ),
 }
 
 
@@ -544,8 +619,13 @@ def _cg_mlu(pb):
 
 def _cg_numpy(pb):
     def run():
-        return cg_loop(lambda d: ref.hvp(pb.layers, ACT, pb.X, pb.y, d, l2=L2, curvature="ggn"),
-                       pb.cg_rhs, DAMPING, CG_TOL, 2000)
+        return cg_loop(
+            lambda d: ref.hvp(pb.layers, ACT, pb.X, pb.y, d, l2=L2, curvature="ggn"),
+            pb.cg_rhs,
+            DAMPING,
+            CG_TOL,
+            2000,
+        )
 
     return run
 
@@ -655,8 +735,16 @@ def _unlearn(pb, params):
     unlearn = _unlearn_module().unlearn
 
     def run():
-        res = unlearn(pb.model, pb.X, pb.y, pb.forget, method="influence", params=params,
-                      damping=DAMPING, tol=CG_TOL)
+        res = unlearn(
+            pb.model,
+            pb.X,
+            pb.y,
+            pb.forget,
+            method="influence",
+            params=params,
+            damping=DAMPING,
+            tol=CG_TOL,
+        )
         return res
 
     return run
@@ -672,8 +760,9 @@ def _unlearn_all_mlu(pb):
 
 def _unlearn_numpy(pb, params):
     def run():
-        return ref.influence_update(pb.layers, ACT, pb.X, pb.y, pb.forget, l2=L2,
-                                    damping=DAMPING, params=params)
+        return ref.influence_update(
+            pb.layers, ACT, pb.X, pb.y, pb.forget, l2=L2, damping=DAMPING, params=params
+        )
 
     return run
 
@@ -707,8 +796,9 @@ def _retrain_numpy(pb):
     def run():
         layers, vel = layers0, None
         for _ in range(EPOCHS_RETRAIN):
-            layers, vel = ref.sgd_epoch(layers, ACT, XR, yR, 0.01, 0.9, 32, L2, vel,
-                                        rng.permutation(len(XR)))
+            layers, vel = ref.sgd_epoch(
+                layers, ACT, XR, yR, 0.01, 0.9, 32, L2, vel, rng.permutation(len(XR))
+            )
         return ref.flatten(layers)
 
     return run
@@ -777,8 +867,13 @@ def verify(op_key: str, pb: Problem) -> Checked:
     elif op.compare == "unlearn":
         res = outs.get("mlu")
         if res is not None:
-            info.update(solver=res.solver, curvature=res.curvature, iterations=res.iterations,
-                        residual=res.residual, notes=list(res.notes))
+            info.update(
+                solver=res.solver,
+                curvature=res.curvature,
+                iterations=res.iterations,
+                residual=res.residual,
+                notes=list(res.notes),
+            )
             if res.solver in ("cholesky", "cg"):
                 assert res.residual <= 2 * CG_TOL, f"{where}: {res!r}"
             if "numpy" in outs and res.solver in ("cholesky", "cg"):
@@ -786,9 +881,17 @@ def verify(op_key: str, pb: Problem) -> Checked:
                 # the GGN); an eigh pseudo-inverse has no reference counterpart.
                 expected = outs["numpy"]
                 if res.curvature != "hessian":
-                    expected = ref.influence_update(pb.layers, ACT, pb.X, pb.y, pb.forget, l2=L2,
-                                                    damping=DAMPING, curvature=res.curvature,
-                                                    params=res.params)
+                    expected = ref.influence_update(
+                        pb.layers,
+                        ACT,
+                        pb.X,
+                        pb.y,
+                        pb.forget,
+                        l2=L2,
+                        damping=DAMPING,
+                        curvature=res.curvature,
+                        params=res.params,
+                    )
                 err = rel_diff(res.model.params, expected)
                 tol = RTOL if res.solver == "cholesky" else CG_TOL
                 assert err <= tol, f"{where}: mlu.unlearn differs from reference by {err:.2e}"
@@ -807,7 +910,7 @@ def ggn_products(pb: Problem, v: np.ndarray) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def verified(op_key: str, size_key: str) -> Checked:
     return verify(op_key, problem(size_key))
 
@@ -816,7 +919,7 @@ def verify_tiny() -> list[str]:
     """Agreement of every op and implementation on the tiny problem (runs in seconds)."""
     pb = problem("tiny")
     done = []
-    for key, op in OPS.items():
+    for key in OPS:
         if key == "retrain":
             continue
         c = verify(key, pb)

@@ -18,11 +18,10 @@ def agreement():
     return suite.verify_tiny()
 
 
-def _id(case):
-    return "-".join(case)
+CASES = list(suite.all_cases())
 
 
-@pytest.mark.parametrize("op,size,impl", list(suite.all_cases()), ids=_id)
+@pytest.mark.parametrize("op,size,impl", CASES, ids=["-".join(case) for case in CASES])
 def test_benchmark(benchmark, op, size, impl):
     reason = suite.skip_reason(suite.OPS[op], size, impl)
     if reason:

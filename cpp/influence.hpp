@@ -20,7 +20,8 @@ inline Vec self_influence(const Architecture& arch, const double* theta, const M
         RowMat G(e - b, arch.p);
         per_sample_gradient_block(arch, theta, X, y, b, e, G.data());
         if (form == QuadraticForm::CholeskyFactor) {
-            ColMat Z = G.transpose();
+            // G row-major is G^T column-major: solve in place, no transposed copy.
+            Eigen::Map<ColMat> Z(G.data(), arch.p, e - b);
             M.triangularView<Eigen::Lower>().solveInPlace(Z);
             s.segment(b, e - b) = Z.colwise().squaredNorm().transpose();
         } else {

@@ -22,7 +22,7 @@
 namespace mlu::kernels {
 
 using Packet = Eigen::internal::packet_traits<double>::type;
-constexpr Index PS = Eigen::internal::unpacket_traits<Packet>::size;
+constexpr Index PS = Eigen::internal::packet_traits<double>::size;
 
 // out(a, b) = bias[b] + X.row(a) . W.row(b) for an RI x RQ tile. The dot
 // product runs over d in packets (lane-wise partial sums, then one fixed

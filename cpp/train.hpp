@@ -154,13 +154,6 @@ class SgdEpoch {
     void forward_first(int t, Index b, Index m, Index u0, Index u1) {
         RowMat& Xb = Xb_[t];
         for (Index i = 0; i < m; ++i) Xb.row(i) = X_.row(order_[b + i]);
-        // Random rows of X come from memory: ask for the next batch's now, so
-        // that they arrive while this step computes.
-        const Index next = std::min<Index>(X_.rows(), b + m + bs_);
-        for (Index i = b + m; i < next; ++i) {
-            const double* row = X_.data() + order_[i] * X_.outerStride();
-            for (Index j = 0; j < d_; j += 64 / Index(sizeof(double))) __builtin_prefetch(row + j, 0, 2);
-        }
         kernels::linear_units(Xb.data(), d_, m, d_, theta_ + arch_.w_off[0], theta_ + arch_.b_off[0], u0, u1,
                               A0_.data(), h0_);
         if (L_ > 1) {
