@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import mlu
 from mlu.cli import build_parser, main, resolve_config
 
 TINY_RUN = [
@@ -114,12 +116,13 @@ def test_usage_errors(tmp_path, capsys):
 
 def test_version_and_module_entry_point():
     assert main(["--version"]) == 0
-    python_dir = Path(__file__).resolve().parents[1] / "python"
+    # The same mlu this test imported (installed, or a dev tree on PYTHONPATH).
+    package_parent = Path(mlu.__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "mlu", "--help"],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(python_dir), "PATH": ""},
+        env={**os.environ, "PYTHONPATH": str(package_parent)},
         timeout=60,
     )
     assert proc.returncode == 0 and "demo" in proc.stdout and "run" in proc.stdout
