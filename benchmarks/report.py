@@ -4,8 +4,9 @@
     python benchmarks/report.py --ops hvp,cg --sizes paper
 
 Every case is first run once per implementation and checked for agreement (suite.verify);
-then each implementation is timed: the best of several runs (of the checked run and one more
-when a call takes over 5 s, of the checked run alone over 30 s). Times are wall-clock seconds
+then the implementations are timed in turns (so that load from other processes falls on all
+of them alike; see time_case): the best of several runs each (of the checked run and one
+more when a call takes over 5 s, of the checked run alone over 30 s). Times are wall-clock seconds
 of the public calls. The GFLOP/s column is for mlu, from the flop count stated in the table,
 against the dgemm peak measured in the same run (numpy.dot of two 2000 x 2000 float64
 matrices, 2 threads).
@@ -46,20 +47,36 @@ def fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.1f}×"
 
 
-def time_impl(fn, first: float, budget: float, max_rounds: int = 10) -> list[float]:
-    """Wall times of repeated calls: at least 3 until `budget` seconds; for calls over 5 s the
-    checked run (its warm-up is negligible at that length) and, up to 30 s, one more run."""
-    if first > 5.0:
-        if first > 30.0:
-            return [first]
-        t0 = time.perf_counter()
-        fn()
-        return [first, time.perf_counter() - t0]
-    times: list[float] = []
-    while len(times) < max_rounds and (len(times) < 3 or sum(times) < budget):
-        t0 = time.perf_counter()
-        fn()  # the result is dropped at once
-        times.append(time.perf_counter() - t0)
+def time_case(runners: dict, first: dict, budget: float, max_rounds: int = 10) -> dict:
+    """Wall times per implementation, in turns (mlu, NumPy, PyTorch, mlu, ...) so that load
+    from other processes on a shared machine falls on all of them alike. Each turn starts
+    with an untimed call: the previous library's idle threads spin for a while after it
+    returns (OpenBLAS up to ~0.1 s) and would otherwise steal the cores. Then up to 3 timed
+    calls; at least 3 in all and until `budget` seconds each. A call over 5 s keeps its
+    checked run (its warm-up is negligible at that length) and, up to 30 s, gets one more."""
+    times = {impl: [] for impl in runners}
+    for impl, t in first.items():
+        if t > 5.0:
+            times[impl].append(t)
+
+    def wants(impl):
+        ts, t0 = times[impl], first[impl]
+        if t0 > 5.0:
+            return t0 <= 30.0 and len(ts) < 2
+        return len(ts) < max_rounds and (len(ts) < 3 or sum(ts) < budget)
+
+    while any(wants(impl) for impl in runners):
+        for impl, fn in runners.items():
+            if not wants(impl):
+                continue
+            if first[impl] < 1.0:
+                fn()
+            for _ in range(3):
+                if not wants(impl):
+                    break
+                t0 = time.perf_counter()
+                fn()  # the result is dropped at once
+                times[impl].append(time.perf_counter() - t0)
     return times
 
 
@@ -131,11 +148,12 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
                     reason = checked.skipped[impl]
                 if reason:
                     row["skipped"][impl] = reason
-                    continue
-                times = time_impl(checked.runners[impl], checked.first_time[impl], budget)
-                row["times"][impl] = min(times)
-                row["median"][impl] = statistics.median(times)
-                row["rounds"][impl] = len(times)
+            if checked is not None:
+                timed = time_case(checked.runners, checked.first_time, budget)
+                for impl, times in timed.items():
+                    row["times"][impl] = min(times)
+                    row["median"][impl] = statistics.median(times)
+                    row["rounds"][impl] = len(times)
             if checked is not None:
                 row["info"] = {k: v for k, v in checked.info.items()}
             _ratios(row)
@@ -197,9 +215,9 @@ def _cross_notes(rows: list[dict]) -> None:
                         ratio = retrain["times"][impl] / row["times"]["mlu"]
                         row[f"vs_retrain_{impl}"] = ratio
                 notes.append(
-                    "vs retraining: "
+                    "retraining takes "
                     + ", ".join(
-                        f"{ratio:.0f}× faster than {impl}"
+                        f"{ratio:.1f}× as long ({impl})"
                         for impl in ("mlu", "torch")
                         if (ratio := row.get(f"vs_retrain_{impl}")) is not None
                     )
@@ -267,7 +285,8 @@ def markdown(result: dict) -> str:
         f"{env['threads']} threads; runs: "
         + ", ".join(f"{p:.1f}" for p in result["dgemm_peak_runs"])
         + ").",
-        "Times are the best of several runs (of two above 5 s, one above 30 s). Speedups are "
+        "Times are the best of several runs, taken in turns over the implementations "
+        "(of two above 5 s, one above 30 s). Speedups are "
         "NumPy / mlu and "
         "PyTorch / mlu. GFLOP/s are mlu's, from the flop count given per row.",
         "",
@@ -331,13 +350,23 @@ def main(argv=None) -> int:
         default=str(HERE / "results"),
         help="output path without extension (.md and .json are written)",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rebuild OUT.md (notes, bars) from an existing OUT.json",
+    )
     args = parser.parse_args(argv)
-    ops = [o for o in args.ops.split(",") if o]
-    unknown = set(ops) - set(suite.OPS)
-    if unknown:
-        parser.error(f"unknown ops {sorted(unknown)}; choose from {list(suite.OPS)}")
-    sizes = [s for s in args.sizes.split(",") if s] or None
-    result = run(ops, sizes, args.budget)
+    if args.render:
+        result = json.loads(Path(args.out + ".json").read_text())
+        _cross_notes(result["rows"])
+        result["bars"] = _bars(result["rows"], result["dgemm_peak_gflops"])
+    else:
+        ops = [o for o in args.ops.split(",") if o]
+        unknown = set(ops) - set(suite.OPS)
+        if unknown:
+            parser.error(f"unknown ops {sorted(unknown)}; choose from {list(suite.OPS)}")
+        sizes = [s for s in args.sizes.split(",") if s] or None
+        result = run(ops, sizes, args.budget)
     text = markdown(result)
     print()
     print(text)

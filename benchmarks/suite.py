@@ -453,7 +453,8 @@ OPS = {
             "6298 x 45 ms = 5 min (measured on 40 columns)",
         },
         _flops_hessian,
-        "executed GEMM flops, see hessian_flops()",
+        "Σ_{q≤q'} n_qq'(d+1)² + 2nk(h+1)h(d+1) + 2n(k(h+1))² executed (n_qq': samples with "
+        "both units active), see hessian_flops()",
     ),
     "cholesky": Op(
         "cholesky",

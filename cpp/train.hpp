@@ -80,11 +80,26 @@ class LateWatch {
     Clock::time_point mark_ = Clock::now();
 };
 
-// How many chunks of steps to run on one thread before trying the team again,
-// kept across calls (a loaded machine stays loaded for a while; every failed
-// try costs a few scheduler time slices). Benign races between concurrent calls.
-struct TeamRetry {
-    std::atomic<long> wait{0}, backoff{1};
+// When to try the team again after it fell back to one thread: solo for
+// 5 ms x 2^k after the k-th failed try in a row (k <= 6, about 0.3 s), so a
+// burst of load costs one short solo stretch while a machine that stays loaded
+// pays a failed try (a few scheduler time slices, ~30 ms) at most every 0.3 s.
+// Kept across calls (the next epoch); benign races between concurrent calls.
+class TeamRetry {
+  public:
+    using Clock = std::chrono::steady_clock;
+    bool solo_now() const { return Clock::now().time_since_epoch().count() < until_.load(std::memory_order_relaxed); }
+    void succeeded() { level_.store(0, std::memory_order_relaxed); }
+    void failed() {
+        const int k = std::min(level_.load(std::memory_order_relaxed), 6);
+        level_.store(k + 1, std::memory_order_relaxed);
+        const auto wait = std::chrono::duration_cast<Clock::duration>(std::chrono::microseconds(5000 << k));
+        until_.store((Clock::now() + wait).time_since_epoch().count(), std::memory_order_relaxed);
+    }
+
+  private:
+    std::atomic<Clock::rep> until_{0};
+    std::atomic<int> level_{0};
 };
 
 inline TeamRetry& team_retry() {
@@ -238,25 +253,18 @@ inline double sgd_epoch(const Architecture& arch, double* theta, double* velocit
     const Index n = X.rows(), bs = std::min(batch_size, n);
     const int threads = detail::sgd_threads(arch, bs);
     detail::SgdEpoch epoch(arch, theta, velocity, X, y, order, lr, momentum, bs, l2, threads);
-    // Chunks of 16 steps. After a chunk that fell back to one thread, the next
-    // ones run on one thread, retrying the team after 1, 2, 4, ... 64 chunks;
-    // the count carries over to the next call (the next epoch). Results do
-    // not depend on the team.
+    // Chunks of 16 steps, each on the team unless a recent one fell back to
+    // one thread (see TeamRetry). Results do not depend on the team.
     constexpr Index kSteps = 16;
     auto& retry = detail::team_retry();
     for (Index s = 0; s < n; s += kSteps * bs) {
         const Index e = std::min(n, s + kSteps * bs);
-        const long wait = retry.wait.load(std::memory_order_relaxed);
-        if (threads == 1 || wait > 0) {
+        if (threads == 1 || retry.solo_now())
             epoch.run(s, e, 1);
-            if (threads > 1) retry.wait.store(wait - 1, std::memory_order_relaxed);
-        } else if (epoch.run(s, e, threads)) {
-            retry.backoff.store(1, std::memory_order_relaxed);
-        } else {
-            const long backoff = retry.backoff.load(std::memory_order_relaxed);
-            retry.wait.store(backoff, std::memory_order_relaxed);
-            retry.backoff.store(std::min(2 * backoff, 64L), std::memory_order_relaxed);
-        }
+        else if (epoch.run(s, e, threads))
+            retry.succeeded();
+        else
+            retry.failed();
     }
     return epoch.mean_loss();
 }
