@@ -16,10 +16,12 @@ from .detect import (
     select,
 )
 from .experiment import ExperimentConfig, run_experiments
+from .influence import influence
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
+from .unlearner import Unlearner
 
 __version__ = "0.1.0"
 
@@ -50,4 +52,6 @@ __all__ = [
     "metrics",
     "select",
     "unlearn",
+    "Unlearner",
+    "influence",
 ]
