@@ -44,10 +44,12 @@ inline KFACSums kfac_sums(const Architecture& arch, const double* theta, const M
         forward(arch, theta, Xb, f);
         for (Index l = 0; l < arch.num_layers(); ++l) {
             RowMat At = augmented_input(Xb, f, l);
-            acc.A[l].noalias() += At.transpose() * At;
+            acc.A[l].selfadjointView<Eigen::Lower>().rankUpdate(At.transpose());  // half the flops
         }
         for_each_gn_factor(arch, theta, Xb, f,
-                           [&](Index l, Index, const RowMat& G) { acc.G[l].noalias() += G.transpose() * G; });
+                           [&](Index l, Index, const RowMat& G) {
+                               acc.G[l].selfadjointView<Eigen::Lower>().rankUpdate(G.transpose());
+                           });
     });
     KFACSums total = zero_kfac_sums(arch);
     for (const auto& part : partial)
@@ -55,6 +57,10 @@ inline KFACSums kfac_sums(const Architecture& arch, const double* theta, const M
             total.A[l] += part.A[l];
             total.G[l] += part.G[l];
         }
+    for (Index l = 0; l < arch.num_layers(); ++l) {  // the sums filled the lower triangles only
+        detail::symmetrize_from_lower(total.A[l]);
+        detail::symmetrize_from_lower(total.G[l]);
+    }
     return total;
 }
 

@@ -59,7 +59,7 @@ __all__ = [
 REPRESENTATIONS = ("auto", "dense", "woodbury", "kfac", "ekfac")
 
 _MEMORY_FRACTION = 0.5  # of the available memory a representation may take
-_DENSE_AUTO_MAX_P = 4000  # "auto": refactoring p^3/3 per request stays well under a second
+_DENSE_AUTO_MAX_P = 2000  # "auto": refactoring (p³/3 flops) per request stays under ~0.5 s
 _WOODBURY_AUTO_MAX_ROWS = 8000  # "auto": eigh of the n·r Gram matrix at build
 _CHUNK = 4096  # samples per call to the core during a build (progress and bounded memory)
 _PINV_RCOND = 1e-10
@@ -229,6 +229,7 @@ class Curvature:
 
     kind = ""
     matrix = "ggn"
+    build_time = 0.0  # seconds, set by build_curvature
 
     def __init__(self, problem: Problem, damping: float):
         self.problem = problem
@@ -242,14 +243,18 @@ class Curvature:
         """c = λ + δ, the multiple of I in ``H_R + δI``."""
         return self.l2 + self.damping
 
-    def solve(self, V: np.ndarray) -> np.ndarray:
-        """``(H_R + δI)⁻¹ V`` for V of shape (p,) or (p, m)."""
+    def solve(self, V: np.ndarray, BV: np.ndarray | None = None) -> np.ndarray:
+        """``(H_R + δI)⁻¹ V`` for V of shape (p,) or (p, m).
+
+        ``BV`` (Woodbury only): the image ``B V`` of V under the Gauss-Newton rows when the
+        caller has it (see :meth:`WoodburyCurvature.retained_gradient_image`).
+        """
         V = np.asarray(V, dtype=np.float64)
         one = V.ndim == 1
-        X = self._solve(V[:, None] if one else V)
+        X = self._solve(V[:, None] if one else V, BV)
         return X[:, 0] if one else X
 
-    def _solve(self, V: np.ndarray) -> np.ndarray:
+    def _solve(self, V: np.ndarray, BV: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def downdated(self, rows: np.ndarray) -> Curvature:
@@ -314,7 +319,7 @@ class DenseCurvature(Curvature):
                 f"damping {self.damping:g}); solved with eigh and a pseudo-inverse"
             )
 
-    def _solve(self, V):
+    def _solve(self, V, BV=None):
         if self._L is not None:
             return _core.cholesky_solve(self._L, np.ascontiguousarray(V))
         w, U = self._eig
@@ -352,10 +357,23 @@ class WoodburyCurvature(Curvature):
             K = _core.woodbury_gram(sizes, X, G, hidden)
             w, V = np.linalg.eigh(K)
             alive = np.ones(problem.n, dtype=bool)
-            state = {"G": G, "hidden": hidden, "K": K, "w": w, "V": V, "alive": alive}
+            # B Σ_D ∇ℓ and B θ̂: with the Gram matrix they give B ∇L_R(θ̂) for any R
+            gD = problem.gradient_sum()
+            images = _core.gn_jvp(sizes, X, G, hidden, np.stack([gD, problem.theta]))
+            state = {
+                "G": G,
+                "hidden": hidden,
+                "K": K,
+                "w": w,
+                "V": V,
+                "alive": alive,
+                "images": images,
+                "images_removed": np.zeros(K.shape[0]),
+            }
         self.G, self.hidden = list(state["G"]), list(state["hidden"])
         self.K, self.w, self.V = state["K"], state["w"], state["V"]
         self.alive = state["alive"]
+        self.images, self.images_removed = state["images"], state["images_removed"]
         self.m = int(self.alive.sum())
         r = problem.rows_per_sample
         self._alive_rows = np.repeat(self.alive, r)
@@ -365,36 +383,80 @@ class WoodburyCurvature(Curvature):
         s = self.m * self.shift
         dead = np.flatnonzero(~self._alive_rows)
         W = np.where(self._alive_rows[:, None], W, 0.0)
-        if len(dead) == 0:
-            return self.V @ ((self.V.T @ W) / (self.w + s)[:, None])
-        if 3 * len(dead) < self.K.shape[0]:
-            # (M_RR)⁻¹ = (M⁻¹)_RR − (M⁻¹)_RF ((M⁻¹)_FF)⁻¹ (M⁻¹)_FR with M⁻¹ from the eigenpairs
-            inv = 1.0 / (self.w + s)
-            Y = self.V @ (inv[:, None] * (self.V.T @ W))
-            MinvF = self.V @ (inv[:, None] * self.V[dead].T)  # (nr, |F|r)
-            corr = np.linalg.solve(MinvF[dead], Y[dead])
-            Y -= MinvF @ corr
-        else:  # many removed: factor the retained block directly
+        inv = 1.0 / (self.w + s)
+        if 3 * len(dead) >= self.K.shape[0]:  # many removed: factor the retained block
             keep = np.flatnonzero(self._alive_rows)
             M = self.K[np.ix_(keep, keep)]
             M[np.diag_indices_from(M)] += s
             L = _core.cholesky(M, 0.0)
             Y = np.zeros_like(W)
             Y[keep] = _core.cholesky_solve(L, np.ascontiguousarray(W[keep]))
+            return Y
+        # With M = sI + K = V diag(w + s) Vᵀ and F the removed rows,
+        # (M_RR)⁻¹ = (M⁻¹)_RR − (M⁻¹)_RF ((M⁻¹)_FF)⁻¹ (M⁻¹)_FR: O((n·r)² + |F|²·n·r) a solve.
+        t = self.V.T @ W
+        if len(dead):
+            VF = self.V[dead]
+            MFF = (VF * inv) @ VF.T
+            corr = np.linalg.solve(MFF, VF @ (inv[:, None] * t))
+            t -= VF.T @ corr
+        Y = self.V @ (inv[:, None] * t)
         Y[dead] = 0.0
         return Y
 
-    def _solve(self, V):
+    def _solve(self, V, BV=None):
         sizes = list(self.problem.sizes)
         X = np.ascontiguousarray(self.problem.X)
-        BV = _core.gn_jvp(sizes, X, self.G, self.hidden, np.ascontiguousarray(V.T))
+        if BV is None:
+            BV = _core.gn_jvp(sizes, X, self.G, self.hidden, np.ascontiguousarray(V.T))
         Z = self._gram_solve(BV)
         BtZ = _core.gn_vjp(sizes, X, self.G, self.hidden, np.ascontiguousarray(Z))
         return (V - BtZ.T) / self.shift
 
+    def _gradient_images(self, rows: np.ndarray) -> np.ndarray | None:
+        """B Σ_{rows} ∇ℓ_i(θ̂) from the Gram matrix alone, or None where that is unsafe.
+
+        A sample's gradient lies in the span of its own Gauss-Newton rows,
+        ``∇ℓ_i = J_iᵀ(p_i − e_y) = Σ_ρ c_ρ b_{i,ρ}`` (``p − e_y`` is orthogonal to 1, the null
+        space of the output curvature), so ``B ∇ℓ_i = K[:, rows of i] c``: O(n·r·|F|·r) with no
+        pass over the data. ``c_y = −1/√p_y`` (k > 2); for two classes ``−√(p_1/p_0)`` (y = 0)
+        or ``√(p_0/p_1)`` (y = 1). A probability so small that c would amplify rounding
+        (|c| > 1e6) returns None: the caller then forms B g by a product over the data.
+        """
+        prob, r = self.problem, self.problem.rows_per_sample
+        Z = _core.logits(
+            prob.theta, list(prob.sizes), prob.activation, np.ascontiguousarray(prob.X[rows])
+        )
+        Z -= Z.max(axis=1, keepdims=True)
+        P = np.exp(Z)
+        P /= P.sum(axis=1, keepdims=True)
+        y = prob.y[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if r == 1:
+                c = np.where(y == 0, -np.sqrt(P[:, 1] / P[:, 0]), np.sqrt(P[:, 0] / P[:, 1]))
+                cols = np.asarray(rows)
+            else:
+                c = -1.0 / np.sqrt(P[np.arange(len(rows)), y])
+                cols = np.asarray(rows) * r + y
+        if not np.all(np.isfinite(c)) or np.abs(c).max() > 1e6:
+            return None
+        return self.K[:, cols] @ c
+
+    def retained_gradient_image(self) -> np.ndarray | None:
+        """``B ∇L_R(θ̂)`` over the retained samples from stored images (no pass over the data),
+        or None when an image was unsafe (see :meth:`_gradient_images`)."""
+        if self.images is None or self.images_removed is None:
+            return None
+        BgD, Btheta = self.images[:, 0], self.images[:, 1]
+        return ((BgD - self.images_removed) / self.m + self.l2 * Btheta)[:, None]
+
     def downdated(self, rows):
         alive = self.alive.copy()
         alive[rows] = False
+        removed = None
+        if self.images_removed is not None:
+            part = self._gradient_images(rows)
+            removed = None if part is None else self.images_removed + part
         state = {
             "G": self.G,
             "hidden": self.hidden,
@@ -402,11 +464,15 @@ class WoodburyCurvature(Curvature):
             "w": self.w,
             "V": self.V,
             "alive": alive,
+            "images": self.images,
+            "images_removed": removed,
         }
         return WoodburyCurvature(self.problem, self.damping, state=state)
 
     def arrays(self):
-        out = {"K": self.K, "w": self.w, "V": self.V, "alive": self.alive}
+        out = {"K": self.K, "w": self.w, "V": self.V, "alive": self.alive, "images": self.images}
+        if self.images_removed is not None:
+            out["images_removed"] = self.images_removed
         out.update({f"G{i}": g for i, g in enumerate(self.G)})
         out.update({f"hidden{i}": h for i, h in enumerate(self.hidden)})
         return out
@@ -462,7 +528,7 @@ class KFACCurvature(Curvature):
     def _bases(self):
         return [(QG, QA) for (_, QG), (_, QA) in zip(self.eig_G, self.eig_A)]
 
-    def _solve(self, V):
+    def _solve(self, V, BV=None):
         out = np.empty_like(V)
         for (w_off, b_off, d_out, d_in), (QG, QA), den in zip(
             self.problem.layer_offsets(), self._bases(), self._denominators()
@@ -588,7 +654,8 @@ def curvature_from_arrays(kind: str, problem: Problem, damping: float, arrays: d
         state = {
             "G": _layer_list(arrays, "G"),
             "hidden": _layer_list(arrays, "hidden"),
-            **{key: arrays[key] for key in ("K", "w", "V", "alive")},
+            **{key: arrays[key] for key in ("K", "w", "V", "alive", "images")},
+            "images_removed": arrays.get("images_removed"),
         }
         return WoodburyCurvature(problem, damping, state=state)
     state = {"A": _layer_list(arrays, "A"), "G": _layer_list(arrays, "G"), "m": int(arrays["m"])}

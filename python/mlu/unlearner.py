@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -43,6 +42,7 @@ from .curvature import (
     REPRESENTATIONS,
     Curvature,
     Problem,
+    WoodburyCurvature,
     build_curvature,
     curvature_from_arrays,
 )
@@ -54,8 +54,10 @@ __all__ = ["FORMAT_TAG", "Unlearner", "make_problem"]
 
 FORMAT_TAG = "mlu-unlearner"
 FORMAT_VERSION = 1
-CHECK_ROWS = 4096
-"""Retained rows (a fixed seeded subsample) on which each update's retained objective is checked."""
+CHECK_ROWS = 1024
+"""Size of the fixed seeded subsample of the data on which each update's retained objective
+is checked (its retained rows): one forward pass over at most this many rows per request, so
+the check does not grow with n."""
 
 _MATRICES = ("ggn", "hessian")
 
@@ -89,7 +91,11 @@ def _model_bytes(model: MLP) -> np.ndarray:
 
 
 def _model_from_bytes(raw: np.ndarray) -> MLP:
-    return load_model(io.BytesIO(raw.tobytes()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.npz")
+        with open(path, "wb") as fh:
+            fh.write(raw.tobytes())
+        return load_model(path)
 
 
 def _check_damping(damping) -> float:
@@ -115,7 +121,7 @@ class Unlearner:
         Its labels.
     curvature : {"auto", "dense", "woodbury", "kfac", "ekfac"}
         How the curvature is held (see :mod:`mlu.curvature`). ``"auto"`` picks dense for
-        p <= 4000, Woodbury for n·r < p (the exact GGN), EK-FAC otherwise, each only where its
+        p <= 2000, Woodbury for n·r < p (the exact GGN), EK-FAC otherwise, each only where its
         memory fits; :attr:`choice` says what and why.
     damping : float, default :data:`mlu.unlearn.DEFAULT_DAMPING`
         δ added to the curvature (which includes λI).
@@ -176,7 +182,11 @@ class Unlearner:
             self._alive = np.ones(X.shape[0], dtype=bool)
         else:
             self.__dict__.update(_state)
-        self._check_rows = np.random.default_rng(0).permutation(X.shape[0])
+        self._check_rows = np.sort(np.random.default_rng(0).permutation(X.shape[0])[:CHECK_ROWS])
+        self._check_X = np.ascontiguousarray(X[self._check_rows])
+        self._check_y = yk[self._check_rows]
+        if _state is None or "_check_before" not in _state:
+            self._check_before = self._check_losses(self.model.theta_)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -230,24 +240,32 @@ class Unlearner:
             )
         return arr.astype(np.int64)
 
-    def _retained_check(self, alive: np.ndarray, theta_before, theta_after) -> str:
-        """L_R before and after the update on a fixed seeded subsample of R (≤ CHECK_ROWS rows).
+    def _check_losses(self, theta: np.ndarray) -> np.ndarray:
+        """Per-sample losses of θ on the check subsample (all its rows)."""
+        sizes, act = list(self.model.sizes_), self.model.activation
+        return _core.losses(theta, sizes, act, self._check_X, self._check_y)
+
+    def _retained_check(
+        self, alive: np.ndarray, theta_before, theta_after
+    ) -> tuple[str, np.ndarray]:
+        """L_R before and after the update on the retained rows of a fixed seeded subsample
+        (at most :data:`CHECK_ROWS` rows; the losses before are kept from the last request).
 
         A full pass over R per request would make its cost grow with n. This is the call site
         for the retained-objective safeguard (line search) of ``mlu._safeguard`` once it lands.
         """
-        rows = self._check_rows[alive[self._check_rows]][:CHECK_ROWS]
-        rows = np.sort(rows)
-        X, y = self._X[rows], self._yk[rows]
-        sizes, act, l2 = list(self.model.sizes_), self.model.activation, float(self.model.l2)
-        vals = []
-        for th in (theta_before, theta_after):
-            loss = _core.losses(th, sizes, act, X, y).mean()
-            vals.append(float(loss + 0.5 * l2 * th @ th))
-        return (
-            f"retained objective on a fixed subsample of {len(rows)} retained rows: "
+        keep = alive[self._check_rows]
+        after = self._check_losses(theta_after)
+        l2 = float(self.model.l2)
+        vals = [
+            float(losses[keep].mean() + 0.5 * l2 * th @ th)
+            for losses, th in ((self._check_before, theta_before), (after, theta_after))
+        ]
+        note = (
+            f"retained objective on a fixed subsample of {int(keep.sum())} retained rows: "
             f"{vals[0]:.6g} -> {vals[1]:.6g}"
         )
+        return note, after
 
     def forget(self, indices, method: str = "newton") -> UnlearningResult:
         """Remove the samples ``indices`` (into the data the Unlearner was built on).
@@ -283,7 +301,12 @@ class Unlearner:
         if method == "newton":
             m = new_curv.m
             b = (self._grad_sum - self._removed_grad - g_F) / m + problem.l2 * problem.theta
-            x = new_curv.solve(b)
+            image = (
+                new_curv.retained_gradient_image()
+                if isinstance(new_curv, WoodburyCurvature)
+                else None
+            )
+            x = new_curv.solve(b, BV=image)
             theta = self._theta_hat.copy()
             theta[self._where] = problem.theta - x
             used = new_curv
@@ -300,7 +323,8 @@ class Unlearner:
         )
         alive = self._alive.copy()
         alive[rows] = False
-        notes.append(self._retained_check(alive, theta_before, theta))
+        note, check_after = self._retained_check(alive, theta_before, theta)
+        notes.append(note)
         notes.insert(0, f"curvature {self.choice}")
         new = copy.deepcopy(self._base_model)
         new.theta_ = theta
@@ -310,6 +334,7 @@ class Unlearner:
         self._alive = alive
         self.removed = self.removed + [rows]
         self.model = new
+        self._check_before = check_after
         return UnlearningResult(
             model=new,
             method=method,
@@ -338,7 +363,7 @@ class Unlearner:
             "build_time": self.build_time,
             "data_hash": self._hash,
         }
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "format": np.array(FORMAT_TAG),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
             "meta": np.array(json.dumps(meta)),
@@ -348,6 +373,7 @@ class Unlearner:
             "removed_grad": self._removed_grad,
             "removed_flat": np.concatenate(self.removed) if self.removed else np.zeros(0, np.int64),
             "removed_sizes": np.array([len(r) for r in self.removed], dtype=np.int64),
+            "check_before": self._check_before,
         }
         arrays.update({f"curv_{k}": np.asarray(v) for k, v in self._curv.arrays().items()})
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -404,6 +430,7 @@ class Unlearner:
             "_removed_grad": arrays["removed_grad"],
             "removed": removed,
             "_alive": alive,
+            "_check_before": arrays["check_before"],
         }
         Unlearner.__init__(
             self,
