@@ -4,9 +4,10 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import baselines, datasets, experiment, metrics, noise, reference
+from . import baselines, datasets, experiment, experiments, metrics, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
+from ._version import __version__
 from .detect import (
     ConfidentLearningResult,
     NoiseRateWarning,
@@ -15,15 +16,14 @@ from .detect import (
     estimate_noise_rate,
     select,
 )
-from .experiment import ExperimentConfig, run_experiments
+from .experiments import ExperimentConfig, run_experiments
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "MLP",
     "SISA",
     "UnlearningResult",
@@ -45,6 +45,7 @@ __all__ = [
     "detect",
     "estimate_noise_rate",
     "experiment",
+    "experiments",
     "ExperimentConfig",
     "run_experiments",
     "metrics",
