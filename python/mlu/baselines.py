@@ -15,8 +15,9 @@ import time
 import numpy as np
 from sklearn.base import clone
 
+from ._validation import check_data, check_forget, check_model
 from .model import MLP
-from .unlearn import UnlearningResult, check_data, check_forget, check_model
+from .unlearn import UnlearningResult
 
 __all__ = ["finetune", "gradient_ascent", "retrain"]
 

@@ -32,9 +32,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import as_features, as_labels
+from ._validation import as_features, as_labels, check_forget
 from .model import MLP
-from .unlearn import check_forget
 
 __all__ = ["SISA"]
 
