@@ -192,6 +192,6 @@ def test_no_private_names_of_other_modules(name):
 
 
 def test_private_use_is_detected():
-    tree = ast.parse("from .report import _ordered\ndef f(m):\n    return m._problem(1)\n")
+    tree = ast.parse("from .report import _ordered\ndef f(m):\n    return m._set_architecture(1)\n")
     problems = _private_uses("mlu.experiments.plots", tree)
     assert len(problems) == 2
