@@ -4,18 +4,16 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import baselines, datasets, experiment, experiments, metrics, noise, reference
-from ._core import NotPositiveDefiniteError
-from ._validation import HessianTooLargeError
+from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
 from ._version import __version__
 from .detect import (
     ConfidentLearningResult,
-    NoiseRateWarning,
     confident_learning,
     detect,
     estimate_noise_rate,
     select,
 )
+from .exceptions import HessianTooLargeError, NoiseRateWarning, NotPositiveDefiniteError
 from .experiments import ExperimentConfig, run_experiments
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
@@ -46,6 +44,7 @@ __all__ = [
     "estimate_noise_rate",
     "experiment",
     "experiments",
+    "exceptions",
     "ExperimentConfig",
     "run_experiments",
     "metrics",

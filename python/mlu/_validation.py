@@ -9,15 +9,13 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from .exceptions import HessianTooLargeError
+
 PARAMS_CHOICES = ("all", "last")
 CURVATURE_CHOICES = ("hessian", "ggn")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 # What makes a model an mlu.MLP for check_model (duck-typed: this module sits below mlu.model).
 _MLP_METHODS = ("hessian", "hessian_operator", "last_layer_slice", "losses", "from_layers")
-
-
-class HessianTooLargeError(MemoryError):
-    """The p x p matrix asked for would not fit in memory."""
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -215,7 +213,7 @@ def check_damping(damping) -> float:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"damping must be a number, got {damping!r}") from exc
     if not np.isfinite(value) or value < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}")
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
     return value
 
 

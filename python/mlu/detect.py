@@ -43,6 +43,7 @@ from ._validation import (
     check_matrix_fits,
     check_model,
 )
+from .exceptions import NoiseRateWarning
 
 __all__ = [
     "DEFAULT_DAMPING",
@@ -77,10 +78,6 @@ TRANSFORM_CHOICES = ("auto", "log", "none")
 _MIN_SEPARATION = 3.0
 
 QUALITY_CHOICES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
-
-
-class NoiseRateWarning(UserWarning):
-    """The scores do not separate into two groups well enough to trust a noise-rate estimate."""
 
 
 # --------------------------------------------------------------------------- helpers

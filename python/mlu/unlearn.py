@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _core, _linalg
+from . import _linalg
 from ._linalg import PINV_RCOND
 from ._validation import (
     CURVATURE_CHOICES,
@@ -36,6 +36,7 @@ from ._validation import (
     check_model,
     check_positive_int,
 )
+from .exceptions import NotPositiveDefiniteError
 from .model import MLP
 
 __all__ = [
@@ -232,7 +233,7 @@ def _solve_dense_auto(
                     f"H + δI is nearly singular (smallest eigenvalue ≈ {lam:.3g} < δ/2, "
                     f"damping {damping:g})"
                 )
-    except _core.NotPositiveDefiniteError:
+    except NotPositiveDefiniteError:
         L, reason = None, f"H + δI is indefinite (damping {damping:g})"
     if reason is not None and curvature == "hessian":
         info.negative_curvature = True
@@ -243,7 +244,7 @@ def _solve_dense_auto(
         H = model.hessian(X, y, params=params, curvature="ggn")
         try:
             L = _linalg.cholesky(H, damping)
-        except _core.NotPositiveDefiniteError:
+        except NotPositiveDefiniteError:
             L = None
     if L is None:  # only for a singular GGN with l2 + δ = 0
         info.notes.append(
@@ -281,8 +282,8 @@ def _solve(
         else:
             try:
                 L = _linalg.cholesky(H, damping)
-            except _core.NotPositiveDefiniteError as exc:
-                raise _core.NotPositiveDefiniteError(
+            except NotPositiveDefiniteError as exc:
+                raise NotPositiveDefiniteError(
                     f"solver='cholesky': H + δI (curvature={curvature!r}, damping={damping:g}) "
                     "is not positive definite. Raise damping, use curvature='ggn', or "
                     "solver='auto' (falls back to the GGN) / 'eigh' (pseudo-inverse)."
