@@ -122,6 +122,8 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
+    All parameters are keyword-only (``MLP(hidden=(50,))``), as in scikit-learn.
+
     hidden : tuple of int
         Widths of the hidden layers; ``()`` gives multinomial logistic regression.
     activation : {"relu", "tanh", "sigmoid"}
@@ -151,6 +153,7 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         hidden: Sequence[int] = (50,),
         activation: str = "relu",
         l2: float = 0.0,

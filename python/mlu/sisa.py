@@ -53,6 +53,9 @@ class SISA(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
+    Only ``estimator`` may be given by position (as for scikit-learn's meta-estimators); the
+    others are keyword-only.
+
     estimator : mlu.MLP, optional
         Template whose hyper-parameters every shard model uses (default ``mlu.MLP()``); its
         ``epochs`` are the per-shard total, spread over the slices (see the module docstring).
@@ -85,7 +88,7 @@ class SISA(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(
-        self, estimator: MLP | None = None, n_shards: int = 5, n_slices: int = 3, seed: int = 0
+        self, estimator: MLP | None = None, *, n_shards: int = 5, n_slices: int = 3, seed: int = 0
     ):
         self.estimator = estimator
         self.n_shards = n_shards
