@@ -120,10 +120,10 @@ class MLP(ClassifierMixin, BaseEstimator):
     The defaults are the paper's training setup (hidden 50, ReLU, SGD lr 0.01, momentum 0.9,
     batch 32, 20 epochs). Sizes and classes are inferred from the data in :meth:`fit`.
 
-    Parameters
-    ----------
     All parameters are keyword-only (``MLP(hidden=(50,))``), as in scikit-learn.
 
+    Parameters
+    ----------
     hidden : tuple of int
         Widths of the hidden layers; ``()`` gives multinomial logistic regression.
     activation : {"relu", "tanh", "sigmoid"}

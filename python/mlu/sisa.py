@@ -51,11 +51,11 @@ def epoch_schedule(epochs: int, n_slices: int) -> list[int]:
 class SISA(ClassifierMixin, BaseEstimator):
     """An ensemble of MLPs on disjoint shards that can forget samples by partial retraining.
 
-    Parameters
-    ----------
     Only ``estimator`` may be given by position (as for scikit-learn's meta-estimators); the
     others are keyword-only.
 
+    Parameters
+    ----------
     estimator : mlu.MLP, optional
         Template whose hyper-parameters every shard model uses (default ``mlu.MLP()``); its
         ``epochs`` are the per-shard total, spread over the slices (see the module docstring).
