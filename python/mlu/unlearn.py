@@ -1,6 +1,6 @@
 """Unlearning a forget set from a trained MLP without retraining: influence and Newton updates.
 
-Math (DESIGN.md, "Math (contract)"): with the objective
+Math (docs/design.md, "Unlearning"): with the objective
 ``L_D(θ) = (1/n) Σ_i ℓ(f(x_i; θ), y_i) + (λ/2)‖θ‖²`` over the training set D of n samples, a
 forget set F ⊂ D and the retained set R = D \\ F,
 
