@@ -1,8 +1,9 @@
 """The multilayer perceptron: a scikit-learn classifier whose math runs in the C++ core.
 
 Parameters follow docs/design.md ("Model and parameter layout"): layers ``(W, b)`` with ``W``
-of shape ``(out, in)`` as in PyTorch's ``Linear``; the flat vector ``θ`` is ``W1`` (row-major), ``b1``, ``W2``, ``b2``, …
-The objective is ``(1/n) Σ_i ℓ(f(x_i; θ), y_i) + (l2/2)‖θ‖²`` with softmax cross-entropy ℓ.
+of shape ``(out, in)`` as in PyTorch's ``Linear``; the flat vector ``θ`` is ``W1``
+(row-major), ``b1``, ``W2``, ``b2``, … The objective is
+``(1/n) Σ_i ℓ(f(x_i; θ), y_i) + (l2/2)‖θ‖²`` with softmax cross-entropy ℓ.
 """
 
 from __future__ import annotations
