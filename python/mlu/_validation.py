@@ -217,8 +217,14 @@ def check_damping(damping) -> float:
     return value
 
 
+def check_int(value, name: str, low: int = 1) -> int:
+    """``value`` as an int; it must be an integer >= ``low`` (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
 def check_positive_int(value, name: str) -> int:
     """``value`` as an int; it must be an integer >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=1)

@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import as_features, as_labels, check_forget
+from ._validation import as_features, as_labels, check_forget, check_positive_int
 from .model import MLP
 
 __all__ = ["SISA"]
@@ -103,11 +103,10 @@ class SISA(ClassifierMixin, BaseEstimator):
         return est
 
     def _check_sizes(self) -> tuple[int, int]:
-        for name in ("n_shards", "n_slices"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        return int(self.n_shards), int(self.n_slices)
+        return (
+            check_positive_int(self.n_shards, "n_shards"),
+            check_positive_int(self.n_slices, "n_slices"),
+        )
 
     def _check_ids(self, ids, n: int, upper: int, name: str) -> np.ndarray:
         arr = np.asarray(ids)
