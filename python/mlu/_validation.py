@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+from sklearn.exceptions import NotFittedError
 
 from .exceptions import HessianTooLargeError
 
@@ -131,7 +131,11 @@ def check_model(model: Any) -> Any:
     """
     if not all(callable(getattr(type(model), m, None)) for m in _MLP_METHODS):
         raise TypeError(f"model must be a fitted mlu.MLP, got {type(model).__name__}")
-    check_is_fitted(model, "theta_")
+    if not hasattr(model, "theta_") or not hasattr(model, "classes_"):
+        raise NotFittedError(
+            f"model must be a fitted mlu.MLP (call fit first), got an unfitted "
+            f"{type(model).__name__}"
+        )
     return model
 
 
