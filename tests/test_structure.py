@@ -82,11 +82,13 @@ def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for name, (_, tree) in MODULES.items():
         for target, _, _ in _imports(name, tree):
-            # Importing mlu.a.b runs mlu.a first; a package's own submodules are its body.
+            # Importing mlu.a.b runs mlu.a first, except where the importer is inside mlu.a
+            # (then mlu.a is already running); importing a package's own names is an edge.
             parts = target.split(".")
-            for i in range(2, len(parts) + 1):
+            for i in range(1, len(parts) + 1):
                 mod = ".".join(parts[:i])
-                if mod in MODULES and mod != name and not name.startswith(mod + "."):
+                ancestor = name.startswith(mod + ".") and i < len(parts)
+                if mod in MODULES and mod != name and not ancestor:
                     graph[name].add(mod)
     return graph
 
@@ -176,6 +178,15 @@ def test_import_graph_has_no_cycle():
 def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_importing_the_package_from_inside_is_an_edge(monkeypatch):
+    # ``import mlu`` (or ``from .. import x``) in a submodule runs mlu/__init__, which imports
+    # that submodule again: a cycle.
+    tree = ast.parse("def f():\n    import mlu\n")
+    monkeypatch.setitem(MODULES, "mlu.noise", (MODULES["mlu.noise"][0], tree))
+    assert "mlu" in _graph()["mlu.noise"]
+    assert _find_cycle(_graph()) is not None
 
 
 def test_relative_imports_resolve():
