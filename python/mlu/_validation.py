@@ -64,6 +64,24 @@ def as_labels(y, n: int, name: str = "y") -> np.ndarray:
     return arr
 
 
+def as_class_ids(y: object, what: str = "y") -> np.ndarray:
+    """``y`` as a fresh int64 array, shape (n,); rejects non-integer and negative labels."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array of labels, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        pass
+    elif arr.dtype.kind == "f":
+        # Integer-valued floats (e.g. read from a CSV file) are fine; 1.5 is not.
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{what} contains non-integer labels; labels must be 0..k-1")
+    else:
+        raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{what} contains negative labels (min {arr.min()}); must be 0..k-1")
+    return np.array(arr, dtype=np.int64)  # always a copy
+
+
 def encode_labels(y: np.ndarray, classes: np.ndarray, name: str = "y") -> np.ndarray:
     """Map labels onto 0..k-1 by their position in `classes`; unknown labels are an error."""
     idx = np.searchsorted(classes, y)
