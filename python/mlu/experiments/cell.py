@@ -1,8 +1,4 @@
-"""What every experiment of one cell shares: its context, evaluation, detection and unlearning.
-
-The methods are reached through :func:`package_module` so that ``mlu.detect`` and
-``mlu.unlearn`` (which name functions as well as modules) are the modules.
-"""
+"""What every experiment of one cell shares: its context, evaluation, detection and unlearning."""
 
 from __future__ import annotations
 
@@ -15,6 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import baselines
+from ..detect import detect, select
+from ..metrics.detection import detection_report
+from ..metrics.unlearning import evaluate_unlearning
+from ..model import MLP
+from ..sisa import SISA
+from ..unlearn import unlearn
 from .spec import UNLEARN_METHODS, ExperimentConfig, MethodSpec, top_fraction_of
 
 __all__ = [
@@ -25,7 +28,6 @@ __all__ = [
     "evaluate",
     "flatten",
     "load_dataset",
-    "package_module",
     "per_class",
     "result_diagnostics",
     "select_flagged",
@@ -50,13 +52,6 @@ def load_dataset(cfg: ExperimentConfig, name: str):
             return full
         return datasets.load(name, n_per_class=int(n), **kwargs)
     return datasets.load(name, **kwargs)
-
-
-def package_module(name: str):
-    """``mlu.<name>`` as a module: ``mlu.detect`` and ``mlu.unlearn`` name functions."""
-    import importlib
-
-    return importlib.import_module(f"mlu.{name}")
 
 
 def accuracy(model, X, y) -> float:
@@ -139,9 +134,8 @@ def evaluate(
     }
     if not forget.any():
         return row
-    metrics = package_module("metrics.unlearning")
     try:
-        extra = metrics.evaluate_unlearning(
+        extra = evaluate_unlearning(
             model,
             ds.X_train,
             ctx.y,
@@ -173,17 +167,11 @@ def unlearn_with(ctx: CellContext, spec: MethodSpec, forget: np.ndarray, X=None,
         return ctx.model, 0.0, {"note": "nothing to forget"}
     opts = dict(spec.options)
     if spec.name in UNLEARN_METHODS:
-        unlearn = package_module("unlearn")
-        result = unlearn.unlearn(
-            ctx.model, X, y, forget, method=spec.name, **cfg.unlearn_options(spec)
-        )
+        result = unlearn(ctx.model, X, y, forget, method=spec.name, **cfg.unlearn_options(spec))
         return result.model, float(result.time), result_diagnostics(result)
     if spec.name == "sisa":
-        sisa = package_module("sisa")
-        from ..model import MLP
-
         t0 = time.perf_counter()
-        ens = sisa.SISA(
+        ens = SISA(
             MLP(**cfg.model_params(ctx.seed)),
             n_shards=int(opts.pop("n_shards", cfg.sisa_shards)),
             n_slices=int(opts.pop("n_slices", cfg.sisa_slices)),
@@ -203,7 +191,6 @@ def unlearn_with(ctx: CellContext, spec: MethodSpec, forget: np.ndarray, X=None,
                 "retrained_slices": int(getattr(ens, "last_retrained_slices_", -1)),
             },
         )
-    baselines = package_module("baselines")
     if spec.name == "finetune":
         opts.setdefault("epochs", cfg.finetune_epochs)
     fn = getattr(baselines, spec.name)
@@ -213,17 +200,16 @@ def unlearn_with(ctx: CellContext, spec: MethodSpec, forget: np.ndarray, X=None,
 
 def select_flagged(ctx: CellContext, scores: np.ndarray, kind: str) -> tuple[np.ndarray, str]:
     """Flag samples by the threshold ``kind``; returns (mask, warning text or "")."""
-    detect = package_module("detect")
     top = top_fraction_of(kind, ctx.cfg.top_fraction)
     if top is not None:
-        return detect.select(scores, fraction=top), ""
+        return select(scores, fraction=top), ""
     if kind == "oracle":
-        return detect.select(scores, count=int(ctx.flipped.sum())), ""
+        return select(scores, count=int(ctx.flipped.sum())), ""
     if kind == "zero":
-        return detect.select(scores, threshold=0.0), ""
+        return select(scores, threshold=0.0), ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mask = detect.select(scores, method="auto", seed=ctx.seed)
+        mask = select(scores, method="auto", seed=ctx.seed)
     # An unreliable noise-rate estimate is a result to record, not a warning to print.
     return mask, "; ".join(str(w.message) for w in caught)
 
@@ -235,24 +221,20 @@ def threshold_value(scores: np.ndarray, flagged: np.ndarray) -> float | None:
 
 def detect_scores(ctx: CellContext, detector: str, cache: dict) -> tuple[np.ndarray, float]:
     if detector not in cache:
-        detect = package_module("detect")
         opts = dict(ctx.cfg.detector_options.get(detector, {}))
         if detector == "confident_learning":
             opts.setdefault("seed", ctx.seed)
         t0 = time.perf_counter()
-        scores = np.asarray(
-            detect.detect(ctx.model, ctx.ds.X_train, ctx.y, method=detector, **opts)
-        )
+        scores = np.asarray(detect(ctx.model, ctx.ds.X_train, ctx.y, method=detector, **opts))
         cache[detector] = (scores, time.perf_counter() - t0)
     return cache[detector]
 
 
 def detection_metrics(scores, flagged, true_mask) -> dict[str, Any]:
-    dm = package_module("metrics.detection")
     if true_mask.all() or not true_mask.any():
         # AUC is undefined with one class; keep the thresholded counts only.
         return {"n_flagged": int(flagged.sum())}
-    rep = dm.detection_report(scores, flagged, true_mask)
+    rep = detection_report(scores, flagged, true_mask)
     out: dict[str, Any] = {"n_flagged": int(flagged.sum())}
     flatten("", dict(rep), out)
     return out

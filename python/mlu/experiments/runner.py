@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .cell import CellContext, package_module, unlearn_with
+from .. import noise
+from ..model import MLP
+from .cell import CellContext, unlearn_with
 from .detection import run_detection
 from .pipeline import run_pipeline
 from .spec import CELL_FORMAT, ExperimentConfig, MethodSpec
@@ -48,20 +50,7 @@ def run_cell(
         ``scores`` (per detector, rounded) with ``flipped`` (indices) and ``thresholds`` for
         the histograms.
     """
-    from .. import noise
-    from ..model import MLP
-
     status = status or (lambda s: None)
-    # Import up front so that no method's timing includes a first import.
-    for name in (
-        "detect",
-        "unlearn",
-        "baselines",
-        "sisa",
-        "metrics.detection",
-        "metrics.unlearning",
-    ):
-        package_module(name)
     t_cell = time.perf_counter()
     noisy = noise.flip_labels(
         ds.y_train, rate=ratio, seed=seed, mode=cfg.noise_mode, num_classes=ds.n_classes
