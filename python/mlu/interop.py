@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._torch import import_torch, torch_sequential
+from ._validation import check_model
 from .model import MLP
 
 if TYPE_CHECKING:  # only for annotations: importing mlu must not import torch
@@ -262,9 +263,7 @@ def to_torch(model: MLP, dtype: torch.dtype | str | None = None) -> torch.nn.Seq
         A new module on the CPU whose outputs are the model's logits (``model.logits``). It
         holds copies of the parameters. PyTorch's random number generator is not used.
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an mlu.MLP, got {type(model).__name__}")
-    check_is_fitted(model, "theta_")
+    check_model(model)
     return torch_sequential(model, dtype)
 
 
