@@ -4,18 +4,17 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import baselines, datasets, experiment, metrics, noise, reference
-from ._core import NotPositiveDefiniteError
-from ._validation import HessianTooLargeError
+from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
+from ._version import __version__
 from .detect import (
     ConfidentLearningResult,
-    NoiseRateWarning,
     confident_learning,
     detect,
     estimate_noise_rate,
     select,
 )
-from .experiment import ExperimentConfig, run_experiments
+from .exceptions import HessianTooLargeError, NoiseRateWarning, NotPositiveDefiniteError
+from .experiments import ExperimentConfig, run_experiments
 from .influence import influence
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
@@ -23,9 +22,8 @@ from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 from .unlearner import Unlearner
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "MLP",
     "SISA",
     "UnlearningResult",
@@ -47,6 +45,8 @@ __all__ = [
     "detect",
     "estimate_noise_rate",
     "experiment",
+    "experiments",
+    "exceptions",
     "ExperimentConfig",
     "run_experiments",
     "metrics",

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import PARAMS_CHOICES, as_features, as_labels, check_choice, encode_labels
+from ._validation import (
+    PARAMS_CHOICES,
+    as_features,
+    as_labels,
+    check_choice,
+    check_damping,
+    check_model,
+    encode_labels,
+)
 from .curvature import REPRESENTATIONS, build_curvature
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING
@@ -23,8 +31,7 @@ _BLOCK_BYTES = 256 << 20
 
 
 def _prepare(model, X, y, params):
-    if not isinstance(model, MLP) or not hasattr(model, "theta_"):
-        raise TypeError(f"model must be a fitted mlu.MLP, got {type(model).__name__}")
+    check_model(model)
     check_choice(params, "params", PARAMS_CHOICES)
     X = as_features(X, model.n_features_in_)
     yk = encode_labels(as_labels(y, X.shape[0]), model.classes_)
@@ -73,8 +80,7 @@ def influence(
         test loss (a helpful sample).
     """
     check_choice(curvature, "curvature", REPRESENTATIONS)
-    if not np.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}")
+    damping = check_damping(damping)
     train = _prepare(model, X_train, y_train, params)
     test = _prepare(model, X_test, y_test, params)
     curv, _ = build_curvature(train, curvature, float(damping))
@@ -102,8 +108,7 @@ def self_influence(
     """``∇ℓ_iᵀ (H + δI)⁻¹ ∇ℓ_i`` for every training sample, shape (n,), through a
     representation of H (see :func:`influence`)."""
     check_choice(curvature, "curvature", REPRESENTATIONS)
-    if not np.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}")
+    damping = check_damping(damping)
     train = _prepare(model, X, y, params)
     curv, _ = build_curvature(train, curvature, float(damping))
     rows = _block_rows(train.p, max_block_bytes // 2)

@@ -36,6 +36,8 @@ from ._validation import (
     as_features,
     as_labels,
     check_choice,
+    check_damping,
+    check_model,
     encode_labels,
 )
 from .curvature import (
@@ -98,16 +100,6 @@ def _model_from_bytes(raw: np.ndarray) -> MLP:
         return load_model(path)
 
 
-def _check_damping(damping) -> float:
-    try:
-        value = float(damping)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"damping must be a number, got {damping!r}") from exc
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}")
-    return value
-
-
 class Unlearner:
     """Serve deletion requests on a trained MLP from curvature built once at θ̂.
 
@@ -155,12 +147,11 @@ class Unlearner:
         matrix: str = "ggn",
         _state: dict | None = None,
     ):
-        if not isinstance(model, MLP) or not hasattr(model, "theta_"):
-            raise TypeError(f"model must be a fitted mlu.MLP, got {type(model).__name__}")
+        check_model(model)
         check_choice(curvature, "curvature", REPRESENTATIONS)
         check_choice(params, "params", PARAMS_CHOICES)
         check_choice(matrix, "matrix", _MATRICES)
-        damping = _check_damping(damping)
+        damping = check_damping(damping)
         X = as_features(X, model.n_features_in_)
         y = as_labels(y, X.shape[0])
         yk = encode_labels(y, model.classes_)
