@@ -40,7 +40,9 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def large_case(n: int | None, epochs: int, request: int, batch: int) -> dict:
+def large_case(
+    n: int | None, epochs: int, request: int, batch: int, partial=lambda d: None
+) -> dict:
     ds = mlu.datasets.load("fashion-mnist")
     X, y_true = ds.X_train, ds.y_train
     if n is not None:
@@ -60,6 +62,19 @@ def large_case(n: int | None, epochs: int, request: int, batch: int) -> dict:
     _, t_save = timed(lambda: un.save(saved))
     res, t_request = timed(lambda: un.forget(flipped[:request]))
 
+    partial(
+        {
+            "n": int(len(y)),
+            "p": int(model.n_params),
+            "epochs": epochs,
+            "fit_s": t_fit,
+            "retrain_s": t_retrain,
+            "ekfac_build_s": un.build_time,
+            "ratio_build_to_retrain": un.build_time / t_retrain,
+            "request_s": res.time,
+            "ratio_request_to_retrain": res.time / t_retrain,
+        }
+    )
     # (c) all flipped samples in requests of `batch`, from the saved (unrequested) Unlearner
     un_all, t_load = timed(lambda: Unlearner.load(saved, X, y))
     t_requests = []
@@ -173,14 +188,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small large-case for a smoke run")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "unlearner.json"))
     args = parser.parse_args()
-    results = {
+    results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "threads": mlu.get_num_threads(),
         "paper": paper_case(request=20),
-        "large": large_case(
-            n=5000 if args.quick else None, epochs=2 if args.quick else 10, request=100, batch=500
-        ),
     }
+
+    def partial(large: dict) -> None:  # a long run leaves its numbers so far
+        with open(args.out + ".partial", "w") as fh:
+            json.dump({**results, "large_partial": large}, fh, indent=2)
+
+    partial({})
+    results["large"] = large_case(
+        n=5000 if args.quick else None,
+        epochs=2 if args.quick else 10,
+        request=100,
+        batch=500,
+        partial=partial,
+    )
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=2)
     md = markdown(results)
