@@ -1,6 +1,8 @@
 """The line-search check on unlearning updates (mlu._safeguard)."""
 
+import importlib
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
+import mlu
 from mlu._safeguard import UpdateCheck, checked_update
+from mlu.unlearn import UpdateShortenedWarning, unlearn
+
+unlearn_module = importlib.import_module("mlu.unlearn")
 
 
 def _quadratic(A, b):
@@ -95,3 +101,99 @@ def test_never_increases_on_random_nonconvex(seed, scale):
     assert f(theta)[0] <= f(theta0)[0]
     assert check.objective_after == f(theta)[0]
     np.testing.assert_allclose(theta, theta0 + check.step * d)
+
+
+# ------------------------------------------------------------------ every path of mlu.unlearn
+
+
+
+@pytest.fixture(scope="module")
+def digits_small():
+    """A real small problem: digits 0-vs-1 ... 3-vs-8 subsets, trained briefly (not converged)."""
+    ds = mlu.datasets.load("digits", classes=(3, 5, 8))
+    X, y = ds.X_train[:90], ds.y_train[:90]
+    return mlu.MLP(hidden=(6,), l2=1e-3, epochs=5, seed=1).fit(X, y), X, y
+
+
+def _random_problem(seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((40, 3))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(40) > 0).astype(int)
+    return mlu.MLP(hidden=(3,), epochs=3, seed=seed).fit(X, y), X, y
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    real=st.booleans(),
+    method=st.sampled_from(["influence", "newton"]),
+    curvature=st.sampled_from(["hessian", "ggn"]),
+    params=st.sampled_from(["all", "last"]),
+    solver=st.sampled_from(["auto", "eigh", "cg"]),
+    damping=st.sampled_from([0.0, 1e-6, 1e-3, 0.01, 0.1, 1.0]),
+    steps=st.integers(1, 3),
+    n_forget=st.integers(1, 20),
+)
+def test_unlearn_never_increases_retained_objective(
+    digits_small, seed, real, method, curvature, params, solver, damping, steps, n_forget
+):
+    model, X, y = digits_small if real else _random_problem(seed)
+    forget = np.random.default_rng(seed).choice(len(y), size=n_forget, replace=False)
+    keep = np.ones(len(y), dtype=bool)
+    keep[forget] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = unlearn(
+            model, X, y, forget, method=method, curvature=curvature, params=params,
+            solver=solver, damping=damping, steps=steps if method == "newton" else 1,
+        )  # fmt: skip
+    before = model.objective(X[keep], y[keep])
+    after = result.model.objective(X[keep], y[keep])
+    assert after <= before
+    assert result.objective_before == before
+    assert result.objective_after == after
+    assert len(result.checks) >= 1 and all(0.0 <= c.step <= 1.0 for c in result.checks)
+    assert result.gradient_residual == pytest.approx(
+        np.linalg.norm(result.model.gradient(X[keep], y[keep], params=params)), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("method", ["influence", "newton"])
+def test_bad_update_is_shortened_and_warned(digits_small, monkeypatch, method):
+    model, X, y = digits_small
+    forget = np.arange(0, 90, 3)
+    keep = np.ones(len(y), dtype=bool)
+    keep[forget] = False
+    solve = unlearn_module._solve
+
+    def huge(*args, **kwargs):  # a deliberately bad solver: 1000 times the step
+        x, info = solve(*args, **kwargs)
+        return 1e3 * x, info
+
+    monkeypatch.setattr(unlearn_module, "_solve", huge)
+    raw = unlearn(model, X, y, forget, method=method, safeguard=False)
+    assert raw.model.objective(X[keep], y[keep]) > model.objective(X[keep], y[keep]) + 0.1
+    with pytest.warns(UpdateShortenedWarning, match="would have increased the retained objective"):
+        safe = unlearn(model, X, y, forget, method=method)
+    check = safe.checks[0]
+    assert safe.shortened and 0.0 <= check.step < 1.0 and check.full_change > 0.1
+    assert check.full_change == pytest.approx(
+        raw.model.objective(X[keep], y[keep]) - check.objective_before, rel=1e-10
+    )
+    assert safe.objective_after <= safe.objective_before
+    if safe.steps == 1:  # one step: the result lies on the bad update's line
+        step = raw.model.params - model.params
+        np.testing.assert_allclose(safe.model.params, model.params + check.step * step, atol=1e-12)
+    assert any("L_R" in note for note in safe.notes)
+    assert "retained objective" in safe.summary()
+
+
+def test_unlearned_model_has_no_training_record(digits_small):
+    model, X, y = digits_small
+    tracked = mlu.MLP(hidden=(6,), epochs=3, track=True).fit(X, y)
+    assert tracked.trace_ is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = unlearn(tracked, X, y, [0, 1, 2], method="newton", curvature="ggn")
+    assert result.model.trace_ is None
+    assert tracked.trace_ is not None

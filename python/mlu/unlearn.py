@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from . import _core
+from ._safeguard import UpdateCheck, UpdateShortenedWarning, checked_update
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
@@ -42,6 +43,8 @@ __all__ = [
     "METHODS",
     "SOLVERS",
     "UnlearningResult",
+    "UpdateCheck",
+    "UpdateShortenedWarning",
     "check_forget",
     "fits_dense",
     "unlearn",
@@ -79,7 +82,6 @@ set ``solver="cg"`` to skip it, or ``"cholesky"``/``"eigh"`` to force it.
 
 _DENSE_MEMORY_FRACTION = 0.25
 _PINV_RCOND = 1e-10  # eigenvalues of H + δI at or below rcond·max|·| (incl. negative) are dropped
-_MAX_BACKTRACKS = 30
 _INVERSE_ITERATIONS = 20  # for the near-singularity check of solver="auto"
 _DEFAULT_MAXITER = 1000  # CG: enough for κ ~ 1e4 at tol 1e-6; each iteration is one H v
 
@@ -124,6 +126,10 @@ class UnlearningResult:
         Wall seconds of the whole call.
     notes : tuple of str
         Fallbacks and warnings, in the order they happened.
+    checks : tuple of UpdateCheck
+        One per update (the influence update, each Newton step) when ``safeguard=True``: the
+        retained objective L_R and ‖∇L_R‖ before and after, the predicted and actual change of
+        L_R, and the line-search factor ``step`` (1 = the update as computed).
     """
 
     model: object
@@ -140,6 +146,27 @@ class UnlearningResult:
     steps: int
     time: float
     notes: tuple[str, ...] = field(default=())
+    checks: tuple[UpdateCheck, ...] = field(default=())
+
+    @property
+    def shortened(self) -> bool:
+        """Whether any update was shortened (or not applied) because it would raise L_R."""
+        return any(c.shortened and c.significant for c in self.checks)
+
+    @property
+    def objective_before(self) -> float | None:
+        """L_R at the trained parameters (None without ``safeguard``)."""
+        return self.checks[0].objective_before if self.checks else None
+
+    @property
+    def objective_after(self) -> float | None:
+        """L_R at the unlearned parameters (None without ``safeguard``)."""
+        return self.checks[-1].objective_after if self.checks else None
+
+    @property
+    def gradient_residual(self) -> float | None:
+        """‖∇L_R‖ at the unlearned parameters (Guo et al., 2020); None without ``safeguard``."""
+        return self.checks[-1].grad_norm_after if self.checks else None
 
     def summary(self) -> str:
         """A short multi-line, human-readable description."""
@@ -160,6 +187,14 @@ class UnlearningResult:
             f"min_eigenvalue={fmt(self.min_eigenvalue)}, "
             f"negative_curvature={self.negative_curvature}",
         ]
+        if self.checks:
+            first, last = self.checks[0], self.checks[-1]
+            lines.append(
+                f"  retained objective L_R {first.objective_before:.6g} -> "
+                f"{last.objective_after:.6g}, |grad L_R| {first.grad_norm_before:.3g} -> "
+                f"{last.grad_norm_after:.3g}, line-search factors "
+                + ", ".join(f"{c.step:.3g}" for c in self.checks)
+            )
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -465,11 +500,6 @@ def _joined(values) -> str:
     return "+".join(dict.fromkeys(values))
 
 
-def _retained_objective(model: MLP, theta: np.ndarray, X_R: np.ndarray, y_R: np.ndarray) -> float:
-    model.theta_ = theta
-    return model.objective(X_R, y_R)
-
-
 def unlearn(
     model: MLP,
     X,
@@ -483,6 +513,7 @@ def unlearn(
     steps: int = 1,
     tol: float = 1e-6,
     maxiter: int | None = None,
+    safeguard: bool = True,
 ) -> UnlearningResult:
     """Remove the effect of the forget set F from a trained MLP without retraining.
 
@@ -523,14 +554,21 @@ def unlearn(
         δ ≥ 0 added to the curvature (which already includes ``l2·I``); see
         :data:`DEFAULT_DAMPING` for why 0.01.
     steps : int
-        Newton steps (``method="newton"`` only). Step 1 is the plain formula above; with
-        ``steps > 1`` every step is followed by backtracking (halving the step until the
-        retained objective does not increase; a step that cannot decrease it ends the loop).
-        Use several steps for large forget sets, where one step is not enough.
+        Newton steps (``method="newton"`` only), each from the point the previous one reached.
+        Use several steps for large forget sets, where one step is not enough; the loop ends
+        early when a step cannot decrease L_R any more.
     tol : float
         Relative residual tolerance of CG.
     maxiter : int, optional
         CG iteration limit per solve (default ``min(10·p, 1000)``).
+    safeguard : bool, default True
+        Check every update (the influence update, each Newton step) against the retained
+        objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
+        shortened by halving along its direction, down to no change at all
+        (:func:`mlu._safeguard.checked_update`), with an :class:`UpdateShortenedWarning` and a
+        note. ``result.checks`` reports L_R and ‖∇L_R‖ before and after, the predicted and
+        actual change and the step factor. ``False`` applies the formulas as they are (as
+        :mod:`mlu.reference` does).
 
     Returns
     -------
@@ -568,54 +606,67 @@ def unlearn(
     n_forget = int(mask.sum())
 
     new = copy.deepcopy(model)
+    new.trace_ = None  # the training record describes θ̂, not the unlearned model
     where = slice(None) if params == "all" else model.last_layer_slice()
     theta = model.theta_.copy()
     notes: list[str] = []
     infos: list[_SolveInfo] = []
+    checks: list[UpdateCheck] = []
+    X_R, y_R = X[~mask], y[~mask]
+
+    def retained(sub: np.ndarray) -> tuple[float, np.ndarray]:
+        """L_R and its gradient (w.r.t. the updated parameters) at θ with θ[where] = sub."""
+        full = theta.copy()
+        full[where] = sub
+        new.theta_ = full
+        return new.objective(X_R, y_R), new.gradient(X_R, y_R, params=params)
+
+    def apply(direction: np.ndarray, g_R: np.ndarray, f_R: float, curv: str, label: str) -> bool:
+        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied."""
+        if not safeguard:
+            theta[where] += direction
+            return True
+        new.theta_ = theta
+        hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
+        predicted = float(g_R @ direction + 0.5 * direction @ hd)
+        sub, check = checked_update(theta[where], direction, retained, predicted, before=(f_R, g_R))
+        checks.append(check)
+        theta[where] = sub
+        if check.shortened and check.significant:
+            msg = f"{label}: {check.describe()}"
+            warnings.warn(msg, UpdateShortenedWarning, stacklevel=3)
+            notes.append(msg)
+        return check.step > 0.0
 
     if method == "influence":
         b = _forget_gradient_sum(model, X[mask], y[mask], params)
         x, info = _solve(model, X, y, b, params, curvature, solver, damping, tol, maxiter)
         notes += info.notes
         infos.append(info)
-        theta[where] += x / X.shape[0]
+        if safeguard:
+            f_R, g_R = retained(theta[where])
+        else:
+            f_R, g_R = np.nan, None
+        apply(x / X.shape[0], g_R, f_R, info.curvature, "influence update")
         taken = 1
     else:
-        X_R, y_R = X[~mask], y[~mask]
         taken = 0
-        f_old = _retained_objective(new, theta, X_R, y_R) if steps > 1 else np.inf
         for _ in range(steps):
-            new.theta_ = theta
-            g = new.gradient(X_R, y_R, params=params)
+            f_R, g = retained(theta[where])
             if not np.any(g):
                 break  # exactly stationary: nothing to do
+            new.theta_ = theta
             x, info = _solve(new, X_R, y_R, g, params, curvature, solver, damping, tol, maxiter)
             notes += info.notes
             infos.append(info)
-            if steps == 1:  # the plain formula, no safeguard (matches mlu.reference)
-                theta[where] -= x
-                taken = 1
+            if not apply(-x, g, f_R, info.curvature, f"newton step {taken + 1}"):
+                if checks and not checks[-1].significant:
+                    notes.append(f"newton step {taken + 1}: converged to rounding; stopped")
                 break
-            # Backtracking safeguard: halve the step until the retained objective does not rise.
-            alpha = 1.0
-            for _ in range(_MAX_BACKTRACKS):
-                trial = theta.copy()
-                trial[where] -= alpha * x
-                f_new = _retained_objective(new, trial, X_R, y_R)
-                if f_new <= f_old:
-                    break
-                alpha *= 0.5
-            else:
-                notes.append(
-                    f"newton step {taken + 1}: no step size decreased the retained objective "
-                    "(converged to rounding, or a poor direction); stopped"
-                )
-                break
-            if alpha < 1.0:
-                notes.append(f"newton step {taken + 1}: step size {alpha:g} (backtracking)")
-            theta, f_old = trial, f_new
             taken += 1
-            if alpha * np.linalg.norm(x) <= 1e-14 * max(1.0, float(np.linalg.norm(theta))):
+            if checks and checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
+                1.0, float(np.linalg.norm(theta))
+            ):
                 break  # converged to rounding
 
     new.theta_ = theta
@@ -639,4 +690,5 @@ def unlearn(
         steps=taken,
         time=time.perf_counter() - start,
         notes=tuple(notes),
+        checks=tuple(checks),
     )
