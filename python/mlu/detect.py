@@ -104,7 +104,16 @@ def _trace(model, n: int):
     if trace is None:
         raise ValueError(
             "this detector reads the per-epoch training record model.trace_, which the model "
-            "does not have: train it with mlu.MLP(track=True)"
+            "does not have: train it with mlu.MLP(track=True). Models made by mlu.unlearn, "
+            "by a conversion (mlu.interop) or from layers carry no record, because training "
+            "did not produce their parameters: detect on the model you trained"
+        )
+    if not trace.describes(model.theta_):
+        raise ValueError(
+            "model.trace_ is stale: the model's parameters changed after the training it "
+            "records (unlearned, fine-tuned by hand or set through params), so its per-epoch "
+            "record does not describe this model: detect on the model you trained, or refit "
+            "with mlu.MLP(track=True)"
         )
     if trace.loss.shape[0] == 0:
         raise ValueError("model.trace_ is empty: the model was trained for 0 epochs")

@@ -109,7 +109,7 @@ def save_model(model: MLP, path: str | os.PathLike) -> None:
     if getattr(model, "loss_curve_", None) is not None:
         arrays["loss_curve"] = np.asarray(model.loss_curve_, dtype=np.float64).reshape(-1)
     trace = getattr(model, "trace_", None)
-    if trace is not None:
+    if trace is not None and trace.describes(model.theta_):  # a stale record is not written
         arrays["trace_loss"] = np.asarray(trace.loss, dtype=np.float64)
         arrays["trace_margin"] = np.asarray(trace.margin, dtype=np.float64)
     if getattr(model, "feature_names_in_", None) is not None:
@@ -252,7 +252,8 @@ def load_model(path: str | os.PathLike) -> MLP:
         loss, margin = arrays["trace_loss"], arrays["trace_margin"]
         if loss.dtype != np.float64 or loss.ndim != 2 or margin.shape != loss.shape:
             raise ValueError(f"{path}: 'trace_loss'/'trace_margin' must be 2-D float64, same shape")
-        model.trace_ = TrainingTrace(loss, margin.astype(np.float64))
+        # saved together with θ, so it describes the loaded parameters
+        model.trace_ = TrainingTrace(loss, margin.astype(np.float64), model.theta_.copy())
     elif "loss_curve" in arrays:
         model.trace_ = None  # fitted without track=True
     if "feature_names" in arrays:

@@ -50,10 +50,20 @@ class TrainingTrace:
         Cross-entropy of each training sample at the end of each epoch.
     margin : ndarray, shape (epochs, n)
         Logit of the given label minus the largest other logit (negative = misclassified).
+    theta : ndarray, shape (p,), or None
+        The parameters at the end of the recorded training: the record describes a model only
+        while its parameters are these (detectors check it; None skips the check).
     """
 
     loss: np.ndarray
     margin: np.ndarray
+    theta: np.ndarray | None = None
+
+    def describes(self, theta: np.ndarray) -> bool:
+        """Whether this record was made by training that ended at ``theta``."""
+        return self.theta is None or (
+            self.theta.shape == theta.shape and np.array_equal(self.theta, theta)
+        )
 
 
 class HessianOperator:
@@ -339,6 +349,7 @@ class MLP(ClassifierMixin, BaseEstimator):
             TrainingTrace(
                 np.array(trace_loss).reshape(-1, X.shape[0]),
                 np.array(trace_margin).reshape(-1, X.shape[0]),
+                theta.copy(),
             )
             if self.track
             else None
