@@ -270,7 +270,9 @@ def to_torch(model: MLP, dtype: torch.dtype | str | None = None) -> torch.nn.Seq
     -------
     torch.nn.Sequential
         A new module on the CPU whose outputs are the model's logits (``model.logits``). It
-        holds copies of the parameters. PyTorch's random number generator is not used.
+        holds copies of the parameters; the input transform of ``MLP(scale=...)`` is folded
+        into the first layer (so :func:`from_torch` reads back a model without ``scale``).
+        PyTorch's random number generator is not used.
     """
     torch = _import_torch()
     if not isinstance(model, MLP):
@@ -288,6 +290,12 @@ def to_torch(model: MLP, dtype: torch.dtype | str | None = None) -> torch.nn.Seq
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
     modules = []
     layers = model.layers
+    offset = getattr(model, "scale_offset_", None)
+    if offset is not None:
+        # The input transform (x − o) ⊙ s folds into the first layer: W' = W diag(s), b' = b − W' o
+        W, b = layers[0]
+        W = W * model.scale_factor_
+        layers[0] = (W, b - W @ offset)
     for i, (W, b) in enumerate(layers):
         # skip_init: no default initialisation, so torch's global RNG is left untouched
         lin = torch.nn.utils.skip_init(
