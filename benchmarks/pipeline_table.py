@@ -6,7 +6,7 @@
 For every cell (each seed judged on its own): flip a fraction r of the training labels, train
 the paper's model (hidden 50, SGD 20 epochs, ``track=True``), run the library's default
 pipeline — ``mlu.detect`` with :data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`, the flags of
-:func:`mlu.detect.select` with its default rule (``select(scores)``), then ``mlu.unlearn`` with
+``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``, then ``mlu.unlearn`` with
 no options (:data:`mlu.unlearn.DEFAULTS`) — and compare its test accuracy with the noisy model
 and with retraining on the truly clean samples (the flipped ones left out).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import mlu
-from mlu.detect import DEFAULT_PIPELINE_DETECTOR
+from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -57,7 +57,7 @@ def run_cell(name: str, r: float, seed: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NoiseRateWarning etc.: the table reports the outcome
         scores = mlu.detect(model, X, y, method=DEFAULT_PIPELINE_DETECTOR)
-        flags = mlu.select(scores)
+        flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
         result = mlu.unlearn(model, X, y, flags) if flags.any() and not flags.all() else None
     seconds = time.perf_counter() - start
     noisy_acc, oracle_acc = model.score(Xt, yt), oracle.score(Xt, yt)
@@ -113,9 +113,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", default="pipeline_table", help="file stem under results/")
     args = parser.parse_args(argv)
-    cells = [
-        (d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds
-    ]
+    cells = [(d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds]
     if sys.stderr.isatty():
         from tqdm import tqdm
 

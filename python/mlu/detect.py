@@ -44,6 +44,8 @@ from ._validation import (
 __all__ = [
     "DEFAULT_DAMPING",
     "DEFAULT_EARLY_FRACTION",
+    "DEFAULT_PIPELINE_DETECTOR",
+    "DEFAULT_PIPELINE_THRESHOLD",
     "DETECTORS",
     "ConfidentLearningResult",
     "NoiseRateWarning",
@@ -67,6 +69,15 @@ DEFAULT_DAMPING = 0.03
 #: (epoch 6 of 20). Measured over 20 settings, epochs at 25-35% of training beat both epoch 1
 #: (which is too early when an epoch has few SGD steps) and the final epoch.
 DEFAULT_EARLY_FRACTION = 0.3
+
+#: The detector and threshold of the default pipeline (detect -> select -> mlu.unlearn): AUM scores
+#: (train with ``MLP(track=True)``) flagged where the mean margin over training is negative
+#: (``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``). Measured against a noise-rate
+#: threshold (Gaussian mixture), AUM+loss rank combination and detect -> unlearn -> detect again
+#: on four real data sets x 5 seeds (benchmarks/unlearn_sweep.py): no rule won on all of them;
+#: see benchmarks/results/unlearn_sweep.md.
+DEFAULT_PIPELINE_DETECTOR = "aum"
+DEFAULT_PIPELINE_THRESHOLD = 0.0
 
 SOLVER_CHOICES = ("cholesky", "eigh")
 TRANSFORM_CHOICES = ("auto", "log", "none")
