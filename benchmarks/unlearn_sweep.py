@@ -1,6 +1,6 @@
 """Sweep of the unlearning settings and detection rules on real data (issue 12).
 
-    OMP_NUM_THREADS=1 python benchmarks/unlearn_sweep.py                 # ~15 min, one core
+    OMP_NUM_THREADS=1 python benchmarks/unlearn_sweep.py       # ~20 min on a loaded 2-core machine
     OMP_NUM_THREADS=1 python benchmarks/unlearn_sweep.py --datasets digits-0v1 --seeds 0 1
 
 For every data set, noise rate r and seed (each judged on its own): train the paper's model
@@ -46,9 +46,8 @@ UNLEARN_GRID = {
     **{
         f"newton-ggn-d{d:g}-s{s}": dict(method="newton", curvature="ggn", damping=d, steps=s)
         for d in (0.01, 0.1, 1.0)
-        for s in (1, 2, 4)
+        for s in (1, 2)
     },
-    "newton-hessian-d0.1-s2": dict(method="newton", curvature="hessian", damping=0.1, steps=2),
     "influence-hessian-d0.01": dict(method="influence", curvature="hessian", damping=0.01),
     "influence-ggn-d0.1": dict(method="influence", curvature="ggn", damping=0.1),
 }
@@ -78,11 +77,10 @@ def detect_rules(model, X, y, unlearn_kw) -> dict[str, np.ndarray]:
         rules["aum@gmm"] = mlu.select(aum, method="gmm")
         combo = _rank(aum) + _rank(loss)
         rules["rank(aum+loss)@gmm(aum)"] = mlu.select(combo, count=int(rules["aum@gmm"].sum()))
-        # detect -> unlearn -> detect again: what the unlearned model still gets wrong
+        # detect -> unlearn -> detect again: keep the flagged samples that the unlearned model
+        # (which no longer fits them) still disagrees with
         first = mlu.unlearn(model, X, y, rules["aum>0"], **unlearn_kw).model
-        again = scores_margin(first, X, y) > 0.0
-        rules["aum>0 -> unlearn -> margin>0"] = again
-        rules["aum>0 & margin'>0"] = rules["aum>0"] & again
+        rules["aum>0 & margin'>0"] = rules["aum>0"] & (scores_margin(first, X, y) > 0.0)
     return rules
 
 
@@ -134,6 +132,10 @@ def run_cell(name: str, r: float, seed: int, kinds: set[str]) -> list[dict]:
             record("unlearn", setting, default_flags, kw)
     if "detect" in kinds:
         for setting, flags in detect_rules(model, X, y, UNLEARN_GRID[FIXED]).items():
+            if setting == "aum>0" and "unlearn" in kinds:  # the same as the FIXED unlearn row
+                rows.append(dict(next(r for r in rows if r["setting"] == FIXED), kind="detect",
+                                 setting=setting))  # fmt: skip
+                continue
             record("detect", setting, flags, UNLEARN_GRID[FIXED])
         record("detect", "true flipped (oracle detector)", flipped, UNLEARN_GRID[FIXED])
     return rows
@@ -174,7 +176,7 @@ def summarise(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.3])
+    parser.add_argument("--rates", nargs="+", type=float, default=[0.3])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--kinds", nargs="+", default=["unlearn", "detect"])
     parser.add_argument("--out", default="unlearn_sweep", help="file stem under results/")
