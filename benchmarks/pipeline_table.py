@@ -112,22 +112,70 @@ def main(argv=None) -> None:
     parser.add_argument("--rates", nargs="+", type=float, default=list(DEFAULT_RATES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", default="pipeline_table", help="file stem under results/")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        rows = []
+        for name in args.combine:
+            with open(name, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    rows.append({k: _parse(v) for k, v in row.items()})
+        _write(rows, args.out)
+        return
     cells = [(d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds]
     if sys.stderr.isatty():
         from tqdm import tqdm
 
         cells = tqdm(cells, desc="cells")
-    OUT.mkdir(exist_ok=True)
     rows: list[dict] = []
     for cell in cells:
         rows.append(run_cell(*cell))
-        with open(OUT / f"{args.out}.csv", "w", newline="") as fh:  # partial runs count
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    (OUT / f"{args.out}.md").write_text(markdown(rows))
+        _write(rows, args.out)  # after every cell: partial runs count
     print(markdown(rows))
+
+
+def _parse(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
+
+
+def _write(rows: list[dict], stem: str) -> None:
+    OUT.mkdir(exist_ok=True)
+    with open(OUT / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (OUT / f"{stem}.md").write_text(summary(rows) + "\n" + markdown(rows))
+
+
+def summary(rows: list[dict]) -> str:
+    """Per data set and r: how many seeds met each target."""
+    lines = [
+        "| data set | r | seeds | noisy | pipeline | clean retrain | precision | recall | "
+        "> 0.2 below noisy | recovered < 50% |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = dict.fromkeys((row["dataset"], row["r"]) for row in rows)
+    for name, r in keys:
+        c = [row for row in rows if row["dataset"] == name and row["r"] == r]
+        below = sum(row["gain"] < -MAX_DROP - 1e-12 for row in c)
+        short = sum(np.isfinite(row["recovered"]) and row["recovered"] < MIN_RECOVERED for row in c)
+
+        def mean(key: str, c: list[dict] = c) -> float:
+            return float(np.mean([row[key] for row in c]))
+
+        lines.append(
+            f"| {name} | {r:.0%} | {len(c)} | {100 * mean('noisy_acc'):.2f} | "
+            f"{100 * mean('pipeline_acc'):.2f} | {100 * mean('oracle_acc'):.2f} | "
+            f"{mean('precision'):.2f} | {mean('recall'):.2f} | {below} | {short} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
