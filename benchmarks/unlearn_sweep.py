@@ -152,8 +152,9 @@ def summarise(rows: list[dict]) -> str:
             f"### kind = {kind}",
             "",
             "| setting | cells | mean acc | mean gain | worst drop vs noisy | "
-            "mean gap recovered | worst gap recovered | precision | recall | shortened |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "mean gap recovered | worst gap recovered | precision | recall | shortened | "
+            "both targets met |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for setting in dict.fromkeys(r["setting"] for r in sub):
             c = [r for r in sub if r["setting"] == setting]
@@ -161,16 +162,26 @@ def summarise(rows: list[dict]) -> str:
             gap = np.array([r["oracle_acc"] - r["noisy_acc"] for r in c])
             ok = gap > 0.005  # the share recovered is only meaningful with a gap
             rec = gain[ok] / gap[ok] if ok.any() else np.array([np.nan])
+            met = (gain >= -0.002) & (~ok | (gain >= 0.5 * gap))
             lines.append(
                 f"| {setting} | {len(c)} | {100 * np.mean([r['test_acc'] for r in c]):.2f} | "
                 f"{100 * gain.mean():+.2f} | {100 * min(gain.min(), 0):.2f} | "
                 f"{100 * np.mean(rec):.0f}% | {100 * np.min(rec):.0f}% | "
                 f"{np.mean([r['precision'] for r in c]):.2f} | "
                 f"{np.mean([r['recall'] for r in c]):.2f} | "
-                f"{sum(r['shortened'] for r in c)} |"
+                f"{sum(r['shortened'] for r in c)} | {int(met.sum())}/{len(c)} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _parse(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(value, value)
 
 
 def main(argv=None) -> None:
@@ -180,7 +191,22 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--kinds", nargs="+", default=["unlearn", "detect"])
     parser.add_argument("--out", default="unlearn_sweep", help="file stem under results/")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        rows = []
+        for name in args.combine:
+            with open(name, newline="") as fh:
+                rows += [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        with open(OUT / f"{args.out}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (OUT / f"{args.out}.md").write_text(summarise(rows))
+        print(summarise(rows))
+        return
     cells = [
         (d, r, s)
         for d in args.datasets
