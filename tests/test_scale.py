@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.model import UnscaledFeaturesWarning
+from mlu.exceptions import UnscaledFeaturesWarning
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,17 @@ def test_scale_survives_save_load_and_torch(raw, tmp_path):
 def test_bad_scale():
     with pytest.raises(ValueError, match="scale must be one of"):
         mlu.MLP(scale="log").fit(np.eye(3), [0, 1, 0])
+
+
+def test_stale_training_record_is_not_saved(raw, tmp_path):
+    X, y, _, _ = raw
+    model = mlu.MLP(hidden=(4,), epochs=2, track=True, scale="minmax").fit(X, y)
+    model.save(tmp_path / "fresh.npz")
+    fresh = mlu.MLP.load(tmp_path / "fresh.npz")
+    np.testing.assert_array_equal(fresh.trace_.margin, model.trace_.margin)
+    np.testing.assert_array_equal(
+        mlu.detect(fresh, X, y, method="aum"), mlu.detect(model, X, y, method="aum")
+    )
+    model.params = model.params + 0.01  # the record no longer describes the model
+    model.save(tmp_path / "stale.npz")
+    assert mlu.MLP.load(tmp_path / "stale.npz").trace_ is None

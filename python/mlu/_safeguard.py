@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .exceptions import UpdateShortenedWarning
+
 __all__ = ["UpdateCheck", "UpdateShortenedWarning", "checked_update"]
 
 ObjectiveAndGrad = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
@@ -31,10 +33,6 @@ MAX_HALVINGS = 30
 #: Increases of L_R below this relative size are rounding, not a bad update: the update is still
 #: shortened (L_R never rises), but no warning is raised for them.
 ROUNDING_TOLERANCE = 1e-12
-
-
-class UpdateShortenedWarning(RuntimeWarning):
-    """An unlearning update would have increased the retained objective and was shortened."""
 
 
 @dataclass(frozen=True)

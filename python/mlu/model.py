@@ -40,6 +40,7 @@ from ._validation import (
     check_matrix_fits,
     encode_labels,
 )
+from .exceptions import UnscaledFeaturesWarning
 
 Layer = tuple[np.ndarray, np.ndarray]
 
@@ -48,10 +49,6 @@ SCALE_CHOICES = (None, "standard", "minmax")
 #: raw counts or amounts train poorly with the default learning rate (measured: 0..255 pixels
 #: gave 50% accuracy on Fashion-MNIST 0 vs 1, the same pixels / 255 gave 99%).
 UNSCALED_RMS = 10.0
-
-
-class UnscaledFeaturesWarning(UserWarning):
-    """Features look unscaled (far outside [0, 1], not standardised): training may fail."""
 
 
 @dataclass(frozen=True)

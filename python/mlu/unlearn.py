@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _linalg
 from ._linalg import PINV_RCOND
-from ._safeguard import UpdateCheck, UpdateShortenedWarning, checked_update
+from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
@@ -39,7 +39,7 @@ from ._validation import (
     check_model,
     check_positive_int,
 )
-from .exceptions import NotPositiveDefiniteError
+from .exceptions import NotPositiveDefiniteError, UpdateShortenedWarning
 from .model import MLP
 
 __all__ = [
