@@ -1,7 +1,7 @@
 """A check on every unlearning update: never increase the retained objective silently.
 
-Unlearning approximates the minimiser of the retained objective L_R (docs/design.md, "Math
-(contract)"). An update θ₀ → θ₀ + d from a quadratic model of L_R can overshoot (indefinite or
+Unlearning approximates the minimiser of the retained objective L_R (docs/design.md,
+"Unlearning"). An update θ₀ → θ₀ + d from a quadratic model of L_R can overshoot (indefinite or
 badly damped curvature, a large forget set): then L_R(θ₀ + d) > L_R(θ₀) and the "unlearned"
 model is worse than the one we started from. :func:`checked_update` evaluates L_R after the
 update and, when it rose, shortens the update along its own direction by halving the step
