@@ -13,7 +13,13 @@ from .detect import (
     estimate_noise_rate,
     select,
 )
-from .exceptions import HessianTooLargeError, NoiseRateWarning, NotPositiveDefiniteError
+from .exceptions import (
+    HessianTooLargeError,
+    NoiseRateWarning,
+    NotPositiveDefiniteError,
+    UnscaledFeaturesWarning,
+    UpdateShortenedWarning,
+)
 from .experiments import ExperimentConfig, run_experiments
 from .influence import influence
 from .interop import from_sklearn, from_torch
@@ -41,6 +47,8 @@ __all__ = [
     "baselines",
     "ConfidentLearningResult",
     "NoiseRateWarning",
+    "UnscaledFeaturesWarning",
+    "UpdateShortenedWarning",
     "confident_learning",
     "detect",
     "estimate_noise_rate",
