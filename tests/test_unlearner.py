@@ -228,7 +228,7 @@ def test_exact_representations_match_the_reference_updates(kind, name, params, r
     F = np.array([1, 7, 12])
     for method, spec in (("newton", ref.newton_update), ("influence", ref.influence_update)):
         un = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params=params)
-        res = un.forget(F, method=method)
+        res = un.forget(F, method=method, safeguard=False)
         expected = spec(model.layers, model.activation, X, yk, F, l2=model.l2, damping=DAMPING,
                         curvature="ggn", params=params)  # fmt: skip
         assert rel(res.model.params - model.params, expected - model.params) < 1e-10
@@ -240,7 +240,7 @@ def test_dense_exact_hessian_matches_the_reference(binary):
     yk = mlu._validation.encode_labels(y, model.classes_)
     F = np.array([0, 5, 9])
     un = Unlearner(model, X, y, curvature="dense", matrix="hessian", damping=0.3)
-    res = un.forget(F)
+    res = un.forget(F, safeguard=False)
     expected = ref.newton_update(model.layers, "relu", X, yk, F, l2=model.l2, damping=0.3)
     assert rel(res.model.params - model.params, expected - model.params) < 1e-10
     assert res.curvature == "hessian"
@@ -252,9 +252,10 @@ def test_two_requests_equal_their_union(kind, name, request):
     model, X, y = request.getfixturevalue(name)
     F1, F2 = np.array([2, 11, 30]), np.array([4, 19])
     seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    first = seq.forget(F1)
-    second = seq.forget(F2)
-    union = Unlearner(model, X, y, curvature=kind, damping=DAMPING).forget(np.r_[F1, F2])
+    first = seq.forget(F1, safeguard=False)
+    second = seq.forget(F2, safeguard=False)
+    union = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    union = union.forget(np.r_[F1, F2], safeguard=False)
     assert rel(second.model.params - model.params, union.model.params - model.params) < 1e-10
     assert [list(r) for r in seq.removed] == [list(F1), list(F2)]
     assert first.model is not second.model and seq.n_retained == len(y) - 5
@@ -405,3 +406,19 @@ def test_save_load_round_trips_bit_for_bit(binary, kind, tmp_path):
         Unlearner.load(path, X2, y)
     with np.load(path, allow_pickle=False) as data:  # readable without pickle
         assert str(data["format"]) == "mlu-unlearner"
+
+
+def test_safeguard_keeps_the_retained_objective_from_rising(binary):
+    """The influence step of this model raises L_R; the safeguard shortens it and says so."""
+    model, X, y = binary
+    F = np.array([1, 7, 12])
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    with pytest.warns(mlu.exceptions.UpdateShortenedWarning):
+        res = un.forget(F, method="influence")
+    (check,) = res.checks
+    assert check.shortened and check.objective_after <= check.objective_before
+    keep = np.setdiff1d(np.arange(len(y)), F)
+    assert res.model.objective(X[keep], y[keep]) == pytest.approx(check.objective_after, rel=1e-12)
+    assert any("safeguard on a fixed subsample of 47 retained rows" in n for n in res.notes)
+    plain = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    assert plain.forget(F, method="influence", safeguard=False).checks == ()

@@ -26,11 +26,13 @@ import json
 import os
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
 from . import _core
 from ._files import atomic_path
+from ._safeguard import checked_update
 from ._validation import (
     PARAMS_CHOICES,
     as_features,
@@ -48,6 +50,7 @@ from .curvature import (
     build_curvature,
     curvature_from_arrays,
 )
+from .exceptions import UpdateShortenedWarning
 from .io import load_model, save_model
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING, METHODS, UnlearningResult
@@ -176,8 +179,6 @@ class Unlearner:
         self._check_rows = np.sort(np.random.default_rng(0).permutation(X.shape[0])[:CHECK_ROWS])
         self._check_X = np.ascontiguousarray(X[self._check_rows])
         self._check_y = yk[self._check_rows]
-        if _state is None or "_check_before" not in _state:
-            self._check_before = self._check_losses(self.model.theta_)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -231,34 +232,21 @@ class Unlearner:
             )
         return arr.astype(np.int64)
 
-    def _check_losses(self, theta: np.ndarray) -> np.ndarray:
-        """Per-sample losses of θ on the check subsample (all its rows)."""
-        sizes, act = list(self.model.sizes_), self.model.activation
-        return _core.losses(theta, sizes, act, self._check_X, self._check_y)
-
-    def _retained_check(
-        self, alive: np.ndarray, theta_before, theta_after
-    ) -> tuple[str, np.ndarray]:
-        """L_R before and after the update on the retained rows of a fixed seeded subsample
-        (at most :data:`CHECK_ROWS` rows; the losses before are kept from the last request).
-
-        A full pass over R per request would make its cost grow with n. This is the call site
-        for the retained-objective safeguard (line search) of ``mlu._safeguard`` once it lands.
-        """
+    def _subsample_objective(self, alive: np.ndarray):
+        """θ ↦ (L_R(θ), ∇L_R(θ)) on the retained rows of the fixed check subsample."""
         keep = alive[self._check_rows]
-        after = self._check_losses(theta_after)
-        l2 = float(self.model.l2)
-        vals = [
-            float(losses[keep].mean() + 0.5 * l2 * th @ th)
-            for losses, th in ((self._check_before, theta_before), (after, theta_after))
-        ]
-        note = (
-            f"retained objective on a fixed subsample of {int(keep.sum())} retained rows: "
-            f"{vals[0]:.6g} -> {vals[1]:.6g}"
-        )
-        return note, after
+        X, y = np.ascontiguousarray(self._check_X[keep]), self._check_y[keep]
+        sizes, act, l2 = list(self.model.sizes_), self.model.activation, float(self.model.l2)
 
-    def forget(self, indices, method: str = "newton") -> UnlearningResult:
+        def objective_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            g, mean_loss = _core.gradient(theta, sizes, act, X, y, l2)  # g includes λθ
+            return float(mean_loss + 0.5 * l2 * theta @ theta), g
+
+        return objective_and_grad, int(keep.sum())
+
+    def forget(
+        self, indices, method: str = "newton", *, safeguard: bool = True
+    ) -> UnlearningResult:
         """Remove the samples ``indices`` (into the data the Unlearner was built on).
 
         Parameters
@@ -270,6 +258,12 @@ class Unlearner:
             See the module docs: ``"newton"`` recomputes from θ̂ with everything removed so far
             (requests are additive); ``"influence"`` takes a first-order step from the current
             model.
+        safeguard : bool, default True
+            Check the update against the retained objective L_R on a fixed seeded subsample of
+            R (at most :data:`CHECK_ROWS` rows) and shorten it by a line search where it would
+            raise L_R (:func:`mlu._safeguard.checked_update`; an UpdateShortenedWarning says
+            so). A shortened request is no longer additive (F1 then F2 ≠ F1 ∪ F2). False:
+            the plain formula.
 
         Returns
         -------
@@ -314,8 +308,21 @@ class Unlearner:
         )
         alive = self._alive.copy()
         alive[rows] = False
-        note, check_after = self._retained_check(alive, theta_before, theta)
-        notes.append(note)
+        # Safeguard (mlu._safeguard): L_R must not rise along the update. Checked on a fixed
+        # seeded subsample of R (at most CHECK_ROWS rows): a full pass per request would make
+        # its cost grow with n.
+        checks = ()
+        if safeguard:
+            objective, rows_checked = self._subsample_objective(alive)
+            theta, check = checked_update(theta_before, theta - theta_before, objective)
+            checks = (check,)
+            notes.append(
+                f"safeguard on a fixed subsample of {rows_checked} retained rows: "
+                f"{check.describe()}"
+            )
+            if check.shortened and check.significant:
+                msg = f"Unlearner.forget: {check.describe()}"
+                warnings.warn(msg, UpdateShortenedWarning, stacklevel=2)
         notes.insert(0, f"curvature {self.choice}")
         new = copy.deepcopy(self._base_model)
         new.theta_ = theta
@@ -325,7 +332,6 @@ class Unlearner:
         self._alive = alive
         self.removed = self.removed + [rows]
         self.model = new
-        self._check_before = check_after
         return UnlearningResult(
             model=new,
             method=method,
@@ -337,6 +343,7 @@ class Unlearner:
             residual=residual,
             min_eigenvalue=None,
             negative_curvature=getattr(used, "solver", "") == "eigh",
+            checks=checks,
             n_forget=len(rows),
             steps=1,
             time=time.perf_counter() - start,
@@ -364,7 +371,6 @@ class Unlearner:
             "removed_grad": self._removed_grad,
             "removed_flat": np.concatenate(self.removed) if self.removed else np.zeros(0, np.int64),
             "removed_sizes": np.array([len(r) for r in self.removed], dtype=np.int64),
-            "check_before": self._check_before,
         }
         arrays.update({f"curv_{k}": np.asarray(v) for k, v in self._curv.arrays().items()})
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -421,7 +427,6 @@ class Unlearner:
             "_removed_grad": arrays["removed_grad"],
             "removed": removed,
             "_alive": alive,
-            "_check_before": arrays["check_before"],
         }
         Unlearner.__init__(
             self,
