@@ -198,3 +198,14 @@ def test_unlearned_model_has_no_training_record(digits_small):
         result = unlearn(tracked, X, y, [0, 1, 2], method="newton", curvature="ggn")
     assert result.model.trace_ is None
     assert tracked.trace_ is not None
+
+
+def test_ascent_direction_stops_at_zero_after_the_full_step():
+    """∇fᵀd ≥ 0 and f(θ₀ + d) > f(θ₀): no halvings, α = 0 after two evaluations."""
+    theta0 = np.array([0.3, -0.2])
+    f = _quadratic(A, b)
+    d = 0.01 * f(theta0)[1]
+    theta, check = checked_update(theta0, d, f)
+    np.testing.assert_array_equal(theta, theta0)
+    assert check.step == 0.0 and check.evaluations == 2
+    assert check.full_change == pytest.approx(f(theta0 + d)[0] - f(theta0)[0], rel=1e-12)

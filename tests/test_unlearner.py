@@ -422,3 +422,19 @@ def test_safeguard_keeps_the_retained_objective_from_rising(binary):
     assert any("safeguard on a fixed subsample of 47 retained rows" in n for n in res.notes)
     plain = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
     assert plain.forget(F, method="influence", safeguard=False).checks == ()
+
+
+def test_safeguard_reuses_the_previous_requests_objective(binary):
+    """The L_R before a request comes from the stored sums of the previous check minus the
+    request's own rows: equal to a fresh evaluation on the retained check rows."""
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature="woodbury", damping=DAMPING)
+    un.forget(np.array([2, 5]))
+    prev = un.model
+    F = np.array([3, 8, 20])
+    res = un.forget(F)
+    (check,) = res.checks
+    keep = np.setdiff1d(np.arange(len(y)), np.array([2, 3, 5, 8, 20]))
+    # the check subsample holds every row of this small data set
+    assert prev.objective(X[keep], y[keep]) == pytest.approx(check.objective_before, rel=1e-12)
+    assert res.model.objective(X[keep], y[keep]) == pytest.approx(check.objective_after, rel=1e-12)

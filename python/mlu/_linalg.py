@@ -15,6 +15,9 @@ __all__ = [
     "PINV_RCOND",
     "cholesky",
     "cholesky_solve",
+    "cholesky_solve_many",
+    "eig_pinv_solve_many",
+    "eigh",
     "pinv_factor",
     "pinv_solve",
     "relative_residual",
@@ -39,6 +42,31 @@ def cholesky(H: np.ndarray, damping: float) -> np.ndarray:
 def cholesky_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x of shape (p,) with ``L Lᵀ x = b`` for b of shape (p,)."""
     return _core.cholesky_solve(L, b[:, None])[:, 0]
+
+
+def cholesky_solve_many(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """X of shape (p, k) with ``L Lᵀ X = B`` for B of shape (p, k)."""
+    return _core.cholesky_solve(L, np.ascontiguousarray(B))
+
+
+def eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending, shape (p,)) and eigenvectors (columns, shape (p, p)) of the
+    symmetric A (A is not modified).
+
+    LAPACK's divide-and-conquer (``np.linalg.eigh``), not the C++ core's QR iteration: on the
+    2000 x 2000 Gram matrix of the Woodbury form it took 20 s against 88 s (one thread, loaded
+    machine), and the curvature forms need the full basis.
+    """
+    return np.linalg.eigh(A)
+
+
+def eig_pinv_solve_many(
+    w: np.ndarray, U: np.ndarray, B: np.ndarray, damping: float, rcond: float = PINV_RCOND
+) -> np.ndarray:
+    """``X = (U diag(w) Uᵀ + δI)⁺ B`` for B of shape (p, k), from eigenpairs (w, U); eigenpairs
+    with ``w + δ ≤ rcond·max|w + δ|`` are dropped (see :func:`pinv_solve`)."""
+    X, _ = _core.eig_pinv_solve(w, U, np.ascontiguousarray(B), damping, rcond)
+    return X
 
 
 def smallest_eigenvalue_estimate(L: np.ndarray) -> float:

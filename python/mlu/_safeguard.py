@@ -116,6 +116,9 @@ def checked_update(
 ) -> tuple[np.ndarray, UpdateCheck]:
     """Apply ``θ₀ + α d`` with the largest α in {1, 1/2, 1/4, …, 2⁻ᵐ, 0} that does not raise L_R.
 
+    When the full step raises L_R and d is not a descent direction at θ₀ (``∇L_R(θ₀)ᵀd ≥ 0``),
+    no short step can lower L_R to first order: α = 0 at once (two evaluations, not m + 2).
+
     Parameters
     ----------
     theta0 : ndarray, shape (p,)
@@ -161,6 +164,7 @@ def checked_update(
     if not math.isfinite(f0):
         raise ValueError(f"the retained objective at theta0 is not finite ({f0})")
 
+    slope = float(g0 @ direction)  # dL_R(θ₀ + αd)/dα at α = 0
     step, full_change = 1.0, math.nan
     with np.errstate(over="ignore", invalid="ignore"):
         for halving in range(max_halvings + 1):
@@ -171,8 +175,12 @@ def checked_update(
                 full_change = f - f0
             if f <= f0:  # NaN compares False: a step that overflowed is shortened too
                 break
+            if halving == 0 and not slope < 0.0:
+                # Not a descent direction of L_R at θ₀: short steps cannot lower L_R either
+                # (to first order), so stop at α = 0 instead of ~30 futile halvings.
+                break
             step *= 0.5
-        else:
+        if not f <= f0:  # no step in the sequence kept L_R from rising
             step, trial, f, g = 0.0, theta0.copy(), f0, g0
     check = UpdateCheck(
         objective_before=f0,

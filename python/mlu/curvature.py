@@ -39,8 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _linalg
 from ._validation import HessianTooLargeError, available_memory_bytes
+from .exceptions import NotPositiveDefiniteError
 
 __all__ = [
     "REPRESENTATIONS",
@@ -306,11 +307,11 @@ class DenseCurvature(Curvature):
         A[np.diag_indices_from(A)] += self.l2
         self._A = A
         try:
-            self._L = _core.cholesky(A, self.damping)
+            self._L = _linalg.cholesky(A, self.damping)
             self._eig = None
             self.solver = "cholesky"
-        except _core.NotPositiveDefiniteError:
-            w, U = _core.eigh(A)
+        except NotPositiveDefiniteError:
+            w, U = _linalg.eigh(A)
             self._L = None
             self._eig = (w, U)
             self.solver = "eigh"
@@ -321,10 +322,9 @@ class DenseCurvature(Curvature):
 
     def _solve(self, V, BV=None):
         if self._L is not None:
-            return _core.cholesky_solve(self._L, np.ascontiguousarray(V))
+            return _linalg.cholesky_solve_many(self._L, V)
         w, U = self._eig
-        X, _ = _core.eig_pinv_solve(w, U, np.ascontiguousarray(V), self.damping, _PINV_RCOND)
-        return X
+        return _linalg.eig_pinv_solve_many(w, U, V, self.damping, _PINV_RCOND)
 
     def residual(self, x: np.ndarray, b: np.ndarray) -> float:
         bn = float(np.linalg.norm(b))
@@ -355,7 +355,7 @@ class WoodburyCurvature(Curvature):
             X = np.ascontiguousarray(problem.X)
             G, hidden = _core.gn_terms(problem.theta, sizes, problem.activation, X)
             K = _core.woodbury_gram(sizes, X, G, hidden)
-            w, V = np.linalg.eigh(K)
+            w, V = _linalg.eigh(K)
             alive = np.ones(problem.n, dtype=bool)
             # B Σ_D ∇ℓ and B θ̂: with the Gram matrix they give B ∇L_R(θ̂) for any R
             gD = problem.gradient_sum()
@@ -388,9 +388,9 @@ class WoodburyCurvature(Curvature):
             keep = np.flatnonzero(self._alive_rows)
             M = self.K[np.ix_(keep, keep)]
             M[np.diag_indices_from(M)] += s
-            L = _core.cholesky(M, 0.0)
+            L = _linalg.cholesky(M, 0.0)
             Y = np.zeros_like(W)
-            Y[keep] = _core.cholesky_solve(L, np.ascontiguousarray(W[keep]))
+            Y[keep] = _linalg.cholesky_solve_many(L, W[keep])
             return Y
         # With M = sI + K = V diag(w + s) Vᵀ and F the removed rows,
         # (M_RR)⁻¹ = (M⁻¹)_RR − (M⁻¹)_RF ((M⁻¹)_FF)⁻¹ (M⁻¹)_FR: O((n·r)² + |F|²·n·r) a solve.
@@ -482,7 +482,7 @@ class WoodburyCurvature(Curvature):
 
 
 def _eigh_factors(mats: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [np.linalg.eigh(M) for M in mats]
+    return [_linalg.eigh(M) for M in mats]
 
 
 class KFACCurvature(Curvature):

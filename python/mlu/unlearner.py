@@ -179,6 +179,9 @@ class Unlearner:
         self._check_rows = np.sort(np.random.default_rng(0).permutation(X.shape[0])[:CHECK_ROWS])
         self._check_X = np.ascontiguousarray(X[self._check_rows])
         self._check_y = yk[self._check_rows]
+        # (Σ loss, Σ ∇loss) of the current model on the retained check rows: the next request's
+        # L_R before its update comes from these minus its own rows, saving a pass per request
+        self._check_sums: tuple[float, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -243,6 +246,42 @@ class Unlearner:
             return float(mean_loss + 0.5 * l2 * theta @ theta), g
 
         return objective_and_grad, int(keep.sum())
+
+    def _subsample_before(self, alive: np.ndarray, theta: np.ndarray):
+        """(L_R(θ), ∇L_R(θ)) on the check rows retained in ``alive``, from the stored sums of
+        the current model minus the rows this request removes; None when not stored."""
+        count = int(alive[self._check_rows].sum())
+        if self._check_sums is None or count == 0:
+            return None
+        loss_sum, grad_sum = self._check_sums
+        gone = self._alive[self._check_rows] & ~alive[self._check_rows]
+        if gone.any():
+            g, mean_loss = _core.gradient(
+                theta,
+                list(self.model.sizes_),
+                self.model.activation,
+                np.ascontiguousarray(self._check_X[gone]),
+                self._check_y[gone],
+                0.0,
+            )
+            loss_sum, grad_sum = loss_sum - mean_loss * gone.sum(), grad_sum - g * gone.sum()
+        l2 = float(self.model.l2)
+        return (
+            float(loss_sum / count + 0.5 * l2 * theta @ theta),
+            grad_sum / count + l2 * theta,
+        )
+
+    def _sums_at(self, theta, check, seen, before, count):
+        """(Σ loss, Σ ∇loss) over ``count`` check rows at the accepted θ, from what the check
+        evaluated (None when it is not among them)."""
+        l2 = float(self.model.l2)
+        found = [(v, g) for t, v, g in seen if np.array_equal(t, theta)]
+        if not found and check.step == 0.0:
+            found = [before] if before is not None else [(v, g) for _, v, g in seen[:1]]
+        if not found or count == 0:
+            return None
+        value, grad = found[-1]
+        return (value - 0.5 * l2 * theta @ theta) * count, (grad - l2 * theta) * count
 
     def forget(
         self, indices, method: str = "newton", *, safeguard: bool = True
@@ -311,10 +350,21 @@ class Unlearner:
         # Safeguard (mlu._safeguard): L_R must not rise along the update. Checked on a fixed
         # seeded subsample of R (at most CHECK_ROWS rows): a full pass per request would make
         # its cost grow with n.
-        checks = ()
+        checks, check_sums = (), None
         if safeguard:
             objective, rows_checked = self._subsample_objective(alive)
-            theta, check = checked_update(theta_before, theta - theta_before, objective)
+            seen: list[tuple[np.ndarray, float, np.ndarray]] = []
+
+            def remembered(t: np.ndarray) -> tuple[float, np.ndarray]:
+                value, grad = objective(t)
+                seen.append((t.copy(), value, grad))
+                return value, grad
+
+            before = self._subsample_before(alive, theta_before)
+            theta, check = checked_update(
+                theta_before, theta - theta_before, remembered, before=before
+            )
+            check_sums = self._sums_at(theta, check, seen, before, rows_checked)
             checks = (check,)
             notes.append(
                 f"safeguard on a fixed subsample of {rows_checked} retained rows: "
@@ -330,6 +380,7 @@ class Unlearner:
         self._curv = new_curv
         self._removed_grad = self._removed_grad + g_F
         self._alive = alive
+        self._check_sums = check_sums
         self.removed = self.removed + [rows]
         self.model = new
         return UnlearningResult(
