@@ -1,10 +1,22 @@
-// Splitting work over samples between threads (OpenMP). Reductions use one
+// Splitting work over samples between threads (OpenMP when the compiler has it,
+// else serially: see the shim below). Reductions use one
 // accumulator per thread, summed at the end, so results do not depend on the
 // order in which chunks finish... up to floating-point summation order, which
 // is fixed for a given thread count because the static schedule is used.
 #pragma once
 
+#ifdef _OPENMP
 #include <omp.h>
+#else
+// Built without OpenMP (e.g. Apple clang without libomp): one thread. The
+// `#pragma omp` lines are then ignored and every loop runs serially, with the
+// same static chunks as a one-thread OpenMP run, so results are identical.
+inline int omp_get_max_threads() { return 1; }
+inline int omp_get_num_threads() { return 1; }
+inline int omp_get_thread_num() { return 0; }
+inline int omp_in_parallel() { return 0; }
+inline void omp_set_num_threads(int) {}
+#endif
 
 #include <algorithm>
 #include <vector>

@@ -6,8 +6,24 @@
 namespace py = pybind11;
 using namespace mlu;
 
-PYBIND11_MODULE(_core, m) {
+// The same sources are built once per instruction set (CMakeLists.txt), each as
+// its own module: MLU_MODULE is its name (_core_baseline, _core_x86_64_v3) and
+// MLU_ISA the instruction set it was compiled for; mlu/_isa.py picks one.
+#ifndef MLU_MODULE
+#define MLU_MODULE _core
+#endif
+#ifndef MLU_ISA
+#define MLU_ISA "unknown"
+#endif
+
+PYBIND11_MODULE(MLU_MODULE, m) {
     m.doc() = "mlu C++ core (Eigen): MLP forward/backward, Hessians, solvers. Private: use the mlu package.";
+    m.attr("isa") = MLU_ISA;
+#ifdef _OPENMP
+    m.attr("openmp") = true;
+#else
+    m.attr("openmp") = false;
+#endif
 
     py::register_exception<NotPositiveDefinite>(m, "NotPositiveDefiniteError",
                                                 py::module_::import("numpy.linalg").attr("LinAlgError"));
@@ -27,4 +43,5 @@ PYBIND11_MODULE(_core, m) {
     bind::bind_solvers(m);
     bind::bind_influence(m);
     bind::bind_train(m);
+    bind::bind_cpu(m);
 }

@@ -4,9 +4,15 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
+# First of all: importing _isa registers the build of the C++ core that this CPU runs as
+# mlu._core, which every module below imports. core_isa: "x86-64-v3", "baseline" (or "native").
+from ._isa import CORE_ISA as core_isa
+
+# isort: split
 from . import baselines, datasets, experiment, metrics, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
+from ._version import version as _version
 from .detect import (
     ConfidentLearningResult,
     NoiseRateWarning,
@@ -21,7 +27,7 @@ from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 
-__version__ = "0.1.0"
+__version__ = _version()
 
 __all__ = [
     "MLP",
@@ -39,6 +45,7 @@ __all__ = [
     "reference",
     "set_num_threads",
     "baselines",
+    "core_isa",
     "ConfidentLearningResult",
     "NoiseRateWarning",
     "confident_learning",

@@ -226,10 +226,14 @@ def resolve_config(args: argparse.Namespace):
 
 
 def _print_versions() -> None:
+    from . import _core, _isa
     from .experiment import versions
 
     for k, v in versions().items():
         print(f"{k}: {v}")
+    # Which build of the C++ core this CPU got (mlu.core_isa), and which the install has.
+    threads = "OpenMP" if _core.openmp else "serial (no OpenMP)"
+    print(f"core: {_core.isa}, {threads}; built for: {', '.join(_isa.available())}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
