@@ -150,6 +150,9 @@ def test_version_is_the_one_in_pyproject():
         else:
             import tomli as tomllib
         expected = tomllib.loads(pyproject.read_text())["project"]["version"]
-    else:  # installed
-        expected = metadata.version("mlu")
+    else:
+        try:  # installed
+            expected = metadata.version("mlu")
+        except metadata.PackageNotFoundError:  # a copy of the package without its metadata
+            expected = "0+unknown"
     assert mlu.__version__ == expected
