@@ -1,7 +1,8 @@
 // Bindings of cpu.hpp: what this CPU can run. Also the body of the tiny _cpu
 // module (cpu_module.cpp), which is always built for the baseline ISA.
-#include "bindings/common.hpp"
 #include "cpu.hpp"
+
+#include "bindings/common.hpp"
 
 namespace mlu::bind {
 
