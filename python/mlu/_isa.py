@@ -116,6 +116,8 @@ def load_core() -> str:
     if core is None:
         core = importlib.import_module(_module_name(choose()))
         sys.modules[name] = core
+        # As the import system does for a submodule: mlu._core is an attribute of mlu too.
+        setattr(sys.modules[__package__], "_core", core)  # noqa: B010 (typed ModuleType: no attr)
     return str(core.isa)
 
 
