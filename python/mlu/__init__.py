@@ -9,27 +9,24 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 from ._isa import CORE_ISA as core_isa
 
 # isort: split
-from . import baselines, datasets, experiment, metrics, noise, reference
-from ._core import NotPositiveDefiniteError
-from ._validation import HessianTooLargeError
-from ._version import version as _version
+from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
+from ._version import __version__
 from .detect import (
     ConfidentLearningResult,
-    NoiseRateWarning,
     confident_learning,
     detect,
     estimate_noise_rate,
     select,
 )
-from .experiment import ExperimentConfig, run_experiments
+from .exceptions import HessianTooLargeError, NoiseRateWarning, NotPositiveDefiniteError
+from .experiments import ExperimentConfig, run_experiments
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 
-__version__ = _version()
-
 __all__ = [
+    "__version__",
     "MLP",
     "SISA",
     "UnlearningResult",
@@ -52,6 +49,8 @@ __all__ = [
     "detect",
     "estimate_noise_rate",
     "experiment",
+    "experiments",
+    "exceptions",
     "ExperimentConfig",
     "run_experiments",
     "metrics",

@@ -1,4 +1,5 @@
-"""The package's version: written once, in pyproject.toml.
+"""The package's version: written once, in pyproject.toml (a module of its own, so that any
+module can read it without a cycle).
 
 An installed mlu reads it from its metadata (:mod:`importlib.metadata`); a source tree used
 through ``PYTHONPATH`` (``tools/dev-build``) has no metadata, or would find that of another
@@ -11,7 +12,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["version"]
+__all__ = ["__version__", "version"]
 
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"  # <root>/python/mlu/
 
@@ -45,3 +46,6 @@ def version() -> str:
         return metadata.version("mlu")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+__version__: str = version()

@@ -206,7 +206,7 @@ def _none_or(value, convert):
 
 def resolve_config(args: argparse.Namespace):
     """Defaults < config file < command-line options -> ExperimentConfig."""
-    from .experiment import ExperimentConfig, load_config_file
+    from .experiments import ExperimentConfig, load_config_file
 
     data: dict[str, Any] = {}
     if args.config:
@@ -227,7 +227,7 @@ def resolve_config(args: argparse.Namespace):
 
 def _print_versions() -> None:
     from . import _core, _isa
-    from .experiment import versions
+    from .experiments import versions
 
     for k, v in versions().items():
         print(f"{k}: {v}")
@@ -237,8 +237,8 @@ def _print_versions() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import run_experiments
-    from .report import fmt_pct, fmt_time, pipeline_table
+    from .experiments import run_experiments
+    from .experiments.report import fmt_pct, fmt_time, pipeline_table
 
     cfg = resolve_config(args)
     if args.print_config:
@@ -278,7 +278,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, load_cells, write_outputs
+    from .experiments import ExperimentConfig, load_cells, write_outputs
 
     out = Path(args.dir)
     meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            from .experiment import run_demo
+            from .experiments import run_demo
 
             run_demo(
                 out=args.out,
