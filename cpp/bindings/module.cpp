@@ -43,5 +43,6 @@ PYBIND11_MODULE(MLU_MODULE, m) {
     bind::bind_solvers(m);
     bind::bind_influence(m);
     bind::bind_train(m);
+    bind::bind_unlearner(m);
     bind::bind_cpu(m);
 }
