@@ -24,7 +24,7 @@ except ImportError:  # older scikit-learn: the same check as a method
         return estimator._validate_data(*args, **kwargs)
 
 
-from . import _core
+from . import _core, _dask
 from ._validation import (
     ACTIVATIONS,
     CURVATURE_CHOICES,
@@ -279,8 +279,12 @@ class MLP(ClassifierMixin, BaseEstimator):
         ``classes`` fixes the label set (default: the labels seen in y), so that models trained
         on subsets share one output layout.
         """
-        X = self._check_X(X, reset=True)
-        X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, a column y
+        streamed = _dask.is_dask(X, y)  # minibatches streamed one row chunk at a time
+        if streamed:
+            X, y = _dask.training_data(X, y)
+        else:
+            X = self._check_X(X, reset=True)
+            X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, column y
         check_classification_targets(y)  # a continuous or multilabel y
         y = as_labels(y, X.shape[0])
         classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
@@ -293,6 +297,8 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
         if float(self.l2) < 0 or not 0 <= float(self.momentum) < 1:
             raise ValueError("need l2 >= 0 and 0 <= momentum < 1")
+        if streamed and self.track:
+            raise ValueError("track=True is not supported when X is a dask array")
         hidden = _check_hidden(self.hidden)
         sizes = (X.shape[1], *hidden, len(classes))
         warm = self.warm_start and hasattr(self, "theta_") and self.sizes_ == sizes
@@ -312,7 +318,7 @@ class MLP(ClassifierMixin, BaseEstimator):
 
             epochs = tqdm(epochs, desc="training", unit="epoch")
         for epoch in epochs:
-            theta, velocity, loss = _core.sgd_epoch(
+            theta, velocity, loss = (_dask.sgd_epoch if streamed else _core.sgd_epoch)(
                 theta,
                 velocity,
                 list(sizes),
@@ -417,16 +423,22 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ losses and derivatives
     def losses(self, X, y) -> np.ndarray:
         """Per-sample cross-entropy ℓ(f(x_i; θ), y_i), shape (n,)."""
+        if _dask.is_dask(X, y):  # row chunks on a cluster: a dask array back
+            return _dask.losses(self, X, y)
         X, yk = self._Xy(X, y)
         return _core.losses(*self._core_args(), X, yk)
 
     def margins(self, X, y) -> np.ndarray:
         """Logit of the given label minus the largest other logit, shape (n,)."""
+        if _dask.is_dask(X, y):
+            return _dask.margins(self, X, y)
         X, yk = self._Xy(X, y)
         return _margins_from_logits(_core.logits(*self._core_args(), X), yk)
 
     def objective(self, X, y) -> float:
         """Mean loss plus (l2/2)‖θ‖²."""
+        if _dask.is_dask(X, y):
+            return _dask.objective(self, X, y)
         return float(self.losses(X, y).mean() + 0.5 * self.l2 * self.theta_ @ self.theta_)
 
     def _problem(self, X, y, params: str):
@@ -444,11 +456,15 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def gradient(self, X, y, params: str = "all") -> np.ndarray:
         """Gradient of the objective (mean loss gradient + l2·θ), shape (p,) or (p_last,)."""
+        if _dask.is_dask(X, y):  # a tree sum over the chunks
+            return _dask.gradient(self, X, y, params)
         g, _ = _core.gradient(*self._problem(X, y, params), float(self.l2))
         return g
 
     def gradients(self, X, y, params: str = "all") -> np.ndarray:
         """Per-sample gradients of ℓ_i (without the l2 term), shape (n, p) or (n, p_last)."""
+        if _dask.is_dask(X, y):
+            return _dask.gradients(self, X, y, params)
         theta, sizes, act, X, yk = self._problem(X, y, params)
         check_matrix_fits(int(np.sqrt(X.shape[0] * theta.shape[0])) + 1, what="the n x p gradients")
         return _core.per_sample_gradients(theta, sizes, act, X, yk)
@@ -457,6 +473,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         self, X, y, params: str = "all", curvature: str = "hessian"
     ) -> HessianOperator:
         """The operator v ↦ (H + l2·I) v over (X, y), forward pass cached (for many products)."""
+        if _dask.is_dask(X, y):  # chunks persisted on the workers, one map-reduce per product
+            return _dask.hessian_operator(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = self._problem(X, y, params)
         op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)
@@ -468,6 +486,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         ``curvature="hessian"`` is the exact Hessian (R-operator, with the cross-layer terms of
         ReLU nets); ``"ggn"`` the generalized Gauss-Newton matrix.
         """
+        if _dask.is_dask(X, y):
+            return _dask.hvp(self, X, y, v, params, curvature)
         return self.hessian_operator(X, y, params, curvature).matvec(v)
 
     def hessian(self, X, y, params: str = "all", curvature: str = "hessian") -> np.ndarray:
@@ -475,6 +495,8 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         Raises HessianTooLargeError (a MemoryError) when p x p float64 would not fit in memory.
         """
+        if _dask.is_dask(X, y):
+            return _dask.hessian(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = self._problem(X, y, params)
         check_matrix_fits(theta.shape[0], copies=1.2)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import _core
+from . import _core, _dask
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
@@ -563,7 +563,8 @@ def unlearn(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if maxiter is not None:
         maxiter = _check_positive_int(maxiter, "maxiter")
-    X, y = check_data(model, X, y)
+    # dask: every sum below is a map-reduce over the chunks (model methods dispatch on dask)
+    X, y = _dask.checked_pair(model, X, y) if _dask.is_dask(X, y) else check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
     n_forget = int(mask.sum())
 
