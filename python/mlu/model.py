@@ -278,7 +278,26 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         ``classes`` fixes the label set (default: the labels seen in y), so that models trained
         on subsets share one output layout.
+
+        X may be a ``dask.array`` chunked by rows (y then a NumPy or dask label vector), or a
+        dask DataFrame with y naming its label column: minibatches are then streamed one row
+        chunk at a time (see :func:`mlu._dask.sgd_epoch` for the order; a single chunk gives
+        bit for bit the NumPy fit), so X never has to fit in memory.
         """
+        return self._train(X, y, classes, int(self.epochs), resume=False)
+
+    def partial_fit(self, X, y, classes=None) -> MLP:
+        """One more training epoch over X (n, d) and y (n,), continuing where training stopped.
+
+        The parameters, the momentum buffer ``velocity_`` and the epoch count ``n_iter_``
+        carry over, and call t shuffles with the seed of epoch t: ``E`` calls on the same data
+        equal ``fit`` with ``epochs=E`` bit for bit. The first call on an unfitted model
+        initialises it as ``fit`` does; later calls take the labels as one of ``classes_``
+        (give ``classes`` on the first call when its y lacks some). X may be a dask array.
+        """
+        return self._train(X, y, classes, 1, resume=True)
+
+    def _train(self, X, y, classes, n_epochs: int, resume: bool) -> MLP:
         streamed = _dask.is_dask(X, y)  # minibatches streamed one row chunk at a time
         if streamed:
             X, y = _dask.training_data(X, y)
@@ -287,7 +306,10 @@ class MLP(ClassifierMixin, BaseEstimator):
             X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, column y
         check_classification_targets(y)  # a continuous or multilabel y
         y = as_labels(y, X.shape[0])
-        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+        resume = resume and hasattr(self, "theta_")
+        if classes is None:
+            classes = self.classes_ if resume else np.unique(y)
+        classes = np.unique(np.asarray(classes))
         if len(classes) < 2:
             raise ValueError(
                 f"need at least two classes to train a classifier, got {len(classes)} class: "
@@ -301,18 +323,30 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError("track=True is not supported when X is a dask array")
         hidden = _check_hidden(self.hidden)
         sizes = (X.shape[1], *hidden, len(classes))
-        warm = self.warm_start and hasattr(self, "theta_") and self.sizes_ == sizes
+        if resume and self.sizes_ != sizes:
+            raise ValueError(
+                f"partial_fit: the data give layer sizes {sizes}, the model has {self.sizes_}"
+            )
+        warm = (self.warm_start or resume) and hasattr(self, "theta_") and self.sizes_ == sizes
         if warm and not np.array_equal(self.classes_, classes):
             raise ValueError("warm_start: the classes differ from those the model was trained on")
         theta = self.theta_.copy() if warm else None
+        velocity = getattr(self, "velocity_", None) if warm and resume else None
+        velocity = None if velocity is None else velocity.copy()
+        first = int(getattr(self, "n_iter_", 0)) if resume else 0
+        curve = list(getattr(self, "loss_curve_", [])) if resume else []
+        previous = getattr(self, "trace_", None) if resume else None
+        yk = encode_labels(y, classes)  # before the model changes: a bad label leaves it as it was
         self._set_architecture(sizes, classes)
-        yk = encode_labels(y, self.classes_)
         if theta is None:
             theta = _torch_default_init(sizes, np.random.default_rng(self.seed))
-        velocity = np.zeros_like(theta)
-        self.loss_curve_ = []
+        if velocity is None:
+            velocity = np.zeros_like(theta)
+        self.loss_curve_ = curve
         trace_loss, trace_margin = [], []
-        epochs = range(int(self.epochs))
+        if previous is not None and previous.loss.shape[1] == X.shape[0]:
+            trace_loss, trace_margin = list(previous.loss), list(previous.margin)
+        epochs = range(first, first + n_epochs)
         if self.verbose:
             from tqdm.auto import tqdm
 
@@ -341,6 +375,8 @@ class MLP(ClassifierMixin, BaseEstimator):
                 trace_loss.append(_losses_from_logits(Z, yk))
                 trace_margin.append(_margins_from_logits(Z, yk))
         self.theta_ = theta
+        self.velocity_ = velocity
+        self.n_iter_ = first + n_epochs
         self.trace_ = (
             TrainingTrace(
                 np.array(trace_loss).reshape(-1, X.shape[0]),
