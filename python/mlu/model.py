@@ -299,14 +299,14 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def _train(self, X, y, classes, n_epochs: int, resume: bool) -> MLP:
         streamed = _dask.is_dask(X, y)  # minibatches streamed one row chunk at a time
+        resume = resume and hasattr(self, "theta_")
         if streamed:
-            X, y = _dask.training_data(X, y)
+            X, y = _dask.training_data(X, y, self.n_features_in_ if resume else None)
         else:
-            X = self._check_X(X, reset=True)
+            X = self._check_X(X, reset=not resume)  # partial_fit: the features of the first fit
             X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, column y
         check_classification_targets(y)  # a continuous or multilabel y
         y = as_labels(y, X.shape[0])
-        resume = resume and hasattr(self, "theta_")
         if classes is None:
             classes = self.classes_ if resume else np.unique(y)
         classes = np.unique(np.asarray(classes))
