@@ -185,9 +185,7 @@ def as_dask_data(model, X, y) -> DaskData:
     ):
         raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
     if X.shape[1] != model.n_features_in_:
-        raise ValueError(
-            f"X has {X.shape[1]} features, the model expects {model.n_features_in_}"
-        )
+        raise ValueError(f"X has {X.shape[1]} features, the model expects {model.n_features_in_}")
     if any(math.isnan(c) for c in X.chunks[0]):
         X = X.compute_chunk_sizes()
     if X.shape[0] == 0:
