@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _linalg
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
@@ -548,16 +548,11 @@ def self_influence(
     H = hessian(model, data, None, params=params, curvature=curvature)
     cm = ChunkModel.of(model)
     if solver == "cholesky":
-        L = _core.cholesky(H, damping)
+        L = _linalg.cholesky(H, damping)
         del H
         return chunk_map(data, _self_influence, Payload(cm, params, curvature, L, "cholesky"))
-    w, U = _core.eigh(H)
+    M = _linalg.pinv_factor(H, damping, rcond)
     del H
-    shifted = w + damping
-    keep = shifted > rcond * max(float(shifted.max()), 0.0)
-    if not keep.any():
-        raise ValueError("H + damping·I has no positive eigenvalue: raise damping")
-    M = U[:, keep] / np.sqrt(shifted[keep])
     return chunk_map(data, _self_influence, Payload(cm, params, curvature, M, "projection"))
 
 

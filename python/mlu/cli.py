@@ -206,7 +206,7 @@ def _none_or(value, convert):
 
 def resolve_config(args: argparse.Namespace):
     """Defaults < config file < command-line options -> ExperimentConfig."""
-    from .experiment import ExperimentConfig, load_config_file
+    from .experiments import ExperimentConfig, load_config_file
 
     data: dict[str, Any] = {}
     if args.config:
@@ -226,15 +226,15 @@ def resolve_config(args: argparse.Namespace):
 
 
 def _print_versions() -> None:
-    from .experiment import versions
+    from .experiments import versions
 
     for k, v in versions().items():
         print(f"{k}: {v}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import run_experiments
-    from .report import fmt_pct, fmt_time, pipeline_table
+    from .experiments import run_experiments
+    from .experiments.report import fmt_pct, fmt_time, pipeline_table
 
     cfg = resolve_config(args)
     if args.print_config:
@@ -274,7 +274,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, load_cells, write_outputs
+    from .experiments import ExperimentConfig, load_cells, write_outputs
 
     out = Path(args.dir)
     meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            from .experiment import run_demo
+            from .experiments import run_demo
 
             run_demo(
                 out=args.out,
