@@ -9,7 +9,7 @@ no chunk is ever gathered whole and no worker holds more than a few chunks. The 
 parameters are sent once per computation (:func:`broadcast`: scattered to every worker when a
 ``distributed`` client is active, else one task of the graph), never once per chunk.
 
-The math is the one of docs/design.md: the mean over n samples is the sum of the chunks' sums
+The math is the one of docs/design.md ("Dask inputs"): the mean over n samples is the sum of the chunks' sums
 divided by n, so the results equal the NumPy path up to the reordering of the sums.
 
 dask is an optional dependency (``pip install "mlu[dask]"``): this module never imports it
