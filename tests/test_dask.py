@@ -191,6 +191,8 @@ def test_nan_in_one_chunk_gives_the_numpy_error(client, problem, rows):
         model.gradient(Xd, yd)
     with pytest.raises(ValueError, match=message):
         mlu.unlearn(model, Xd, yd, [0, 1])
+    with pytest.raises(ValueError, match=message):  # found before training starts
+        mlu.MLP(hidden=(2,), epochs=1).fit(Xd, yd)
     bad = y.copy()
     bad[9] = 9
     with pytest.raises(ValueError, match=re.escape("y[9] = 9 is not one of the model's")):

@@ -9,8 +9,8 @@ no chunk is ever gathered whole and no worker holds more than a few chunks. The 
 parameters are sent once per computation (:func:`broadcast`: scattered to every worker when a
 ``distributed`` client is active, else one task of the graph), never once per chunk.
 
-The math is the one of docs/design.md ("Dask inputs"): the mean over n samples is the sum of the chunks' sums
-divided by n, so the results equal the NumPy path up to the reordering of the sums.
+The math is the one of docs/design.md ("Dask inputs"): the mean over n samples is the sum of
+the chunks' sums divided by n, so the results equal the NumPy path up to the order of the sums.
 
 dask is an optional dependency (``pip install "mlu[dask]"``): this module never imports it
 unless a dask input arrives, and :func:`is_dask` recognises one by the dask collection
@@ -599,7 +599,32 @@ def training_data(X, y, n_features: int | None = None) -> tuple[object, np.ndarr
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+    _check_finite(X)
     return X.astype(np.float64), y
+
+
+def _check_finite(X) -> None:
+    """One pass over the chunks, before training starts: NaN/inf found mid-epoch would leave
+    a half-trained model behind. Same message as the NumPy path, global index."""
+    dask, _ = _dask_modules()
+    starts = np.concatenate([[0], np.cumsum(X.chunks[0])])
+    found = dask.compute(
+        *[
+            dask.delayed(_first_nonfinite, pure=True)(block, int(start))
+            for block, start in zip(X.to_delayed().ravel(), starts)
+        ]
+    )
+    bad = [f for f in found if f is not None]
+    if bad:
+        raise ValueError(f"X contains NaN or inf (first at index {bad[0]})")
+
+
+def _first_nonfinite(X, start: int) -> tuple[int, int] | None:
+    finite = np.isfinite(X)
+    if finite.all():
+        return None
+    i, j = np.argwhere(~finite)[0]
+    return int(i) + start, int(j)
 
 
 def _chunk_seed(seed: int, chunk: int) -> int:
@@ -626,7 +651,7 @@ def sgd_epoch(theta, velocity, sizes, activation, X, yk, seed, lr, momentum, bat
     for c in order:
         if rows[c] == 0:
             continue
-        Xc = _checked_chunk(blocks[c].compute(), int(starts[c]))
+        Xc = np.ascontiguousarray(blocks[c].compute(), dtype=np.float64)  # checked before
         yc = yk[starts[c] : starts[c + 1]]
         theta, velocity, loss = _core.sgd_epoch(
             theta,
@@ -646,11 +671,3 @@ def sgd_epoch(theta, velocity, sizes, activation, X, yk, seed, lr, momentum, bat
         loss_sum += loss * nb
         batches += nb
     return theta, velocity, loss_sum / batches
-
-
-def _checked_chunk(X, start: int) -> np.ndarray:
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    if not np.isfinite(X).all():
-        i, j = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"X contains NaN or inf (first at index {(int(i) + start, int(j))})")
-    return X
