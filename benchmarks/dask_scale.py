@@ -108,8 +108,12 @@ def dask_inputs(x_path: Path, y_path: Path, rows: int, limit: int | None = None)
         task = dask.delayed(_read_rows, pure=True)(str(x_path), s, e)
         pieces.append(da.from_delayed(task, shape=(e - s, d), dtype=np.float32))
     Xd = da.concatenate(pieces, axis=0)
-    yd = da.from_array(np.asarray(np.load(y_path, mmap_mode="r")[:n]), chunks=(Xd.chunks[0],))
-    return Xd, yd
+    labels = []  # read on the workers too: n labels in the graph would be sent with every call
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        task = dask.delayed(_read_rows, pure=True)(str(y_path), s, e)
+        labels.append(da.from_delayed(task, shape=(e - s,), dtype=np.int64))
+    return Xd, da.concatenate(labels)
 
 
 def run(model, Xd, yd, client) -> dict:
