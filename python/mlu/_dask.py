@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core, _linalg
+from ._problem import scaled as _scaled_numpy
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
@@ -101,6 +102,8 @@ class ChunkModel:
     activation: str
     classes: np.ndarray
     last: slice
+    scale_offset_: np.ndarray | None = None  # the model's input transform (MLP(scale=...))
+    scale_factor_: np.ndarray | None = None
 
     @classmethod
     def of(cls, model) -> ChunkModel:
@@ -110,6 +113,8 @@ class ChunkModel:
             activation=str(model.activation),
             classes=np.asarray(model.classes_),
             last=model.last_layer_slice(),
+            scale_offset_=getattr(model, "scale_offset_", None),
+            scale_factor_=getattr(model, "scale_factor_", None),
         )
 
     def problem(self, X: np.ndarray, yk: np.ndarray, params: str):
@@ -118,6 +123,7 @@ class ChunkModel:
         For params="last" the frozen layers are applied once and the last layer is a
         multinomial logistic regression on their output (as :meth:`mlu.MLP.gradient` does).
         """
+        X = _scaled_numpy(self, X)
         if params == "all":
             return self.theta, list(self.sizes), self.activation, X, yk
         F = _core.hidden_features(self.theta, list(self.sizes), self.activation, X)
@@ -340,7 +346,7 @@ def _losses(pl: Payload, X, yk):
 
 def _margins(pl: Payload, X, yk):
     cm = pl.model
-    Z = _core.logits(cm.theta, list(cm.sizes), cm.activation, X)
+    Z = _core.logits(cm.theta, list(cm.sizes), cm.activation, _scaled_numpy(cm, X))
     rows = np.arange(len(yk))
     given = Z[rows, yk]
     Z[rows, yk] = -np.inf
@@ -625,6 +631,48 @@ def _first_nonfinite(X, start: int) -> tuple[int, int] | None:
         return None
     i, j = np.argwhere(~finite)[0]
     return int(i) + start, int(j)
+
+
+def fit_scale(X, scale, choices: tuple, unscaled_rms: float):
+    """(offset, factor) of ``MLP(scale=...)`` from column statistics reduced over the chunks.
+
+    As the NumPy path: min/max are exact, mean/std agree to rounding; a constant feature
+    keeps factor 1. ``scale=None`` gives (None, None) and warns when the features look raw.
+    """
+    dask, da = _dask_modules()
+    if scale not in choices:
+        raise ValueError(f"scale must be one of {choices}, got {scale!r}")
+    if scale is None:
+        (rms,) = dask.compute(da.sqrt((X * X).mean(axis=0)))
+        if rms.max() > unscaled_rms:
+            import warnings
+
+            from .exceptions import UnscaledFeaturesWarning
+
+            j = int(np.argmax(rms))
+            warnings.warn(
+                f"features look unscaled: feature {j} has root mean square {rms[j]:.3g}; SGD "
+                "with the default learning rate may not train. Use mlu.MLP(scale='standard') "
+                "(or 'minmax')",
+                UnscaledFeaturesWarning,
+                stacklevel=4,
+            )
+        return None, None
+    if scale == "standard":
+        offset, spread = dask.compute(X.mean(axis=0), X.std(axis=0))
+    else:
+        offset, top = dask.compute(X.min(axis=0), X.max(axis=0))
+        spread = top - offset
+    factor = np.ones_like(spread)
+    nonzero = spread > 0
+    factor[nonzero] = 1.0 / spread[nonzero]
+    return offset, factor
+
+
+def scaled(model, X):
+    """The dask X as the network sees it (the model's input transform), lazily per chunk."""
+    offset = getattr(model, "scale_offset_", None)
+    return X if offset is None else (X - offset) * model.scale_factor_
 
 
 def _chunk_seed(seed: int, chunk: int) -> int:
