@@ -563,9 +563,32 @@ def self_influence(
 
 
 def checked_pair(model, X, y) -> tuple[object, object]:
-    """(X, y) as aligned row-chunked dask arrays, checked against the model (for unlearn)."""
+    """(X, y) as aligned row-chunked dask arrays, checked against the model (for unlearn).
+
+    Unlike the per-sample maps, this checks every chunk now (one pass): unlearn goes on to
+    compute over row subsets, whose errors would otherwise carry shifted row indices.
+    """
+    dask, _ = _dask_modules()
     data = as_dask_data(model, X, y)
+    sent = broadcast(Payload(ChunkModel.of(model)))
+    found = dask.compute(
+        *[
+            dask.delayed(_chunk_error, pure=True)(sent, xb, yb, start)
+            for xb, yb, start, _ in data.blocks()
+        ]
+    )
+    errors = [e for e in found if e is not None]
+    if errors:
+        raise ValueError(errors[0])
     return data.X, data.y
+
+
+def _chunk_error(payload, X, y, start: int) -> str | None:
+    try:
+        _chunk_Xy(payload.model, X, y, start)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def reject(X, y, what: str) -> None:
