@@ -186,6 +186,7 @@ def main(argv=None) -> int:
                 ) as cluster,
                 Client(cluster) as client,
             ):
+                client.wait_for_workers(workers)  # scatter needs them (slow to start under load)
                 client.run(__import__, "mlu")
                 Xd, yd = dask_inputs(x_path, y_path, rows)
                 r = run(model, Xd, yd, client)
