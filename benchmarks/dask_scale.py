@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--chunk-mb", type=float, default=64.0, help="MB of float32 per chunk")
+    # a worker with mlu, scikit-learn and SciPy imported already holds ~0.35 GB: below ~0.6 GB
+    # the nanny kills it ("No valid workers found")
     ap.add_argument("--worker-memory", default="1GB")
     ap.add_argument("--fit-rows", type=int, default=200_000, help="rows for the 1-machine run")
     ap.add_argument("--dir", default="/tmp")
