@@ -254,7 +254,14 @@ def test_a_worker_closed_mid_computation_does_not_change_the_result(client, prob
     Xd = da.from_array(X, chunks=(1, 5)).map_blocks(slow, dtype=X.dtype)
     yd = da.from_array(y, chunks=1)
     result = {}
-    run = threading.Thread(target=lambda: result.update(H=model.hessian(Xd, yd)))
+
+    def compute():
+        try:
+            result["H"] = model.hessian(Xd, yd)
+        except Exception as exc:  # reported below instead of lost in the thread
+            result["error"] = exc
+
+    run = threading.Thread(target=compute)
     run.start()
     cluster = client.cluster
     scheduler = cluster.scheduler  # in this process for a LocalCluster
@@ -271,7 +278,9 @@ def test_a_worker_closed_mid_computation_does_not_change_the_result(client, prob
     assert holders and run.is_alive(), "the computation finished before a worker was closed"
     name = next(n for n, w in cluster.workers.items() if w.worker_address == holders[0])
     cluster.sync(cluster.workers[name].close)
-    run.join(timeout=120)
+    run.join(timeout=300)
+    assert "error" not in result, repr(result.get("error"))
+    assert not run.is_alive(), "the computation did not finish within 300 s of the close"
     assert rel(result["H"], model.hessian(X, y)) < RTOL
 
 
