@@ -26,7 +26,7 @@ except ImportError:  # older scikit-learn: the same check as a method
         return estimator._validate_data(*args, **kwargs)
 
 
-from . import _core
+from . import _core, _dask
 from ._npz import load_model, save_model
 from ._optional import progress_bar
 from ._problem import checked_Xy, core_args, core_problem, scaled
@@ -322,12 +322,38 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         ``classes`` fixes the label set (default: the labels seen in y), so that models trained
         on subsets share one output layout.
+
+        X may be a ``dask.array`` chunked by rows (y then a NumPy or dask label vector), or a
+        dask DataFrame with y naming its label column: minibatches are then streamed one row
+        chunk at a time (see :func:`mlu._dask.sgd_epoch` for the order; a single chunk gives
+        bit for bit the NumPy fit), so X never has to fit in memory.
         """
-        X = self._check_X(X, reset=True)
-        X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, a column y
+        return self._train(X, y, classes, int(self.epochs), resume=False)
+
+    def partial_fit(self, X, y, classes=None) -> MLP:
+        """One more training epoch over X (n, d) and y (n,), continuing where training stopped.
+
+        The parameters, the momentum buffer ``velocity_`` and the epoch count ``n_iter_``
+        carry over, and call t shuffles with the seed of epoch t: ``E`` calls on the same data
+        equal ``fit`` with ``epochs=E`` bit for bit. The first call on an unfitted model
+        initialises it as ``fit`` does; later calls take the labels as one of ``classes_``
+        (give ``classes`` on the first call when its y lacks some). X may be a dask array.
+        """
+        return self._train(X, y, classes, 1, resume=True)
+
+    def _train(self, X, y, classes, n_epochs: int, resume: bool) -> MLP:
+        streamed = _dask.is_dask(X, y)  # minibatches streamed one row chunk at a time
+        resume = resume and hasattr(self, "theta_")
+        if streamed:
+            X, y = _dask.training_data(X, y, self.n_features_in_ if resume else None)
+        else:
+            X = self._check_X(X, reset=not resume)  # partial_fit: the features of the first fit
+            X, y = check_X_y(X, y, dtype=np.float64, order="C", estimator=self)  # y=None, column y
         check_classification_targets(y)  # a continuous or multilabel y
         y = as_labels(y, X.shape[0])
-        classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+        if classes is None:
+            classes = self.classes_ if resume else np.unique(y)
+        classes = np.unique(np.asarray(classes))
         if len(classes) < 2:
             raise ValueError(
                 f"need at least two classes to train a classifier, got {len(classes)} class: "
@@ -337,29 +363,50 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
         if float(self.l2) < 0 or not 0 <= float(self.momentum) < 1:
             raise ValueError("need l2 >= 0 and 0 <= momentum < 1")
+        if streamed and self.track:
+            raise ValueError("track=True is not supported when X is a dask array")
         hidden = _check_hidden(self.hidden)
         sizes = (X.shape[1], *hidden, len(classes))
-        warm = self.warm_start and hasattr(self, "theta_") and self.sizes_ == sizes
+        if resume and self.sizes_ != sizes:
+            raise ValueError(
+                f"partial_fit: the data give layer sizes {sizes}, the model has {self.sizes_}"
+            )
+        warm = (self.warm_start or resume) and hasattr(self, "theta_") and self.sizes_ == sizes
         if warm and not np.array_equal(self.classes_, classes):
             raise ValueError("warm_start: the classes differ from those the model was trained on")
         theta = self.theta_.copy() if warm else None
-        scaler = (self.scale_offset_, self.scale_factor_) if warm else _fit_scale(X, self.scale)
+        velocity = getattr(self, "velocity_", None) if warm and resume else None
+        velocity = None if velocity is None else velocity.copy()
+        first = int(getattr(self, "n_iter_", 0)) if resume else 0
+        curve = list(getattr(self, "loss_curve_", [])) if resume else []
+        previous = getattr(self, "trace_", None) if resume else None
+        yk = encode_labels(y, classes)  # before the model changes: a bad label leaves it as it was
+        if warm:
+            scaler = (self.scale_offset_, self.scale_factor_)
+        else:
+            scaler = (
+                _dask.fit_scale(X, self.scale, SCALE_CHOICES, UNSCALED_RMS)
+                if streamed
+                else _fit_scale(X, self.scale)
+            )
         self._set_architecture(sizes, classes)
         self.scale_offset_, self.scale_factor_ = scaler
-        X = scaled(self, X)
-        yk = encode_labels(y, self.classes_)
+        X = _dask.scaled(self, X) if streamed else scaled(self, X)
         if theta is None:
             theta = _torch_default_init(sizes, np.random.default_rng(self.seed))
-        velocity = np.zeros_like(theta)
-        self.loss_curve_ = []
+        if velocity is None:
+            velocity = np.zeros_like(theta)
+        self.loss_curve_ = curve
         trace_loss, trace_margin = [], []
-        epochs = range(int(self.epochs))
+        if previous is not None and previous.loss.shape[1] == X.shape[0]:
+            trace_loss, trace_margin = list(previous.loss), list(previous.margin)
+        epochs = range(first, first + n_epochs)
         if self.verbose:
             bar = progress_bar(iterable=epochs, desc="training", unit="epoch")
             if bar is not None:  # tqdm is optional: without it, no bar
                 epochs = bar
         for epoch in epochs:
-            theta, velocity, loss = _core.sgd_epoch(
+            theta, velocity, loss = (_dask.sgd_epoch if streamed else _core.sgd_epoch)(
                 theta,
                 velocity,
                 list(sizes),
@@ -382,6 +429,8 @@ class MLP(ClassifierMixin, BaseEstimator):
                 trace_loss.append(_losses_from_logits(Z, yk))
                 trace_margin.append(_margins_from_logits(Z, yk))
         self.theta_ = theta
+        self.velocity_ = velocity
+        self.n_iter_ = first + n_epochs
         self.trace_ = (
             TrainingTrace(
                 np.array(trace_loss).reshape(-1, X.shape[0]),
@@ -458,25 +507,35 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ losses and derivatives
     def losses(self, X, y) -> np.ndarray:
         """Per-sample cross-entropy ℓ(f(x_i; θ), y_i), shape (n,)."""
+        if _dask.is_dask(X, y):  # row chunks on a cluster: a dask array back
+            return _dask.losses(self, X, y)
         X, yk = self._checked_Xy(X, y)
         return _core.losses(*core_args(self), scaled(self, X), yk)
 
     def margins(self, X, y) -> np.ndarray:
         """Logit of the given label minus the largest other logit, shape (n,)."""
+        if _dask.is_dask(X, y):
+            return _dask.margins(self, X, y)
         X, yk = self._checked_Xy(X, y)
         return _margins_from_logits(_core.logits(*core_args(self), scaled(self, X)), yk)
 
     def objective(self, X, y) -> float:
         """Mean loss plus (l2/2)‖θ‖²."""
+        if _dask.is_dask(X, y):
+            return _dask.objective(self, X, y)
         return float(self.losses(X, y).mean() + 0.5 * self.l2 * self.theta_ @ self.theta_)
 
     def gradient(self, X, y, params: str = "all") -> np.ndarray:
         """Gradient of the objective (mean loss gradient + l2·θ), shape (p,) or (p_last,)."""
+        if _dask.is_dask(X, y):  # a tree sum over the chunks
+            return _dask.gradient(self, X, y, params)
         g, _ = _core.gradient(*core_problem(self, X, y, params), float(self.l2))
         return g
 
     def gradients(self, X, y, params: str = "all") -> np.ndarray:
         """Per-sample gradients of ℓ_i (without the l2 term), shape (n, p) or (n, p_last)."""
+        if _dask.is_dask(X, y):
+            return _dask.gradients(self, X, y, params)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
         check_matrix_fits(int(np.sqrt(X.shape[0] * theta.shape[0])) + 1, what="the n x p gradients")
         return _core.per_sample_gradients(theta, sizes, act, X, yk)
@@ -485,6 +544,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         self, X, y, params: str = "all", curvature: str = "hessian"
     ) -> HessianOperator:
         """The operator v ↦ (H + l2·I) v over (X, y), forward pass cached (for many products)."""
+        if _dask.is_dask(X, y):  # chunks persisted on the workers, one map-reduce per product
+            return _dask.hessian_operator(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
         op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)
@@ -496,6 +557,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         ``curvature="hessian"`` is the exact Hessian (R-operator, with the cross-layer terms of
         ReLU nets); ``"ggn"`` the generalized Gauss-Newton matrix.
         """
+        if _dask.is_dask(X, y):
+            return _dask.hvp(self, X, y, v, params, curvature)
         return self.hessian_operator(X, y, params, curvature).matvec(v)
 
     def hessian(self, X, y, params: str = "all", curvature: str = "hessian") -> np.ndarray:
@@ -503,6 +566,8 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         Raises HessianTooLargeError (a MemoryError) when p x p float64 would not fit in memory.
         """
+        if _dask.is_dask(X, y):
+            return _dask.hessian(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
         check_matrix_fits(theta.shape[0], copies=1.2)
