@@ -22,6 +22,12 @@ CASES = [
     ((6, 4), "relu", 2),
     ((5, 4), "tanh", 3),
     ((4, 3, 3), "sigmoid", 2),
+    ((6,), "identity", 3),
+    # A different activation per hidden layer (each kernel must use the layer's own).
+    ((5, 4), "tanh,relu", 3),
+    ((5, 4), "relu,sigmoid", 2),
+    ((4, 3, 3), "sigmoid,identity,tanh", 3),
+    ((5, 4), ("identity", "tanh"), 2),
 ]
 
 

@@ -46,7 +46,7 @@ py::array_t<double> to_numpy(M&& mat) {
 inline py::array_t<double> empty_matrix(Index rows, Index cols) { return py::array_t<double>({rows, cols}); }
 
 inline Architecture make_arch(const std::vector<Index>& sizes, const std::string& activation) {
-    return Architecture(sizes, parse_activation(activation));
+    return Architecture(sizes, parse_activations(activation));
 }
 
 inline CMapRM matrix_view(const DArr& a, const char* name) {

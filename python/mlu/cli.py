@@ -8,6 +8,10 @@
     resumable; options override the config file, which overrides the defaults.
 ``mlu report DIR``
     Rebuild the CSVs, plots and ``summary.md`` of DIR from its stored cells.
+``mlu clean DATA [--model MODEL] --out DIR``
+    Your own data (and model): find the mislabeled samples, unlearn them, and write
+    ``suspects.csv``, the fixed model, ``report.md``/``report.html`` and ``summary.json``
+    (see :func:`mlu.clean.clean`).
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find mislabeled training samples of an MLP and unlearn them.",
     )
     parser.add_argument("--version", action="store_true", help="print versions and exit")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,run,report}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,run,report,clean}")
 
     demo = sub.add_parser(
         "demo",
@@ -195,7 +199,101 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild tables, plots and summary.md of a run directory")
     rep.add_argument("dir", metavar="DIR", help="output directory of an earlier `mlu run`")
     rep.add_argument("--no-plots", action="store_true")
+    _add_clean_parser(sub)
     return parser
+
+
+def _add_clean_parser(sub) -> None:
+    cl = sub.add_parser(
+        "clean",
+        help="find and unlearn the mislabeled samples of your own data (and model)",
+        description="Hold out a seeded validation split, score and flag suspects, unlearn "
+        "them from the model, compare before and after, and write suspects.csv, the fixed "
+        "model, report.md, report.html and summary.json into DIR.",
+    )
+    cl.add_argument(
+        "data",
+        metavar="DATA",
+        help=".npz with X and y, .csv/.parquet with --label, or an IDX images file",
+    )
+    cl.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="an mlu .npz, or a PyTorch nn.Sequential state dict (.pt) with --hidden/"
+        "--activation; default: train one with the paper's settings",
+    )
+    cl.add_argument("--out", required=True, metavar="DIR", help="output directory (new)")
+    cl.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    cl.add_argument("--label", metavar="NAME", help="label column of a CSV/Parquet file")
+    cl.add_argument(
+        "--true-label",
+        metavar="NAME",
+        help="column of known-true labels, to report the suspects' precision (not a feature)",
+    )
+    cl.add_argument(
+        "--labels-file", metavar="FILE", help="IDX labels file (default: beside the images)"
+    )
+    cl.add_argument(
+        "--hidden", type=int, nargs="*", metavar="H", help="hidden widths of a state dict"
+    )
+    cl.add_argument(
+        "--activation",
+        default="relu",
+        metavar="ACT",
+        help="a state dict's activation(s): relu, tanh, sigmoid, identity, or one per hidden "
+        "layer as tanh,relu (default relu)",
+    )
+    cl.add_argument(
+        "--detector", default="loss", help="anomaly score for mlu.detect (default loss)"
+    )
+    cl.add_argument(
+        "--fraction",
+        type=float,
+        metavar="F",
+        help="flag the top F of the scores (default: automatic threshold)",
+    )
+    cl.add_argument(
+        "--holdout", type=float, default=0.2, metavar="F", help="held-out fraction (default 0.2)"
+    )
+    cl.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    cl.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from .clean import clean
+    from .userdata import load_data
+
+    data = load_data(args.data, label=args.label, labels_path=args.labels_file,
+                     true_label=args.true_label)  # fmt: skip
+    result = clean(
+        data,
+        model=args.model,
+        hidden=tuple(args.hidden) if args.hidden is not None else None,
+        activation=args.activation,
+        detector=args.detector,
+        fraction=args.fraction,
+        holdout=args.holdout,
+        seed=args.seed,
+        out=args.out,
+        force=args.force,
+        progress=False if args.no_progress else None,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    b, a = result.before, result.after
+    print(
+        f"{len(result.suspects)} suspect(s) of {len(result.train_index)} samples"
+        + (
+            f" (precision {result.precision:.1%} against the known flips)"
+            if result.precision is not None
+            else ""
+        )
+    )
+    print(
+        f"held-out split ({len(result.holdout_index)} samples): accuracy "
+        f"{100 * b.accuracy:.1f}% -> {100 * a.accuracy:.1f}%, loss {b.loss:.4f} -> {a.loss:.4f}"
+    )
+    print(f"wrote {args.out}/: " + ", ".join(sorted(p.name for p in Path(args.out).iterdir())))
+    return 0
 
 
 def _none_or(value, convert):
@@ -328,8 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "clean":
+            return _cmd_clean(args)
         return _cmd_report(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"mlu {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

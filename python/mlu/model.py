@@ -26,9 +26,9 @@ except ImportError:  # older scikit-learn: the same check as a method
 
 from . import _core
 from ._validation import (
-    ACTIVATIONS,
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
+    activation_spec,
     as_features,
     as_labels,
     as_vector,
@@ -122,8 +122,10 @@ class MLP(ClassifierMixin, BaseEstimator):
     ----------
     hidden : tuple of int
         Widths of the hidden layers; ``()`` gives multinomial logistic regression.
-    activation : {"relu", "tanh", "sigmoid"}
-        Hidden-layer activation.
+    activation : str or tuple of str
+        Hidden-layer activation, ``"relu"``, ``"tanh"``, ``"sigmoid"`` or ``"identity"``: one
+        for every hidden layer, or one per hidden layer from the input up (``("tanh", "relu")``,
+        or the same as ``"tanh,relu"``).
     l2 : float
         L2 coefficient λ of the objective ``mean loss + (λ/2)‖θ‖²`` (all parameters).
     epochs, lr, momentum, batch_size : training settings (PyTorch-style momentum).
@@ -150,7 +152,7 @@ class MLP(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         hidden: Sequence[int] = (50,),
-        activation: str = "relu",
+        activation: str | tuple[str, ...] = "relu",
         l2: float = 0.0,
         epochs: int = 20,
         lr: float = 0.01,
@@ -176,7 +178,11 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_layers(
-        cls, layers: Sequence[Layer], activation: str = "relu", classes=None, **params
+        cls,
+        layers: Sequence[Layer],
+        activation: str | Sequence[str] = "relu",
+        classes=None,
+        **params,
     ) -> MLP:
         """Build a fitted model from given layers ``[(W1, b1), …]``, W shaped (out, in).
 
@@ -207,7 +213,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         return model
 
     def _set_architecture(self, sizes: tuple[int, ...], classes) -> None:
-        check_choice(self.activation, "activation", ACTIVATIONS)
+        activation_spec(self.activation, len(sizes) - 2)
         if sizes[-1] < 2:
             raise ValueError(f"a softmax classifier needs k >= 2 outputs, got {sizes[-1]}")
         self.sizes_ = tuple(int(s) for s in sizes)
@@ -316,7 +322,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                 theta,
                 velocity,
                 list(sizes),
-                self.activation,
+                self._activation_spec(),
                 X,
                 yk,
                 _epoch_seed(self.seed, epoch),
@@ -331,7 +337,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                 )
             self.loss_curve_.append(float(loss))
             if self.track:
-                Z = _core.logits(theta, list(sizes), self.activation, X)
+                Z = _core.logits(theta, list(sizes), self._activation_spec(), X)
                 trace_loss.append(_losses_from_logits(Z, yk))
                 trace_margin.append(_margins_from_logits(Z, yk))
         self.theta_ = theta
@@ -354,8 +360,12 @@ class MLP(ClassifierMixin, BaseEstimator):
         X = self._X(X)
         return X, encode_labels(as_labels(y, X.shape[0]), self.classes_)
 
+    def _activation_spec(self) -> str:
+        """The activation(s) as the core takes them: ``"relu"`` or ``"tanh,relu"``."""
+        return activation_spec(self.activation, len(self.sizes_) - 2)
+
     def _core_args(self) -> tuple[np.ndarray, list[int], str]:
-        return self.theta_, list(self.sizes_), self.activation
+        return self.theta_, list(self.sizes_), self._activation_spec()
 
     def _check_X(self, X, reset: bool) -> np.ndarray:
         """X for fit (reset=True) and for the scikit-learn prediction methods.
