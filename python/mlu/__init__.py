@@ -7,6 +7,7 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 from . import baselines, datasets, experiment, metrics, noise, reference
 from ._core import NotPositiveDefiniteError
 from ._validation import HessianTooLargeError
+from .clean import CleanResult, clean
 from .detect import (
     ConfidentLearningResult,
     NoiseRateWarning,
@@ -26,6 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "SISA",
+    "CleanResult",
+    "clean",
     "UnlearningResult",
     "HessianOperator",
     "HessianTooLargeError",

@@ -33,9 +33,17 @@ from .model import MLP
 from .unlearn import UnlearningResult, unlearn
 from .userdata import TorchSource, UserData, from_arrays, load_data, load_model
 
-__all__ = ["CleanResult", "Evaluation", "clean"]
+__all__ = ["CLEAN_UNLEARN", "CleanResult", "Evaluation", "clean", "holdout_split", "write_outputs"]
 
 _MIN_PER_SPLIT = 2  # samples per class wanted in each split before stratifying
+
+CLEAN_UNLEARN: dict[str, Any] = {"method": "newton"}
+"""What :func:`clean` passes to :func:`mlu.unlearn` unless told otherwise; every other option
+is :func:`mlu.unlearn`'s default. Newton rather than the influence update because a detected
+forget set is never exact and the Newton step uses the actual gradient on what is kept: on
+digits (10 classes, 1797 samples, 20/30/40% flipped, seeds 0 and 1, loss scores with the
+automatic threshold) it raised the held-out accuracy against the true labels in 6 of 6 cases
+(+1.1 to +2.5 points), the influence update (exact Hessian) in 3 (−1.7 to +1.1 points)."""
 
 
 @dataclass(frozen=True)
@@ -208,8 +216,23 @@ def _evaluation_dict(e: Evaluation) -> dict[str, Any]:
     }
 
 
-def _split(y: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split, stratified when every class has enough samples for both sides."""
+def holdout_split(y, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The split :func:`clean` makes: seeded, stratified when every class has enough samples.
+
+    Parameters
+    ----------
+    y : array-like, shape (n,)
+        Labels.
+    holdout : float
+        Fraction held out, in (0, 1).
+    seed : int
+
+    Returns
+    -------
+    train, holdout : ndarray of int
+        Sorted indices of the searched and the held-out samples.
+    """
+    y = np.asarray(y)
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < holdout < 1.0:
@@ -296,6 +319,7 @@ def clean(
     activation: str | tuple[str, ...] = "relu",
     detector: str = "loss",
     fraction: float | None = None,
+    unlearn_options: dict[str, Any] | None = None,
     holdout: float = 0.2,
     seed: int = 0,
     out: str | os.PathLike | None = None,
@@ -327,6 +351,9 @@ def clean(
     fraction : float, optional
         Flag the top ``fraction`` of the scores; default: :func:`mlu.select`'s automatic rule
         (``method="auto"``, an estimate of the noise rate).
+    unlearn_options : dict, optional
+        Keyword arguments for :func:`mlu.unlearn` (``method``, ``curvature``, ``damping``,
+        ``steps``…), over :data:`CLEAN_UNLEARN`; the rest are :func:`mlu.unlearn`'s defaults.
     holdout : float
         Fraction of the data held out (seeded, stratified when possible) to compare the
         model before and after; detection and unlearning never see it.
@@ -364,8 +391,8 @@ def clean(
     steps = _Steps(6 if out is not None else 5, show)
     try:
         result = _run(
-            data, y, model, label, true_label, hidden, activation, detector, fraction, holdout,
-            seed, show, notes, steps, say,
+            data, y, model, label, true_label, hidden, activation, detector, fraction,
+            {**CLEAN_UNLEARN, **(unlearn_options or {})}, holdout, seed, show, notes, steps, say,
         )  # fmt: skip
         if out is not None:
             write_outputs(result, out, force=force)
@@ -388,11 +415,11 @@ def _read(data, y, label, true_label) -> UserData:
 
 
 def _run(
-    data, y, model, label, true_label, hidden, activation, detector, fraction, holdout, seed,
-    show, notes, steps, say,
+    data, y, model, label, true_label, hidden, activation, detector, fraction, unlearn_options,
+    holdout, seed, show, notes, steps, say,
 ) -> CleanResult:  # fmt: skip
     ud = _read(data, y, label, true_label)
-    train, hold = _split(ud.y, holdout, seed)
+    train, hold = holdout_split(ud.y, holdout, seed)
     X_tr, X_ho = ud.X[train], ud.X[hold]
     y_tr, y_ho = ud.y[train], ud.y[hold]
     steps.done("read")
@@ -450,7 +477,7 @@ def _run(
     notes.append(f"flagged by {detector} scores, {rule}")
 
     if n_flag:
-        result = unlearn(model, X_tr, y_tr, np.flatnonzero(flagged))
+        result = unlearn(model, X_tr, y_tr, np.flatnonzero(flagged), **unlearn_options)
         fixed = result.model
         if getattr(model, "torch_dtype_", None):
             fixed.torch_dtype_ = model.torch_dtype_
