@@ -199,7 +199,7 @@ def load_model(path: str | os.PathLike) -> MLP:
     try:
         activation = activation_spec(activation, len(sizes_t) - 2)
     except ValueError as exc:
-        raise ValueError(f"{path}: bad activation {activation!r}: {exc}") from exc
+        raise ValueError(f"{path}: unknown activation {activation!r} ({exc})") from exc
 
     classes = arrays["classes"]
     if classes.dtype.kind not in "biufUS" or classes.shape != (sizes_t[-1],):
