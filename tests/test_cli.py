@@ -44,9 +44,36 @@ TINY_RUN = [
 ]
 
 
-def test_demo(tmp_path, capsys):
+def test_demo_shows_a_test_accuracy_gain(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "10 classes" in text and "r = 30%" in text
+    assert "before: trained on the noisy labels" in text and "oracle" in text
+    facts = json.loads((out / "demo.json").read_text())
+    test = facts["test"]
+    # The default case: noise visibly hurts, and the pipeline wins back >= 2 points.
+    assert test["clean_retrain"]["accuracy"] - test["before"]["accuracy"] >= 0.02
+    assert facts["gain"] == test["after"]["accuracy"] - test["before"]["accuracy"] >= 0.02
+    assert f"{100 * facts['gain']:+.1f} points" in text
+    # The report with the suspects' pictures.
+    for name in ("report.html", "report.md", "suspects.png", "suspects.csv", "model.npz"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] > 0.8 and summary["image_shape"] == [8, 8]
+    # Running it again replaces its own earlier report, but never another directory.
+    assert main(["demo", "--out", str(out), "--no-progress", "--ratio", "0.2"]) == 0
+    assert json.loads((out / "demo.json").read_text())["ratio"] == 0.2
+    other = tmp_path / "mine"
+    other.mkdir()
+    assert main(["demo", "--out", str(other)]) == 2
+    assert "not an earlier report" in capsys.readouterr().err
+
+
+def test_demo_sweep(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--sweep", "--out", str(out), "--classes", "0", "1", "--ratio", "20%"]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "noisy model" in text and "pipeline" in text and "retrain on the truly clean" in text
     assert "ROC-AUC" in text
