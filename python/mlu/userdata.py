@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import read_idx
+from .datasets import Dataset, read_idx
 from .model import MLP
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "load_data",
     "load_model",
     "save_torch_state_dict",
+    "is_data_file",
+    "to_dataset",
 ]
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -447,3 +449,82 @@ def save_torch_state_dict(model: MLP, source: TorchSource, path: str | os.PathLi
         state[w_key] = torch.from_numpy(W).to(dtype)
         state[b_key] = torch.from_numpy(b).to(dtype)
     torch.save(state, Path(path))
+
+
+def is_data_file(name: str) -> bool:
+    """Whether a data set name is a file :func:`load_data` reads (rather than a known name)."""
+    path = Path(name)
+    return path.suffix.lower() in (".npz", *_TABLE_SUFFIXES) or (path.is_file() and _is_idx(path))
+
+
+def to_dataset(
+    data: UserData,
+    classes=None,
+    n_per_class: int | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """A user's data as a train/test :class:`mlu.datasets.Dataset` (for ``mlu run --data``).
+
+    Parameters
+    ----------
+    data : UserData
+    classes : sequence of str or int, optional
+        Keep these classes (names as in the file, or positions in the sorted names), relabelled
+        ``0 .. k-1`` in the order given. Default: all, in sorted order.
+    n_per_class : int, optional
+        At most this many training samples per class (seeded choice); default all.
+    test_size : float
+        Fraction of each class held out as the test set (seeded, stratified).
+    seed : int
+
+    Returns
+    -------
+    Dataset
+        Float64 features as read, int64 labels, ``class_names`` the labels as strings.
+    """
+    from sklearn.model_selection import train_test_split
+
+    uniq = np.unique(data.y)  # natural order: 2 before 10 for integer labels
+    labels = np.searchsorted(uniq, data.y)
+    names = [str(c) for c in uniq]
+    if classes is not None:
+        ids = []
+        for c in classes:
+            if str(c) in names:
+                ids.append(names.index(str(c)))
+            elif isinstance(c, (int, np.integer)) and 0 <= int(c) < len(names):
+                ids.append(int(c))
+            else:
+                raise ValueError(f"unknown class {c!r}; the file's classes are {names}")
+        if len(set(ids)) != len(ids) or not ids:
+            raise ValueError(f"classes must be distinct and not empty, got {list(classes)}")
+        lookup = np.full(len(names), -1)
+        lookup[ids] = np.arange(len(ids))
+        keep = np.flatnonzero(lookup[labels] >= 0)
+        X, y, names = data.X[keep], lookup[labels[keep]], [names[i] for i in ids]
+    else:
+        X, y = data.X, labels
+    counts = np.bincount(y, minlength=len(names))
+    if counts.min() < 2:
+        raise ValueError(f"every class needs at least 2 samples to split; counts {counts.tolist()}")
+    train, test = train_test_split(
+        np.arange(len(y)), test_size=test_size, random_state=seed, stratify=y
+    )
+    train = np.sort(train)
+    if n_per_class is not None:
+        rng = np.random.default_rng(seed)
+        chosen = [
+            rng.choice(idx, size=min(int(n_per_class), idx.size), replace=False)
+            for idx in (train[y[train] == c] for c in range(len(names)))
+        ]
+        train = np.sort(np.concatenate(chosen))
+    test = np.sort(test)
+    return Dataset(
+        np.ascontiguousarray(X[train]),
+        y[train].astype(np.int64),
+        np.ascontiguousarray(X[test]),
+        y[test].astype(np.int64),
+        tuple(names),
+        data.source,
+    )
