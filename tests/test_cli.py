@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -110,6 +111,35 @@ def test_run_tiny_sweep_and_resume(tmp_path, capsys):
     (out / "summary.md").unlink()
     assert main(["report", str(out), "--no-plots"]) == 0
     assert (out / "summary.md").is_file()
+
+
+def test_run_on_a_data_file(tmp_path, capsys):
+    # A CSV of digits with string labels: the same sweep as on the named data set.
+    ds = mlu.datasets.load("digits")
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    path = tmp_path / "digits.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["kind", *[f"p{i}" for i in range(64)]])
+        for x, y in zip(ds.X_train, ds.y_train):
+            writer.writerow([names[y], *x])
+    args = [a for a in TINY_RUN if a != "digits"]
+    args[args.index("--dataset") : args.index("--dataset") + 1] = []
+    out = tmp_path / "run"
+    code = main([*args, "--data", str(path), "--label", "kind", "--classes", "one", "seven",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "2 cell(s) computed" in capsys.readouterr().out
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["datasets"] == [str(path)] and meta["config"]["data_label"] == "kind"
+    rows = list(csv.DictReader(open(out / "detection.csv", newline="")))
+    # 20% of the two classes' 2 × ~107 training rows are the test set; flips are of the rest.
+    n_train = {int(r["n_train"]) for r in rows}
+    n_one, n_seven = (ds.y_train == 1).sum(), (ds.y_train == 7).sum()
+    assert n_train == {(n_one + n_seven) - math.ceil(0.2 * (n_one + n_seven))}
+    # Without --label, a CSV is refused with a clear message.
+    assert main([*args, "--data", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "--label" in capsys.readouterr().err
 
 
 def test_config_file_and_overrides(tmp_path, capsys):

@@ -51,6 +51,11 @@ _RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("--data-root", "data_root", dict(metavar="DIR", help="directory of the IDX files")),
     (
+        "--label",
+        "data_label",
+        dict(metavar="NAME", help="label column of a --data CSV/Parquet file"),
+    ),
+    (
         "--data-seed",
         "data_seed",
         dict(type=int, metavar="S", help="seed of the training subset / digits split"),
@@ -189,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run (or resume) the sweep. Settings: defaults < --config file < options.",
     )
     run.add_argument("--config", metavar="FILE", help="JSON or TOML file with the same keys")
+    run.add_argument(
+        "--data",
+        nargs="+",
+        metavar="FILE",
+        help="your own data set(s) instead of (or besides) --dataset: .npz with X and y, "
+        ".csv/.parquet with --label, or an IDX images file; split 80/20 into train and test; "
+        "all classes unless --classes",
+    )
     for flag, key, kwargs in _RUN_OPTIONS:
         run.add_argument(flag, dest=key, default=None, **kwargs)
     run.add_argument(
@@ -371,6 +384,11 @@ def resolve_config(args: argparse.Namespace):
         elif key == "n_per_class":
             value = _none_or(value, int)
         data[key] = value
+    if getattr(args, "data", None):
+        named = tuple(args.datasets) if args.datasets is not None else ()
+        data["datasets"] = named + tuple(args.data)
+        if "classes" not in data:
+            data["classes"] = None  # a file's own classes, not the paper's 0 vs 1
     return ExperimentConfig.from_dict(data)
 
 
