@@ -4,12 +4,18 @@ bad input gets a clear exception that names what was wrong instead of a crash in
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
+
+from .exceptions import HessianTooLargeError
 
 PARAMS_CHOICES = ("all", "last")
 CURVATURE_CHOICES = ("hessian", "ggn")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+# What makes a model an mlu.MLP for check_model (duck-typed: this module sits below mlu.model).
+_MLP_METHODS = ("hessian", "hessian_operator", "last_layer_slice", "losses", "from_layers")
 
 
 def activation_spec(activation, hidden_layers: int) -> str:
@@ -45,9 +51,6 @@ def activation_spec(activation, hidden_layers: int) -> str:
         )
     return ",".join(names)
 
-
-class HessianTooLargeError(MemoryError):
-    """The p x p matrix asked for would not fit in memory."""
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -94,6 +97,24 @@ def as_labels(y, n: int, name: str = "y") -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf")
     return arr
+
+
+def as_class_ids(y: object, what: str = "y") -> np.ndarray:
+    """``y`` as a fresh int64 array, shape (n,); rejects non-integer and negative labels."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array of labels, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        pass
+    elif arr.dtype.kind == "f":
+        # Integer-valued floats (e.g. read from a CSV file) are fine; 1.5 is not.
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{what} contains non-integer labels; labels must be 0..k-1")
+    else:
+        raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{what} contains negative labels (min {arr.min()}); must be 0..k-1")
+    return np.array(arr, dtype=np.int64)  # always a copy
 
 
 def encode_labels(y: np.ndarray, classes: np.ndarray, name: str = "y") -> np.ndarray:
@@ -146,3 +167,121 @@ def check_matrix_fits(p: int, copies: float = 1.0, what: str = "the Hessian") ->
             "used safely. Use params='last', a CG solve on Hessian-vector products "
             "(solver='cg'), or a smaller model."
         )
+
+
+def check_model(model: Any) -> Any:
+    """Check that ``model`` is a fitted :class:`mlu.MLP` (or a subclass); return it.
+
+    Recognised by the methods every consumer calls, so that this leaf module needs no import
+    of :mod:`mlu.model` (which imports it).
+
+    Raises
+    ------
+    TypeError
+        Not an MLP.
+    sklearn.exceptions.NotFittedError
+        An MLP that was never fitted.
+    """
+    if not all(callable(getattr(type(model), m, None)) for m in _MLP_METHODS):
+        raise TypeError(f"model must be a fitted mlu.MLP, got {type(model).__name__}")
+    if not hasattr(model, "theta_") or not hasattr(model, "classes_"):
+        raise NotFittedError(
+            f"model must be a fitted mlu.MLP (call fit first), got an unfitted "
+            f"{type(model).__name__}"
+        )
+    return model
+
+
+def check_data(model: Any, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 (n, d) and y (n,) checked against the model's features and classes."""
+    X = as_features(X, model.n_features_in_)
+    y = as_labels(y, X.shape[0])
+    encode_labels(y, model.classes_)  # raises on labels the model does not know
+    return X, y
+
+
+def check_forget(forget, n: int, allow_all: bool = False) -> np.ndarray:
+    """Validate a forget set and return it as a boolean mask of shape (n,).
+
+    Parameters
+    ----------
+    forget : array-like of int, shape (m,), or of bool, shape (n,)
+        Indices into the training set (0 ≤ i < n, no duplicates) or a boolean mask.
+    n : int
+        Number of training samples.
+    allow_all : bool
+        Whether F may be the whole data set.
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        Empty forget set, duplicated or out-of-range indices, a mask of the wrong length,
+        or (unless ``allow_all``) a forget set that is the whole data.
+    TypeError
+        Neither integers nor booleans.
+    """
+    arr = np.asarray(forget)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"forget must be 1-D (indices or a boolean mask), got shape {arr.shape}")
+    if arr.dtype == bool:
+        if arr.shape[0] != n:
+            raise ValueError(
+                f"forget is a boolean mask of length {arr.shape[0]}, but there are {n} samples"
+            )
+        mask = arr.copy()
+    else:
+        if arr.size == 0:
+            raise ValueError("forget is empty: give at least one sample to forget")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"forget must hold integer indices or booleans, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= n)
+        if bad.any():
+            raise ValueError(
+                f"forget index {int(arr[np.flatnonzero(bad)[0]])} is out of range for {n} "
+                f"samples (indices must be in 0..{n - 1})"
+            )
+        uniq, counts = np.unique(arr, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(
+                f"forget has duplicated indices, e.g. {int(uniq[np.argmax(counts > 1)])}"
+            )
+        mask = np.zeros(n, dtype=bool)
+        mask[arr] = True
+    if not mask.any():
+        raise ValueError("forget is empty: the mask selects no sample")
+    if mask.all() and not allow_all:
+        raise ValueError(
+            f"forget holds all {n} samples: nothing would be left to learn from "
+            "(the retained set must not be empty)"
+        )
+    return mask
+
+
+def check_damping(damping) -> float:
+    """damping δ as a float; it must be a finite number >= 0."""
+    try:
+        value = float(damping)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"damping must be a number, got {damping!r}") from exc
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    return value
+
+
+def check_int(value, name: str, low: int = 1) -> int:
+    """``value`` as an int; it must be an integer >= ``low`` (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int; it must be an integer >= 1 (not a bool)."""
+    return check_int(value, name, low=1)

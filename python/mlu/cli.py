@@ -293,7 +293,7 @@ def _ratio(text: str) -> float:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.sweep:
-        from .experiment import run_demo
+        from .experiments import run_demo
 
         run_demo(
             out=args.out,
@@ -368,7 +368,7 @@ def _none_or(value, convert):
 
 def resolve_config(args: argparse.Namespace):
     """Defaults < config file < command-line options -> ExperimentConfig."""
-    from .experiment import ExperimentConfig, load_config_file
+    from .experiments import ExperimentConfig, load_config_file
 
     data: dict[str, Any] = {}
     if args.config:
@@ -393,15 +393,15 @@ def resolve_config(args: argparse.Namespace):
 
 
 def _print_versions() -> None:
-    from .experiment import versions
+    from .experiments import versions
 
     for k, v in versions().items():
         print(f"{k}: {v}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import run_experiments
-    from .report import fmt_pct, fmt_time, pipeline_table
+    from .experiments import run_experiments
+    from .experiments.report import fmt_pct, fmt_time, pipeline_table
 
     cfg = resolve_config(args)
     if args.print_config:
@@ -441,7 +441,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, load_cells, write_outputs
+    from .experiments import ExperimentConfig, load_cells, write_outputs
 
     out = Path(args.dir)
     meta = json.loads((out / "config.json").read_text(encoding="utf-8"))

@@ -33,13 +33,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _linalg
+from ._problem import checked_Xy, core_problem
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
     check_choice,
+    check_damping,
     check_matrix_fits,
+    check_model,
 )
+from .exceptions import NoiseRateWarning
 
 __all__ = [
     "DEFAULT_DAMPING",
@@ -76,26 +80,13 @@ _MIN_SEPARATION = 3.0
 QUALITY_CHOICES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 
 
-class NoiseRateWarning(UserWarning):
-    """The scores do not separate into two groups well enough to trust a noise-rate estimate."""
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_fitted_model(model) -> None:
-    from sklearn.exceptions import NotFittedError  # a ValueError
-
-    if not hasattr(model, "theta_") or not hasattr(model, "classes_"):
-        raise NotFittedError(
-            f"model must be a fitted mlu.MLP (call fit first), got {type(model).__name__}"
-        )
 
 
 def _checked_Xy(model, X, y) -> tuple[np.ndarray, np.ndarray]:
     """X as float64 (n, d) and y encoded to 0..k-1 (n,), validated against the model."""
-    _check_fitted_model(model)
-    return model._Xy(X, y)
+    check_model(model)
+    return checked_Xy(model, X, y)
 
 
 def _trace(model, n: int):
@@ -288,9 +279,7 @@ def scores_self_influence(
     check_choice(params, "params", PARAMS_CHOICES)
     check_choice(curvature, "curvature", CURVATURE_CHOICES)
     check_choice(solver, "solver", SOLVER_CHOICES)
-    damping = float(damping)
-    if not (np.isfinite(damping) and damping >= 0):
-        raise ValueError(f"damping must be a finite number >= 0, got {damping}")
+    damping = check_damping(damping)
     if not 0 <= float(rcond) < 1:
         raise ValueError(f"rcond must be in [0, 1), got {rcond}")
     X, yk = _checked_Xy(model, X, y)
@@ -300,18 +289,13 @@ def scores_self_influence(
     p = model.n_params if params == "all" else (d + 1) * k
     check_matrix_fits(p, copies=2.2, what="the Hessian and its factorisation")
     H = model.hessian(X, y, params=params, curvature=curvature)
-    problem = model._problem(X, y, params)
+    problem = core_problem(model, X, y, params)
     if solver == "cholesky":
-        L = _core.cholesky(H, damping)
+        L = _linalg.cholesky(H, damping)
         del H
         return _core.self_influence(*problem, L, "cholesky")
-    w, U = _core.eigh(H)
+    M = _linalg.pinv_factor(H, damping, rcond)
     del H
-    shifted = w + damping
-    keep = shifted > rcond * max(float(shifted.max()), 0.0)
-    if not keep.any():
-        raise ValueError("H + damping·I has no positive eigenvalue: raise damping")
-    M = U[:, keep] / np.sqrt(shifted[keep])
     return _core.self_influence(*problem, M, "projection")
 
 

@@ -1,8 +1,9 @@
 """The multilayer perceptron: a scikit-learn classifier whose math runs in the C++ core.
 
-Parameters follow DESIGN.md: layers ``(W, b)`` with ``W`` of shape ``(out, in)`` as in
-PyTorch's ``Linear``; the flat vector ``θ`` is ``W1`` (row-major), ``b1``, ``W2``, ``b2``, …
-The objective is ``(1/n) Σ_i ℓ(f(x_i; θ), y_i) + (l2/2)‖θ‖²`` with softmax cross-entropy ℓ.
+Parameters follow docs/design.md ("Model and parameter layout"): layers ``(W, b)`` with ``W``
+of shape ``(out, in)`` as in PyTorch's ``Linear``; the flat vector ``θ`` is ``W1``
+(row-major), ``b1``, ``W2``, ``b2``, … The objective is
+``(1/n) Σ_i ℓ(f(x_i; θ), y_i) + (l2/2)‖θ‖²`` with softmax cross-entropy ℓ.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ except ImportError:  # older scikit-learn: the same check as a method
 
 
 from . import _core
+from ._npz import load_model, save_model
+from ._problem import checked_Xy, core_args, core_problem
+from ._torch import torch_sequential
 from ._validation import (
     CURVATURE_CHOICES,
-    PARAMS_CHOICES,
     activation_spec,
     as_features,
     as_labels,
@@ -118,6 +121,8 @@ class MLP(ClassifierMixin, BaseEstimator):
     The defaults are the paper's training setup (hidden 50, ReLU, SGD lr 0.01, momentum 0.9,
     batch 32, 20 epochs). Sizes and classes are inferred from the data in :meth:`fit`.
 
+    All parameters are keyword-only (``MLP(hidden=(50,))``), as in scikit-learn.
+
     Parameters
     ----------
     hidden : tuple of int
@@ -151,6 +156,7 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         hidden: Sequence[int] = (50,),
         activation: str | tuple[str, ...] = "relu",
         l2: float = 0.0,
@@ -207,9 +213,19 @@ class MLP(ClassifierMixin, BaseEstimator):
                 )
             sizes.append(W.shape[0])
             parts += [W.ravel(), b]
-        model = cls(hidden=tuple(sizes[1:-1]), activation=activation, **params)
-        model._set_architecture(tuple(sizes), classes)
-        model.params = np.concatenate(parts)
+        params = {"hidden": tuple(sizes[1:-1]), "activation": activation, **params}
+        return cls.from_params(tuple(sizes), np.concatenate(parts), classes=classes, **params)
+
+    @classmethod
+    def from_params(cls, sizes: Sequence[int], params, classes=None, **hyperparams) -> MLP:
+        """Build a fitted model from layer widths ``(d, *hidden, k)`` and a flat θ of shape (p,).
+
+        θ is laid out as :attr:`params` (W1 row-major (out, in), b1, W2, b2, …); ``classes``
+        defaults to ``0..k-1``; the keyword arguments are hyper-parameters.
+        """
+        model = cls(**hyperparams)
+        model._set_architecture(tuple(int(s) for s in sizes), classes)
+        model.params = params
         return model
 
     def _set_architecture(self, sizes: tuple[int, ...], classes) -> None:
@@ -261,22 +277,17 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ interop and files
     def to_torch(self, dtype=None):
         """This model as a ``torch.nn.Sequential`` (see :func:`mlu.interop.to_torch`)."""
-        from .interop import to_torch
-
-        return to_torch(self, dtype=dtype)
+        check_is_fitted(self, "theta_")
+        return torch_sequential(self, dtype)
 
     def save(self, path) -> None:
-        """Write the model to a portable ``.npz`` file (see :mod:`mlu.io`)."""
-        from .io import save_model
-
+        """Write the model to a portable ``.npz`` file (the format of :mod:`mlu.io`)."""
         save_model(self, path)
 
     @classmethod
     def load(cls, path) -> MLP:
-        """Read a model written by :meth:`save` (no pickle is ever loaded)."""
-        from .io import load_model
-
-        return load_model(path)
+        """Read a model written by :meth:`save` (no pickle is ever loaded; see :mod:`mlu.io`)."""
+        return load_model(path, cls, TrainingTrace)
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, classes=None) -> MLP:
@@ -352,20 +363,13 @@ class MLP(ClassifierMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ prediction
-    def _X(self, X) -> np.ndarray:
+    def _checked_Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "theta_")
-        return as_features(X, self.n_features_in_)
-
-    def _Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
-        X = self._X(X)
-        return X, encode_labels(as_labels(y, X.shape[0]), self.classes_)
+        return checked_Xy(self, X, y)
 
     def _activation_spec(self) -> str:
         """The activation(s) as the core takes them: ``"relu"`` or ``"tanh,relu"``."""
         return activation_spec(self.activation, len(self.sizes_) - 2)
-
-    def _core_args(self) -> tuple[np.ndarray, list[int], str]:
-        return self.theta_, list(self.sizes_), self._activation_spec()
 
     def _check_X(self, X, reset: bool) -> np.ndarray:
         """X for fit (reset=True) and for the scikit-learn prediction methods.
@@ -399,7 +403,7 @@ class MLP(ClassifierMixin, BaseEstimator):
     def logits(self, X) -> np.ndarray:
         """Logits (the network's outputs), shape (n, k), columns in the order of ``classes_``."""
         X = self._check_X(X, reset=False)
-        return _core.logits(*self._core_args(), X)
+        return _core.logits(*core_args(self), X)
 
     def decision_function(self, X) -> np.ndarray:
         """Confidence scores in scikit-learn's convention.
@@ -427,39 +431,26 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ losses and derivatives
     def losses(self, X, y) -> np.ndarray:
         """Per-sample cross-entropy ℓ(f(x_i; θ), y_i), shape (n,)."""
-        X, yk = self._Xy(X, y)
-        return _core.losses(*self._core_args(), X, yk)
+        X, yk = self._checked_Xy(X, y)
+        return _core.losses(*core_args(self), X, yk)
 
     def margins(self, X, y) -> np.ndarray:
         """Logit of the given label minus the largest other logit, shape (n,)."""
-        X, yk = self._Xy(X, y)
-        return _margins_from_logits(_core.logits(*self._core_args(), X), yk)
+        X, yk = self._checked_Xy(X, y)
+        return _margins_from_logits(_core.logits(*core_args(self), X), yk)
 
     def objective(self, X, y) -> float:
         """Mean loss plus (l2/2)‖θ‖²."""
         return float(self.losses(X, y).mean() + 0.5 * self.l2 * self.theta_ @ self.theta_)
 
-    def _problem(self, X, y, params: str):
-        """(theta, sizes, activation, X, y) of the problem that `params` selects.
-
-        For params="last" the frozen layers are applied once and the last layer is a
-        multinomial logistic regression on their output features.
-        """
-        check_choice(params, "params", PARAMS_CHOICES)
-        X, yk = self._Xy(X, y)
-        if params == "all":
-            return (*self._core_args(), X, yk)
-        F = _core.hidden_features(*self._core_args(), X)
-        return (self.theta_[self.last_layer_slice()].copy(), list(self.sizes_[-2:]), "relu", F, yk)
-
     def gradient(self, X, y, params: str = "all") -> np.ndarray:
         """Gradient of the objective (mean loss gradient + l2·θ), shape (p,) or (p_last,)."""
-        g, _ = _core.gradient(*self._problem(X, y, params), float(self.l2))
+        g, _ = _core.gradient(*core_problem(self, X, y, params), float(self.l2))
         return g
 
     def gradients(self, X, y, params: str = "all") -> np.ndarray:
         """Per-sample gradients of ℓ_i (without the l2 term), shape (n, p) or (n, p_last)."""
-        theta, sizes, act, X, yk = self._problem(X, y, params)
+        theta, sizes, act, X, yk = core_problem(self, X, y, params)
         check_matrix_fits(int(np.sqrt(X.shape[0] * theta.shape[0])) + 1, what="the n x p gradients")
         return _core.per_sample_gradients(theta, sizes, act, X, yk)
 
@@ -468,7 +459,7 @@ class MLP(ClassifierMixin, BaseEstimator):
     ) -> HessianOperator:
         """The operator v ↦ (H + l2·I) v over (X, y), forward pass cached (for many products)."""
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
-        theta, sizes, act, X, yk = self._problem(X, y, params)
+        theta, sizes, act, X, yk = core_problem(self, X, y, params)
         op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)
         return HessianOperator(op, params, curvature)
 
@@ -486,7 +477,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         Raises HessianTooLargeError (a MemoryError) when p x p float64 would not fit in memory.
         """
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
-        theta, sizes, act, X, yk = self._problem(X, y, params)
+        theta, sizes, act, X, yk = core_problem(self, X, y, params)
         check_matrix_fits(theta.shape[0], copies=1.2)
         return _core.hessian(theta, sizes, act, X, yk, float(self.l2), curvature)
 

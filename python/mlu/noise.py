@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import as_class_ids
+
 __all__ = [
     "MODES",
     "NoisyLabels",
@@ -77,24 +79,6 @@ class NoisyLabels:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_labels(y: object, what: str = "y") -> np.ndarray:
-    """``y`` as a fresh int64 array, shape (n,); rejects non-integer and negative labels."""
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{what} must be a 1-D array of labels, got shape {arr.shape}")
-    if arr.dtype.kind in "iu":
-        pass
-    elif arr.dtype.kind == "f":
-        # Integer-valued floats (e.g. read from a CSV file) are fine; 1.5 is not.
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"{what} contains non-integer labels; labels must be 0..k-1")
-    else:
-        raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"{what} contains negative labels (min {arr.min()}); must be 0..k-1")
-    return np.array(arr, dtype=np.int64)  # always a copy
 
 
 def _check_num_classes(num_classes: object, y: np.ndarray, what: str = "y") -> int:
@@ -233,7 +217,7 @@ def flip_labels(
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    true = _check_labels(y)
+    true = as_class_ids(y)
     if mode == "matrix":
         if matrix is None:
             raise ValueError("mode='matrix' needs matrix= (a row-stochastic k x k array)")
@@ -305,8 +289,8 @@ def transition_matrix(
         ``M[i, j]`` = fraction of samples of true class ``i`` labelled ``j``; each row
         sums to 1. Rows of classes absent from ``true`` are NaN (no estimate).
     """
-    t = _check_labels(true, "true")
-    s = _check_labels(noisy, "noisy")
+    t = as_class_ids(true, "true")
+    s = as_class_ids(noisy, "noisy")
     if t.shape != s.shape:
         raise ValueError(f"true and noisy differ in length: {t.shape[0]} vs {s.shape[0]}")
     if num_classes is None:

@@ -1,6 +1,6 @@
 """Unlearning a forget set from a trained MLP without retraining: influence and Newton updates.
 
-Math (DESIGN.md, "Math (contract)"): with the objective
+Math (docs/design.md, "Unlearning"): with the objective
 ``L_D(θ) = (1/n) Σ_i ℓ(f(x_i; θ), y_i) + (λ/2)‖θ‖²`` over the training set D of n samples, a
 forget set F ⊂ D and the retained set R = D \\ F,
 
@@ -22,18 +22,21 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
-from . import _core
+from . import _linalg
+from ._linalg import PINV_RCOND
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
-    as_features,
-    as_labels,
     available_memory_bytes,
     check_choice,
-    encode_labels,
+    check_damping,
+    check_data,
+    check_forget,
+    check_model,
+    check_positive_int,
 )
+from .exceptions import NotPositiveDefiniteError
 from .model import MLP
 
 __all__ = [
@@ -78,9 +81,7 @@ set ``solver="cg"`` to skip it, or ``"cholesky"``/``"eigh"`` to force it.
 """
 
 _DENSE_MEMORY_FRACTION = 0.25
-_PINV_RCOND = 1e-10  # eigenvalues of H + δI at or below rcond·max|·| (incl. negative) are dropped
 _MAX_BACKTRACKS = 30
-_INVERSE_ITERATIONS = 20  # for the near-singularity check of solver="auto"
 _DEFAULT_MAXITER = 1000  # CG: enough for κ ~ 1e4 at tol 1e-6; each iteration is one H v
 
 
@@ -177,101 +178,6 @@ class UnlearningResult:
 # ---------------------------------------------------------------------------------- validation
 
 
-def check_model(model) -> MLP:
-    """Check that ``model`` is a fitted :class:`mlu.MLP`."""
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a fitted mlu.MLP, got {type(model).__name__}")
-    check_is_fitted(model, "theta_")
-    return model
-
-
-def check_data(model: MLP, X, y) -> tuple[np.ndarray, np.ndarray]:
-    """X as float64 (n, d) and y (n,) checked against the model's features and classes."""
-    X = as_features(X, model.n_features_in_)
-    y = as_labels(y, X.shape[0])
-    encode_labels(y, model.classes_)  # raises on labels the model does not know
-    return X, y
-
-
-def check_forget(forget, n: int, allow_all: bool = False) -> np.ndarray:
-    """Validate a forget set and return it as a boolean mask of shape (n,).
-
-    Parameters
-    ----------
-    forget : array-like of int, shape (m,), or of bool, shape (n,)
-        Indices into the training set (0 ≤ i < n, no duplicates) or a boolean mask.
-    n : int
-        Number of training samples.
-    allow_all : bool
-        Whether F may be the whole data set.
-
-    Returns
-    -------
-    ndarray of bool, shape (n,)
-
-    Raises
-    ------
-    ValueError
-        Empty forget set, duplicated or out-of-range indices, a mask of the wrong length,
-        or (unless ``allow_all``) a forget set that is the whole data.
-    TypeError
-        Neither integers nor booleans.
-    """
-    arr = np.asarray(forget)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"forget must be 1-D (indices or a boolean mask), got shape {arr.shape}")
-    if arr.dtype == bool:
-        if arr.shape[0] != n:
-            raise ValueError(
-                f"forget is a boolean mask of length {arr.shape[0]}, but there are {n} samples"
-            )
-        mask = arr.copy()
-    else:
-        if arr.size == 0:
-            raise ValueError("forget is empty: give at least one sample to forget")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"forget must hold integer indices or booleans, got dtype {arr.dtype}")
-        bad = (arr < 0) | (arr >= n)
-        if bad.any():
-            raise ValueError(
-                f"forget index {int(arr[np.flatnonzero(bad)[0]])} is out of range for {n} "
-                f"samples (indices must be in 0..{n - 1})"
-            )
-        uniq, counts = np.unique(arr, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(
-                f"forget has duplicated indices, e.g. {int(uniq[np.argmax(counts > 1)])}"
-            )
-        mask = np.zeros(n, dtype=bool)
-        mask[arr] = True
-    if not mask.any():
-        raise ValueError("forget is empty: the mask selects no sample")
-    if mask.all() and not allow_all:
-        raise ValueError(
-            f"forget holds all {n} samples: nothing would be left to learn from "
-            "(the retained set must not be empty)"
-        )
-    return mask
-
-
-def _check_damping(damping) -> float:
-    try:
-        value = float(damping)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"damping must be a number, got {damping!r}") from exc
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}")
-    return value
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 # ---------------------------------------------------------------------------------- solving
 
 
@@ -293,44 +199,20 @@ def fits_dense(p: int) -> bool:
     )
 
 
-def _relative_residual(H: np.ndarray, damping: float, x: np.ndarray, b: np.ndarray) -> float:
-    bnorm = float(np.linalg.norm(b))
-    if bnorm == 0.0:
-        return 0.0
-    return float(np.linalg.norm(H @ x + damping * x - b) / bnorm)
-
-
 def _solve_eigh(H: np.ndarray, b: np.ndarray, damping: float, info: _SolveInfo) -> np.ndarray:
     """Pseudo-inverse solve through ``eigh``: eigenpairs with ``λ + δ ≤ rcond·max|λ + δ|``
     (all where H + δI is not positive) are left out."""
-    w, U = _core.eigh(H)
-    x, dropped = _core.eig_pinv_solve(w, U, b[:, None], damping, _PINV_RCOND)
+    x, w, dropped = _linalg.pinv_solve(H, b, damping, PINV_RCOND)
     info.solver = "eigh"
     info.min_eigenvalue = float(w[0])
     if w[0] + damping <= 0:
         info.negative_curvature = True
     if dropped:
         info.notes.append(
-            f"eigh: {dropped} of {len(w)} eigenvalues of H + δI were <= {_PINV_RCOND:g}·max "
+            f"eigh: {dropped} of {len(w)} eigenvalues of H + δI were <= {PINV_RCOND:g}·max "
             f"(smallest eigenvalue of H {w[0]:.3g}); their directions were left out (pinv)"
         )
-    return x[:, 0]
-
-
-def _smallest_eigenvalue_estimate(L: np.ndarray) -> float:
-    """Upper estimate of λ_min(A) for A = L Lᵀ by inverse iteration (a few O(p²) solves).
-
-    Inverse iteration converges fastest exactly in the case it has to catch: one or a few
-    eigenvalues near zero, well separated from the rest. The Rayleigh quotient it returns is
-    never below λ_min, so a small value is proof that A is nearly singular.
-    """
-    v = np.random.default_rng(0).standard_normal(L.shape[0])
-    v /= np.linalg.norm(v)
-    for _ in range(_INVERSE_ITERATIONS):
-        w = _core.cholesky_solve(L, v[:, None])[:, 0]
-        v = w / np.linalg.norm(w)
-    Ltv = L.T @ v
-    return float(Ltv @ Ltv)
+    return x
 
 
 def _solve_dense_auto(
@@ -341,17 +223,17 @@ def _solve_dense_auto(
     info = _SolveInfo(solver="cholesky", curvature=curvature)
     H = model.hessian(X, y, params=params, curvature=curvature)
     try:
-        L = _core.cholesky(H, damping)
+        L = _linalg.cholesky(H, damping)
         reason = None
         if curvature == "hessian":
-            lam = _smallest_eigenvalue_estimate(L)
+            lam = _linalg.smallest_eigenvalue_estimate(L)
             if lam < 0.5 * damping:
                 # λ_min(H) < -δ/2: the damped solve would amplify those directions by > 2/δ
                 reason = (
                     f"H + δI is nearly singular (smallest eigenvalue ≈ {lam:.3g} < δ/2, "
                     f"damping {damping:g})"
                 )
-    except _core.NotPositiveDefiniteError:
+    except NotPositiveDefiniteError:
         L, reason = None, f"H + δI is indefinite (damping {damping:g})"
     if reason is not None and curvature == "hessian":
         info.negative_curvature = True
@@ -361,8 +243,8 @@ def _solve_dense_auto(
         info.curvature = "ggn"
         H = model.hessian(X, y, params=params, curvature="ggn")
         try:
-            L = _core.cholesky(H, damping)
-        except _core.NotPositiveDefiniteError:
+            L = _linalg.cholesky(H, damping)
+        except NotPositiveDefiniteError:
             L = None
     if L is None:  # only for a singular GGN with l2 + δ = 0
         info.notes.append(
@@ -371,8 +253,8 @@ def _solve_dense_auto(
         )
         x = _solve_eigh(H, b, damping, info)
     else:
-        x = _core.cholesky_solve(L, b[:, None])[:, 0]
-    info.residual = _relative_residual(H, damping, x, b)
+        x = _linalg.cholesky_solve(L, b)
+    info.residual = _linalg.relative_residual(H, damping, x, b)
     return x, info
 
 
@@ -399,15 +281,15 @@ def _solve(
             x = _solve_eigh(H, b, damping, info)
         else:
             try:
-                L = _core.cholesky(H, damping)
-            except _core.NotPositiveDefiniteError as exc:
-                raise _core.NotPositiveDefiniteError(
+                L = _linalg.cholesky(H, damping)
+            except NotPositiveDefiniteError as exc:
+                raise NotPositiveDefiniteError(
                     f"solver='cholesky': H + δI (curvature={curvature!r}, damping={damping:g}) "
                     "is not positive definite. Raise damping, use curvature='ggn', or "
                     "solver='auto' (falls back to the GGN) / 'eigh' (pseudo-inverse)."
                 ) from exc
-            x = _core.cholesky_solve(L, b[:, None])[:, 0]
-        info.residual = _relative_residual(H, damping, x, b)
+            x = _linalg.cholesky_solve(L, b)
+        info.residual = _linalg.relative_residual(H, damping, x, b)
         return x, info
 
     maxiter = min(10 * p, _DEFAULT_MAXITER) if maxiter is None else maxiter
@@ -555,14 +437,14 @@ def unlearn(
     check_choice(params, "params", PARAMS_CHOICES)
     check_choice(curvature, "curvature", CURVATURE_CHOICES)
     check_choice(solver, "solver", SOLVERS)
-    damping = _check_damping(damping)
-    steps = _check_positive_int(steps, "steps")
+    damping = check_damping(damping)
+    steps = check_positive_int(steps, "steps")
     if method == "influence" and steps != 1:
         raise ValueError("steps > 1 is only meaningful for method='newton'")
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if maxiter is not None:
-        maxiter = _check_positive_int(maxiter, "maxiter")
+        maxiter = check_positive_int(maxiter, "maxiter")
     X, y = check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
     n_forget = int(mask.sum())
