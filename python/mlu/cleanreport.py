@@ -13,7 +13,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import matplotlib
 
@@ -22,8 +22,8 @@ matplotlib.use("Agg")  # headless: never open a window, never need a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-if TYPE_CHECKING:
-    from .clean import CleanResult
+# The report reads a mlu.clean.CleanResult; it does not import mlu.clean (which imports this).
+CleanResult = Any
 
 __all__ = ["render", "score_histogram_png", "suspects_grid_png"]
 
@@ -47,7 +47,7 @@ def score_histogram_png(result: CleanResult) -> bytes:
 
     Parameters
     ----------
-    result : CleanResult
+    result : mlu.clean.CleanResult
 
     Returns
     -------
@@ -93,7 +93,7 @@ def suspects_grid_png(result: CleanResult, max_images: int = _GRID_MAX) -> bytes
 
     Parameters
     ----------
-    result : CleanResult
+    result : mlu.clean.CleanResult
     max_images : int
         At most this many, most suspect first.
 
@@ -299,7 +299,7 @@ def render(result: CleanResult, directory: str | Path) -> list[Path]:
 
     Parameters
     ----------
-    result : CleanResult
+    result : mlu.clean.CleanResult
     directory : path
         An existing directory.
 
