@@ -478,7 +478,7 @@ def _run(
 
     if n_flag:
         result = unlearn(model, X_tr, y_tr, np.flatnonzero(flagged), **unlearn_options)
-        fixed = result.model
+        fixed: MLP = result.model  # type: ignore[assignment]  # unlearn of an MLP gives an MLP
         if getattr(model, "torch_dtype_", None):
             fixed.torch_dtype_ = model.torch_dtype_
     else:

@@ -56,7 +56,10 @@ def score_histogram_png(result: CleanResult) -> bytes:
     """
     s = np.asarray(result.scores, dtype=np.float64)
     log = s.min() > 0 and s.max() / s.min() > 1e3  # losses span decades: log-spaced bins
-    bins = np.geomspace(s.min(), s.max(), 50) if log else np.linspace(s.min(), s.max(), 50)
+    bins: int | list[float] = 10  # all scores equal: any bins will do
+    if s.max() > s.min():
+        edges = np.geomspace(s.min(), s.max(), 50) if log else np.linspace(s.min(), s.max(), 50)
+        bins = edges.tolist()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     flipped = result.data.flipped
     if flipped is not None:
