@@ -95,7 +95,7 @@ def test_clean_npz_of_flipped_digits_without_a_model(tmp_path, noisy_digits, cap
     for section in ("Top suspects", "Scores", "Held-out split", "Per-class", "diagnostics"):
         assert section in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "src=\"scores.png\"" not in html
+    assert html.count("data:image/png;base64,") == 2 and 'src="scores.png"' not in html
     # An existing DIR is not overwritten without --force, and is left as it was.
     before = listing(out)
     assert main(["clean", str(data), "--out", str(out), "--no-progress"]) == 2
@@ -149,8 +149,10 @@ def test_clean_pytorch_state_dict(tmp_path, noisy_digits):
     X = images.reshape(len(images), -1)
     train, _ = holdout_split(given, 0.2, 0)
     # A PyTorch model trained on the searched split, saved as a float32 state dict.
-    net = mlu.MLP(hidden=(32,), activation="tanh", seed=1).fit(X[train], given[train]).to_torch(
-        dtype=torch.float32
+    net = (
+        mlu.MLP(hidden=(32,), activation="tanh", seed=1)
+        .fit(X[train], given[train])
+        .to_torch(dtype=torch.float32)
     )
     state_path = tmp_path / "net.pt"
     torch.save(net.state_dict(), state_path)
@@ -277,3 +279,23 @@ def test_html_report_renders_in_headless_chromium(tmp_path, noisy_digits):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
     dark = (pixels.mean(axis=2) < 0.3).mean()
     assert 0.005 < dark < 0.5
+
+
+def test_given_mlp_with_mixed_activations_and_nothing_flagged(noisy_digits):
+    images, given, _ = noisy_digits
+    X = images.reshape(len(images), -1)[:400]
+    y = given[:400]
+    model = mlu.MLP(hidden=(16, 8), activation=("tanh", "relu"), epochs=3).fit(X, y)
+    params = model.params
+    result = clean(X, y, model=model, fraction=0.0, progress=False)
+    assert len(result.suspects) == 0 and result.unlearning is None
+    assert "nothing was flagged" in " ".join(result.notes)
+    np.testing.assert_array_equal(result.model.params, params)
+    assert result.model.activation == ("tanh", "relu")
+    assert result.after == result.before
+    np.testing.assert_array_equal(model.params, params)  # the input model is untouched
+    # With suspects, the input model is still untouched and the fixed one differs.
+    flagged = clean(X, y, model=model, fraction=0.1, progress=False)
+    assert len(flagged.suspects) == round(0.1 * len(flagged.train_index)) == 32
+    np.testing.assert_array_equal(model.params, params)
+    assert not np.array_equal(flagged.model.params, params)
