@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ struct Architecture {
                                         std::to_string(hidden) + " hidden layers: give one, or one per hidden layer");
         }
         for (Index l = 0; l < num_layers(); ++l) {
+            // (in + 1) * out more parameters must still fit in an Index.
+            if (out(l) > (std::numeric_limits<Index>::max() - p) / (in(l) + 1))
+                throw std::invalid_argument("the layer sizes give more parameters than fit in 64 bits");
             w_off.push_back(p);
             p += out(l) * in(l);
             b_off.push_back(p);
