@@ -2,7 +2,8 @@
 
 :func:`clean` (and ``mlu clean DATA [--model MODEL] --out DIR``) holds out a seeded
 validation split, scores the rest with a detector (:func:`mlu.detect`), flags suspects
-(:func:`mlu.select`), removes their effect with :func:`mlu.unlearn` at its defaults, and
+(:func:`mlu.select`), removes their effect with :func:`mlu.unlearn` at its defaults
+(:data:`mlu.unlearn.DEFAULTS`), and
 compares the model before and after on the held-out split. With ``out`` it writes
 ``suspects.csv``, the fixed model (``model.npz``; ``model.pt`` too for a PyTorch input),
 ``report.md`` / ``report.html`` (with pictures of the suspects when the data are images) and
@@ -33,17 +34,9 @@ from .model import MLP
 from .unlearn import UnlearningResult, unlearn
 from .userdata import TorchSource, UserData, from_arrays, load_data, load_model
 
-__all__ = ["CLEAN_UNLEARN", "CleanResult", "Evaluation", "clean", "holdout_split", "write_outputs"]
+__all__ = ["CleanResult", "Evaluation", "clean", "holdout_split", "write_outputs"]
 
 _MIN_PER_SPLIT = 2  # samples per class wanted in each split before stratifying
-
-CLEAN_UNLEARN: dict[str, Any] = {"method": "newton"}
-"""What :func:`clean` passes to :func:`mlu.unlearn` unless told otherwise; every other option
-is :func:`mlu.unlearn`'s default. Newton rather than the influence update because a detected
-forget set is never exact and the Newton step uses the actual gradient on what is kept: on
-digits (10 classes, 1797 samples, 20/30/40% flipped, seeds 0 and 1, loss scores with the
-automatic threshold) it raised the held-out accuracy against the true labels in 6 of 6 cases
-(+1.1 to +2.5 points), the influence update (exact Hessian) in 3 (−1.7 to +1.1 points)."""
 
 
 @dataclass(frozen=True)
@@ -353,7 +346,7 @@ def clean(
         (``method="auto"``, an estimate of the noise rate).
     unlearn_options : dict, optional
         Keyword arguments for :func:`mlu.unlearn` (``method``, ``curvature``, ``damping``,
-        ``steps``…), over :data:`CLEAN_UNLEARN`; the rest are :func:`mlu.unlearn`'s defaults.
+        ``steps``…); what is not given is :data:`mlu.unlearn.DEFAULTS`.
     holdout : float
         Fraction of the data held out (seeded, stratified when possible) to compare the
         model before and after; detection and unlearning never see it.
@@ -392,7 +385,7 @@ def clean(
     try:
         result = _run(
             data, y, model, label, true_label, hidden, activation, detector, fraction,
-            {**CLEAN_UNLEARN, **(unlearn_options or {})}, holdout, seed, show, notes, steps, say,
+            dict(unlearn_options or {}), holdout, seed, show, notes, steps, say,
         )  # fmt: skip
         if out is not None:
             write_outputs(result, out, force=force)
