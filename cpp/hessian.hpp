@@ -118,7 +118,7 @@ struct OneHiddenTerms {
 inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* theta, const MatRef& X,
                                        const LabelRef& y, bool exact) {
     const Index n = X.rows(), h = arch.out(0), k = arch.classes();
-    const bool curved = exact && arch.act != Activation::ReLU;
+    const bool curved = exact && arch.curved(0);
     OneHiddenTerms t;
     t.r = ggn_rows_per_sample(arch);
     const Index r = t.r;
@@ -134,7 +134,7 @@ inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* t
         forward(arch, theta, X.middleRows(s, m), f);
         RowMat P, D1, Delta2;
         softmax_cross_entropy(f.A[1], y.segment(s, m), P, nullptr);
-        activation_derivative(arch.act, f.A[0], f.H[0], D1);
+        activation_derivative(arch.act(0), f.A[0], f.H[0], D1);
         t.H.middleRows(s, m) = f.H[0];
         for (Index i = 0; i < m; ++i) detail::output_factor(P.row(i), t.U.middleRows((s + i) * r, r));
         t.V.middleRows(s * r, m * r).noalias() = t.U.middleRows(s * r, m * r) * W2;
@@ -145,7 +145,7 @@ inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* t
             t.S.block(s, c * h, m, h) = D1.array().colwise() * Delta2.col(c).array();
         if (curved) {
             RowMat D2;
-            activation_second_derivative(arch.act, f.H[0], D2);
+            activation_second_derivative(arch.act(0), f.H[0], D2);
             t.C.middleRows(s, m).noalias() = Delta2 * W2;
             t.C.middleRows(s, m).array() *= D2.array();
         }

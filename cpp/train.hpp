@@ -173,7 +173,7 @@ class SgdEpoch {
                               A0_.data(), h0_);
         if (L_ > 1) {
             auto H0t = H0_.block(0, u0, m, u1 - u0);
-            activate(arch_.act, A0_.block(0, u0, m, u1 - u0), H0t);
+            activate(arch_.act(0), A0_.block(0, u0, m, u1 - u0), H0t);
         }
     }
 
@@ -189,7 +189,7 @@ class SgdEpoch {
         for (Index l = 1; l < L_; ++l) {
             A_[l].noalias() = input(l).lazyProduct(arch_.W(th, l).transpose());
             A_[l].rowwise() += arch_.b(th, l).transpose();
-            if (l < L_ - 1) activate(arch_.act, A_[l], H_[l]);
+            if (l < L_ - 1) activate(arch_.act(l), A_[l], H_[l]);
         }
         const auto logits = L_ > 1 ? Eigen::Ref<const RowMat>(A_[L_ - 1]) : Eigen::Ref<const RowMat>(A0_.topRows(m));
         softmax_cross_entropy(logits, yb_.head(m), P_, loss_.data());
@@ -207,11 +207,11 @@ class SgdEpoch {
             // The error one layer down, with the weights from before this step.
             const auto Wl = arch_.W(th, l);
             if (l > 1) {
-                activation_derivative(arch_.act, A_[l - 1], H_[l - 1], Dact_[l - 1]);
+                activation_derivative(arch_.act(l - 1), A_[l - 1], H_[l - 1], Dact_[l - 1]);
                 Delta_[l - 1].noalias() = Delta_[l].lazyProduct(Wl);
                 Delta_[l - 1].array() *= Dact_[l - 1].array();
             } else {
-                activation_derivative(arch_.act, A0_.topRows(m), H0_.topRows(m), Dact_[0]);
+                activation_derivative(arch_.act(0), A0_.topRows(m), H0_.topRows(m), Dact_[0]);
                 Delta0_.topRows(m).noalias() = Delta_[1].lazyProduct(Wl);
                 Delta0_.topRows(m).array() *= Dact_[0].array();
             }

@@ -45,8 +45,10 @@ py::array_t<double> to_numpy(M&& mat) {
 // multi-GB array ~3x cheaper than 4 KB page faults (the core's own malloc).
 inline py::array_t<double> empty_matrix(Index rows, Index cols) { return py::array_t<double>({rows, cols}); }
 
+// activation: one name for every hidden layer ("tanh"), or one per hidden layer from the
+// input up, comma-separated ("tanh,relu").
 inline Architecture make_arch(const std::vector<Index>& sizes, const std::string& activation) {
-    return Architecture(sizes, parse_activation(activation));
+    return Architecture(sizes, parse_activations(activation));
 }
 
 inline CMapRM matrix_view(const DArr& a, const char* name) {

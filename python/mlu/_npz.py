@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._files import atomic_path
-from ._validation import ACTIVATIONS, check_model
+from ._validation import activation_spec, check_model
 
 __all__ = ["FORMAT_TAG", "FORMAT_VERSION", "load_model", "save_model"]
 
@@ -80,7 +80,7 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
         "format": np.array(FORMAT_TAG),
         "version": np.array(FORMAT_VERSION, dtype=np.int64),
         "sizes": np.array(model.sizes_, dtype=np.int64),
-        "activation": np.array(str(model.activation)),
+        "activation": np.array(activation_spec(model.activation, len(model.sizes_) - 2)),
         "classes": _label_array(model.classes_, "classes_"),
         "params": np.ascontiguousarray(model.theta_, dtype=np.float64),
         "hyperparams": np.array(hyper),
@@ -183,8 +183,10 @@ def load_model(path: str | os.PathLike, cls: type, trace_type: type) -> Any:
         raise ValueError(f"{path}: 'sizes' must be >= 2 positive integers, got {sizes.tolist()}")
     sizes_t = tuple(int(s) for s in sizes)
     activation = _scalar_str(arrays, "activation", path)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{path}: unknown activation {activation!r}")
+    try:
+        activation = activation_spec(activation, len(sizes_t) - 2)
+    except ValueError as exc:
+        raise ValueError(f"{path}: unknown activation {activation!r} ({exc})") from exc
 
     classes = arrays["classes"]
     if classes.dtype.kind not in "biufUS" or classes.shape != (sizes_t[-1],):
@@ -215,9 +217,16 @@ def load_model(path: str | os.PathLike, cls: type, trace_type: type) -> Any:
         raise ValueError(f"{path}: unknown hyper-parameters {sorted(set(hyper) - allowed)}")
     if isinstance(hyper.get("hidden"), list):
         hyper["hidden"] = tuple(hyper["hidden"])
-    if hyper.get("activation", activation) != activation:
+    given = hyper.get("activation", activation)
+    if isinstance(given, list):  # a tuple of names comes back from JSON as a list
+        given = tuple(given)
+    try:
+        same = activation_spec(given, len(sizes_t) - 2) == activation
+    except (TypeError, ValueError):
+        same = False
+    if not same:
         raise ValueError(f"{path}: 'hyperparams' activation differs from 'activation'")
-    hyper["activation"] = activation
+    hyper["activation"] = given
 
     try:
         model = cls.from_params(sizes_t, params, classes=classes, **hyper)

@@ -13,9 +13,44 @@ from .exceptions import HessianTooLargeError
 
 PARAMS_CHOICES = ("all", "last")
 CURVATURE_CHOICES = ("hessian", "ggn")
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 # What makes a model an mlu.MLP for check_model (duck-typed: this module sits below mlu.model).
 _MLP_METHODS = ("hessian", "hessian_operator", "last_layer_slice", "losses", "from_layers")
+
+
+def activation_spec(activation, hidden_layers: int) -> str:
+    """Check an activation setting and return the core's form of it.
+
+    Parameters
+    ----------
+    activation : str or sequence of str
+        One name for every hidden layer (``"tanh"``), or one per hidden layer from the input
+        up: a sequence (``("tanh", "relu")``) or a comma-separated string (``"tanh,relu"``).
+    hidden_layers : int
+        Number of hidden layers of the network.
+
+    Returns
+    -------
+    str
+        ``"tanh"`` or ``"tanh,relu"``: what the ``_core`` functions take.
+    """
+    if isinstance(activation, str):
+        names = tuple(part.strip() for part in activation.split(","))
+    elif isinstance(activation, (tuple, list)) and all(isinstance(a, str) for a in activation):
+        names = tuple(activation)
+    else:
+        raise TypeError(
+            f"activation must be a string or a sequence of strings, got {activation!r}"
+        )
+    for name in names:
+        check_choice(name, "activation", ACTIVATIONS)
+    if len(names) != 1 and len(names) != hidden_layers:
+        raise ValueError(
+            f"activation gives {len(names)} names for {hidden_layers} hidden layers: give one "
+            "name for all of them, or one per hidden layer"
+        )
+    return ",".join(names)
+
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:

@@ -32,8 +32,8 @@ from ._optional import progress_bar
 from ._problem import checked_Xy, core_args, core_problem, scaled
 from ._torch import torch_sequential
 from ._validation import (
-    ACTIVATIONS,
     CURVATURE_CHOICES,
+    activation_spec,
     as_features,
     as_labels,
     as_vector,
@@ -146,8 +146,10 @@ class MLP(ClassifierMixin, BaseEstimator):
     ----------
     hidden : tuple of int
         Widths of the hidden layers; ``()`` gives multinomial logistic regression.
-    activation : {"relu", "tanh", "sigmoid"}
-        Hidden-layer activation.
+    activation : str or tuple of str
+        Hidden-layer activation, ``"relu"``, ``"tanh"``, ``"sigmoid"`` or ``"identity"``: one
+        for every hidden layer, or one per hidden layer from the input up (``("tanh", "relu")``,
+        or the same as ``"tanh,relu"``).
     l2 : float
         L2 coefficient λ of the objective ``mean loss + (λ/2)‖θ‖²`` (all parameters).
     epochs, lr, momentum, batch_size : training settings (PyTorch-style momentum).
@@ -186,7 +188,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         self,
         *,
         hidden: Sequence[int] = (50,),
-        activation: str = "relu",
+        activation: str | tuple[str, ...] = "relu",
         l2: float = 0.0,
         epochs: int = 20,
         lr: float = 0.01,
@@ -214,7 +216,11 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_layers(
-        cls, layers: Sequence[Layer], activation: str = "relu", classes=None, **params
+        cls,
+        layers: Sequence[Layer],
+        activation: str | Sequence[str] = "relu",
+        classes=None,
+        **params,
     ) -> MLP:
         """Build a fitted model from given layers ``[(W1, b1), …]``, W shaped (out, in).
 
@@ -255,7 +261,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         return model
 
     def _set_architecture(self, sizes: tuple[int, ...], classes) -> None:
-        check_choice(self.activation, "activation", ACTIVATIONS)
+        activation_spec(self.activation, len(sizes) - 2)
         if sizes[-1] < 2:
             raise ValueError(f"a softmax classifier needs k >= 2 outputs, got {sizes[-1]}")
         self.sizes_ = tuple(int(s) for s in sizes)
@@ -410,7 +416,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                 theta,
                 velocity,
                 list(sizes),
-                self.activation,
+                self._activation_spec(),
                 X,
                 yk,
                 _epoch_seed(self.seed, epoch),
@@ -425,7 +431,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                 )
             self.loss_curve_.append(float(loss))
             if self.track:
-                Z = _core.logits(theta, list(sizes), self.activation, X)
+                Z = _core.logits(theta, list(sizes), self._activation_spec(), X)
                 trace_loss.append(_losses_from_logits(Z, yk))
                 trace_margin.append(_margins_from_logits(Z, yk))
         self.theta_ = theta
@@ -446,6 +452,10 @@ class MLP(ClassifierMixin, BaseEstimator):
     def _checked_Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "theta_")
         return checked_Xy(self, X, y)
+
+    def _activation_spec(self) -> str:
+        """The activation(s) as the core takes them: ``"relu"`` or ``"tanh,relu"``."""
+        return activation_spec(self.activation, len(self.sizes_) - 2)
 
     def _check_X(self, X, reset: bool) -> np.ndarray:
         """X for fit (reset=True) and for the scikit-learn prediction methods.
