@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "activation.hpp"
+#include "sizes.hpp"
 #include "types.hpp"
 
 namespace mlu {
@@ -24,10 +25,11 @@ struct Architecture {
         if (sizes.back() < 2) throw std::invalid_argument("softmax output needs k >= 2 classes");
         for (Index l = 0; l < num_layers(); ++l) {
             w_off.push_back(p);
-            p += out(l) * in(l);
+            p = checked_add(p, checked_mul(out(l), in(l), "the parameter count"), "the parameter count");
             b_off.push_back(p);
-            p += out(l);
+            p = checked_add(p, out(l), "the parameter count");
         }
+        checked_bytes(p, "the parameter vector's size in bytes");
     }
 
     Index num_layers() const { return static_cast<Index>(sizes.size()) - 1; }
