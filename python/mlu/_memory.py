@@ -17,6 +17,7 @@ from pathlib import Path
 __all__ = ["memory_budget_bytes"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def _read_int(path: Path) -> int | None:
@@ -49,7 +50,7 @@ def _meminfo_available() -> int | None:
 def _cgroup_headroom() -> int | None:
     """Smallest limit - usage over this process's cgroup and its ancestors (v2, then v1)."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = _PROC_CGROUP.read_text().splitlines()
     except OSError:
         return None
     best = None

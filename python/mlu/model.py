@@ -413,13 +413,10 @@ class MLP(ClassifierMixin, BaseEstimator):
                 f"X must be 2-D (n_samples, n_features), got shape {arr.shape}. Reshape your "
                 "data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for one sample"
             )
-        if arr.dtype == object:  # numbers stored as objects (e.g. from pandas) are fine
-            try:
-                arr = arr.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"X must hold numbers: {exc}") from exc
         if reset and np.iscomplexobj(arr):
             raise ValueError(f"Complex data not supported: X must be real, got {arr.dtype}")
+        # numbers stored as objects (e.g. from pandas) are fine, strings are not: the one rule
+        arr = as_real_array(arr, "X")
         as_features(arr)  # dtype, shape, emptiness, NaN/inf
         # feature count and names (recorded in fit), from the caller's X
         X = validate_data(self, X, reset=reset, dtype=np.float64, order="C")
