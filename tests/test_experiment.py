@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.experiment import (
+from mlu.experiments import (
     CellStore,
     ExperimentConfig,
     MethodSpec,
@@ -247,3 +247,15 @@ def test_config_parsing(tmp_path):
         1000,
     )
     assert d.ratios == (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def test_experiment_alias_reexports_the_public_names():
+    # mlu.experiment is released API: it must keep naming the same objects as mlu.experiments.
+    import mlu.experiment
+    import mlu.experiments
+
+    assert mlu.experiment.__all__ == mlu.experiments.__all__
+    for name in mlu.experiments.__all__:
+        assert getattr(mlu.experiment, name) is getattr(mlu.experiments, name)
+    assert mlu.ExperimentConfig is ExperimentConfig
+    assert mlu.run_experiments is run_experiments

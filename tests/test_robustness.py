@@ -464,7 +464,7 @@ def test_ctrl_c_stops_long_core_loops_within_a_second(op):
 def test_cli_os_error_is_one_line_and_leftover_temp_files_are_removed(
     tmp_path, capsys, monkeypatch
 ):
-    import mlu.experiment
+    import mlu.experiments
 
     out = tmp_path / "out"
     (out / "plots").mkdir(parents=True)
@@ -479,7 +479,7 @@ def test_cli_os_error_is_one_line_and_leftover_temp_files_are_removed(
         seen["stale"] = [p.exists() for p in stale]
         raise PermissionError(13, "Permission denied", str(out / "detection.csv"))
 
-    monkeypatch.setattr(mlu.experiment, "run_experiments", fake_run)
+    monkeypatch.setattr(mlu.experiments, "run_experiments", fake_run)
     assert main(["run", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert seen["stale"] == [False, False] and keep.exists()

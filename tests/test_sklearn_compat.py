@@ -182,3 +182,14 @@ def test_from_sklearn_refusals(digits):
     Y = np.stack([y % 2, y > 4], axis=1).astype(int)  # two labels per sample
     with pytest.raises(ValueError, match="multilabel"):
         from_sklearn(fit_sklearn(X, Y, hidden_layer_sizes=(4,)))
+
+
+def test_estimator_parameters_are_keyword_only():
+    # A positional hyper-parameter would silently bind to the wrong one when parameters are added.
+    with pytest.raises(TypeError, match="positional"):
+        mlu.MLP((8,))
+    with pytest.raises(TypeError, match="positional"):
+        mlu.SISA(mlu.MLP(hidden=(8,)), 2)
+    model = mlu.MLP(hidden=(8,), epochs=3)
+    assert model.get_params()["hidden"] == (8,)
+    assert mlu.SISA(model, n_shards=2).get_params()["n_shards"] == 2

@@ -4,26 +4,30 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import baselines, datasets, experiment, metrics, noise, reference
-from ._core import NotPositiveDefiniteError
-from ._validation import HessianTooLargeError
+from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
+from ._version import __version__
 from .detect import (
     ConfidentLearningResult,
-    NoiseRateWarning,
     confident_learning,
     detect,
     estimate_noise_rate,
     select,
 )
-from .experiment import ExperimentConfig, run_experiments
+from .exceptions import (
+    HessianTooLargeError,
+    NoiseRateWarning,
+    NotPositiveDefiniteError,
+    UnscaledFeaturesWarning,
+    UpdateShortenedWarning,
+)
+from .experiments import ExperimentConfig, run_experiments
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "MLP",
     "SISA",
     "UnlearningResult",
@@ -41,10 +45,14 @@ __all__ = [
     "baselines",
     "ConfidentLearningResult",
     "NoiseRateWarning",
+    "UnscaledFeaturesWarning",
+    "UpdateShortenedWarning",
     "confident_learning",
     "detect",
     "estimate_noise_rate",
     "experiment",
+    "experiments",
+    "exceptions",
     "ExperimentConfig",
     "run_experiments",
     "metrics",

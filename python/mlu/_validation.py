@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 
 from ._memory import memory_budget_bytes
+from .exceptions import HessianTooLargeError
 
 PARAMS_CHOICES = ("all", "last")
 CURVATURE_CHOICES = ("hessian", "ggn")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
-
-
-class HessianTooLargeError(MemoryError):
-    """The p x p matrix asked for would not fit in memory."""
+# What makes a model an mlu.MLP for check_model (duck-typed: this module sits below mlu.model).
+_MLP_METHODS = ("hessian", "hessian_operator", "last_layer_slice", "losses", "from_layers")
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -88,6 +89,24 @@ def as_labels(y, n: int, name: str = "y") -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf")
     return arr
+
+
+def as_class_ids(y: object, what: str = "y") -> np.ndarray:
+    """``y`` as a fresh int64 array, shape (n,); rejects non-integer and negative labels."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array of labels, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        pass
+    elif arr.dtype.kind == "f":
+        # Integer-valued floats (e.g. read from a CSV file) are fine; 1.5 is not.
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{what} contains non-integer labels; labels must be 0..k-1")
+    else:
+        raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{what} contains negative labels (min {arr.min()}); must be 0..k-1")
+    return np.array(arr, dtype=np.int64)  # always a copy
 
 
 def encode_labels(y: np.ndarray, classes: np.ndarray, name: str = "y") -> np.ndarray:
@@ -171,7 +190,7 @@ def check_matrix_fits(p: int, copies: float = 1.0, what: str = "the Hessian") ->
 
 
 # ---------------------------------------------------------------------------- hyper-parameters
-def check_int(value, name: str, minimum: int | None = None) -> int:
+def check_integer(value, name: str, minimum: int | None = None) -> int:
     """``value`` as an int: Python and NumPy integers only (not bool, not 2.5, not 2.0)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
@@ -204,7 +223,7 @@ def check_hidden(hidden) -> tuple[int, ...]:
         hidden = (hidden,)
     if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
         raise TypeError(f"hidden must be a sequence of layer widths, got {hidden!r}")
-    hidden = tuple(check_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+    hidden = tuple(check_integer(h, f"hidden[{i}]") for i, h in enumerate(hidden))
     if any(h < 1 for h in hidden):
         raise ValueError(f"hidden layer sizes must be positive, got {hidden}")
     return hidden
@@ -221,11 +240,11 @@ def check_hyperparams(params: dict) -> dict:
         "hidden": check_hidden,
         "activation": lambda v: check_choice(v, "activation", ACTIVATIONS),
         "l2": lambda v: check_real(v, "l2", 0.0),
-        "epochs": lambda v: check_int(v, "epochs", 0),
+        "epochs": lambda v: check_integer(v, "epochs", 0),
         "lr": lambda v: check_real(v, "lr", 0.0, open_low=True),
         "momentum": lambda v: check_real(v, "momentum", 0.0, 1.0, open_high=True),
-        "batch_size": lambda v: check_int(v, "batch_size", 1),
-        "seed": lambda v: check_int(v, "seed", 0),
+        "batch_size": lambda v: check_integer(v, "batch_size", 1),
+        "seed": lambda v: check_integer(v, "seed", 0),
     }
     for key, check in checks.items():
         if key in out:
@@ -236,3 +255,121 @@ def check_hyperparams(params: dict) -> dict:
         if key in out:
             out[key] = bool(out[key])
     return out
+
+
+def check_model(model: Any) -> Any:
+    """Check that ``model`` is a fitted :class:`mlu.MLP` (or a subclass); return it.
+
+    Recognised by the methods every consumer calls, so that this leaf module needs no import
+    of :mod:`mlu.model` (which imports it).
+
+    Raises
+    ------
+    TypeError
+        Not an MLP.
+    sklearn.exceptions.NotFittedError
+        An MLP that was never fitted.
+    """
+    if not all(callable(getattr(type(model), m, None)) for m in _MLP_METHODS):
+        raise TypeError(f"model must be a fitted mlu.MLP, got {type(model).__name__}")
+    if not hasattr(model, "theta_") or not hasattr(model, "classes_"):
+        raise NotFittedError(
+            f"model must be a fitted mlu.MLP (call fit first), got an unfitted "
+            f"{type(model).__name__}"
+        )
+    return model
+
+
+def check_data(model: Any, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 (n, d) and y (n,) checked against the model's features and classes."""
+    X = as_features(X, model.n_features_in_)
+    y = as_labels(y, X.shape[0])
+    encode_labels(y, model.classes_)  # raises on labels the model does not know
+    return X, y
+
+
+def check_forget(forget, n: int, allow_all: bool = False) -> np.ndarray:
+    """Validate a forget set and return it as a boolean mask of shape (n,).
+
+    Parameters
+    ----------
+    forget : array-like of int, shape (m,), or of bool, shape (n,)
+        Indices into the training set (0 ≤ i < n, no duplicates) or a boolean mask.
+    n : int
+        Number of training samples.
+    allow_all : bool
+        Whether F may be the whole data set.
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        Empty forget set, duplicated or out-of-range indices, a mask of the wrong length,
+        or (unless ``allow_all``) a forget set that is the whole data.
+    TypeError
+        Neither integers nor booleans.
+    """
+    arr = np.asarray(forget)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"forget must be 1-D (indices or a boolean mask), got shape {arr.shape}")
+    if arr.dtype == bool:
+        if arr.shape[0] != n:
+            raise ValueError(
+                f"forget is a boolean mask of length {arr.shape[0]}, but there are {n} samples"
+            )
+        mask = arr.copy()
+    else:
+        if arr.size == 0:
+            raise ValueError("forget is empty: give at least one sample to forget")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"forget must hold integer indices or booleans, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= n)
+        if bad.any():
+            raise ValueError(
+                f"forget index {int(arr[np.flatnonzero(bad)[0]])} is out of range for {n} "
+                f"samples (indices must be in 0..{n - 1})"
+            )
+        uniq, counts = np.unique(arr, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(
+                f"forget has duplicated indices, e.g. {int(uniq[np.argmax(counts > 1)])}"
+            )
+        mask = np.zeros(n, dtype=bool)
+        mask[arr] = True
+    if not mask.any():
+        raise ValueError("forget is empty: the mask selects no sample")
+    if mask.all() and not allow_all:
+        raise ValueError(
+            f"forget holds all {n} samples: nothing would be left to learn from "
+            "(the retained set must not be empty)"
+        )
+    return mask
+
+
+def check_damping(damping) -> float:
+    """damping δ as a float; it must be a finite number >= 0."""
+    try:
+        value = float(damping)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"damping must be a number, got {damping!r}") from exc
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+    return value
+
+
+def check_int(value, name: str, low: int = 1) -> int:
+    """``value`` as an int; it must be an integer >= ``low`` (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int; it must be an integer >= 1 (not a bool)."""
+    return check_int(value, name, low=1)

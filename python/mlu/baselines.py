@@ -15,17 +15,15 @@ import time
 import numpy as np
 from sklearn.base import clone
 
+from ._validation import check_data, check_forget, check_int, check_model
 from .model import MLP
-from .unlearn import UnlearningResult, check_data, check_forget, check_model
+from .unlearn import UnlearningResult
 
 __all__ = ["finetune", "gradient_ascent", "retrain"]
 
 
 def _epochs(value, name: str, allow_zero: bool = False) -> int:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return check_int(value, name, low=0 if allow_zero else 1)
 
 
 def _lr(value, name: str = "lr") -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import remove_stale_temp_files
+from .unlearn import DEFAULTS
 
 __all__ = ["build_parser", "main"]
 
@@ -121,10 +122,21 @@ _RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--curvature",
         "curvature",
-        dict(choices=("hessian", "ggn"), help="default curvature (default ggn)"),
+        dict(
+            choices=("hessian", "ggn"),
+            help=f"default curvature (default {DEFAULTS['curvature']})",
+        ),
     ),
-    ("--damping", "damping", dict(type=float, help="default damping (default 0.1)")),
-    ("--steps", "steps", dict(type=int, help="default Newton steps (default 2)")),
+    (
+        "--damping",
+        "damping",
+        dict(type=float, help=f"default damping (default {DEFAULTS['damping']:g})"),
+    ),
+    (
+        "--steps",
+        "steps",
+        dict(type=int, help=f"default Newton steps (default {DEFAULTS['steps']})"),
+    ),
     ("--solver", "solver", dict(choices=("auto", "cholesky", "eigh", "cg"))),
     ("--finetune-epochs", "finetune_epochs", dict(type=int)),
     ("--sisa-shards", "sisa_shards", dict(type=int)),
@@ -208,7 +220,7 @@ def _none_or(value, convert):
 
 def resolve_config(args: argparse.Namespace):
     """Defaults < config file < command-line options -> ExperimentConfig."""
-    from .experiment import ExperimentConfig, load_config_file
+    from .experiments import ExperimentConfig, load_config_file
 
     data: dict[str, Any] = {}
     if args.config:
@@ -228,15 +240,15 @@ def resolve_config(args: argparse.Namespace):
 
 
 def _print_versions() -> None:
-    from .experiment import versions
+    from .experiments import versions
 
     for k, v in versions().items():
         print(f"{k}: {v}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import run_experiments
-    from .report import fmt_pct, fmt_time, pipeline_table
+    from .experiments import run_experiments
+    from .experiments.report import fmt_pct, fmt_time, pipeline_table
 
     cfg = resolve_config(args)
     if args.print_config:
@@ -280,7 +292,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, load_cells, write_outputs
+    from .experiments import ExperimentConfig, load_cells, write_outputs
 
     out = Path(args.dir)
     meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -327,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            from .experiment import run_demo
+            from .experiments import run_demo
 
             run_demo(
                 out=args.out,

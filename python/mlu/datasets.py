@@ -22,6 +22,8 @@ from typing import Union
 
 import numpy as np
 
+from ._validation import as_class_ids
+
 __all__ = [
     "Dataset",
     "IdxSpec",
@@ -340,7 +342,7 @@ def _resolve_classes(
     classes: Sequence[int | str] | None, class_names: tuple[str, ...]
 ) -> list[int]:
     k = len(class_names)
-    if classes is None:
+    if classes is None or (isinstance(classes, str) and classes.lower() == "all"):
         return list(range(k))
     if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
         raise ValueError(f"classes must be a sequence of class ids or names, got {classes!r}")
@@ -407,7 +409,7 @@ def _to_features(images: np.ndarray, scale: float) -> np.ndarray:
 
 def load(
     name: str,
-    classes: Sequence[int | str] | None = None,
+    classes: Sequence[int | str] | str | None = None,
     root: PathLike | None = None,
     download: bool = False,
     n_per_class: int | None = None,
@@ -425,7 +427,8 @@ def load(
     classes : sequence of int or str, optional
         Keep only these classes (in train and test), relabelled ``0 .. k-1`` in the
         order given: ``classes=(0, 1)`` is the paper's binary task, ``(1, 0)`` swaps
-        the labels. Names from ``class_names`` are accepted too. Default: all.
+        the labels. Names from ``class_names`` are accepted too. Default (or ``"all"``,
+        as on the command line): all classes.
     root : str or path-like, optional
         Directory holding the four IDX files (``train-images-idx3-ubyte``,
         ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
@@ -556,21 +559,6 @@ def _load_digits(
 # --------------------------------------------------------------------------- user arrays
 
 
-def _check_labels(y: object, what: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {y.shape}")
-    if y.dtype.kind in "iu":
-        pass
-    elif y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        pass  # integer-valued floats, e.g. labels read from CSV
-    else:
-        raise ValueError(f"{what} must hold integer class labels, got dtype {y.dtype}")
-    if y.size and y.min() < 0:
-        raise ValueError(f"{what} has negative labels (min {y.min()}); labels must be 0..k-1")
-    return np.ascontiguousarray(y, dtype=np.int64)
-
-
 def _check_features(X: object, what: str) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
@@ -623,7 +611,7 @@ def from_arrays(
         non-integer or negative labels, or labels not covered by ``class_names``.
     """
     Xtr = _check_features(X_train, "X_train")
-    ytr = _check_labels(y_train, "y_train")
+    ytr = as_class_ids(y_train, "y_train")
     if ytr.size == 0:
         raise ValueError("the training set is empty")
     if Xtr.shape[0] != ytr.shape[0]:
@@ -635,7 +623,7 @@ def from_arrays(
         yte = np.empty(0, dtype=np.int64)
     else:
         Xte = _check_features(X_test, "X_test")
-        yte = _check_labels(y_test, "y_test")
+        yte = as_class_ids(y_test, "y_test")
         if Xte.shape[0] != yte.shape[0]:
             raise ValueError(f"X_test has {Xte.shape[0]} rows but y_test has {yte.shape[0]} labels")
         if Xte.shape[1] != Xtr.shape[1]:

@@ -33,17 +33,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _linalg
+from ._problem import checked_Xy, core_problem
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
     check_choice,
+    check_damping,
     check_matrix_fits,
+    check_model,
 )
+from .exceptions import NoiseRateWarning
 
 __all__ = [
     "DEFAULT_DAMPING",
     "DEFAULT_EARLY_FRACTION",
+    "DEFAULT_PIPELINE_DETECTOR",
+    "DEFAULT_PIPELINE_THRESHOLD",
     "DETECTORS",
     "ConfidentLearningResult",
     "NoiseRateWarning",
@@ -68,6 +74,15 @@ DEFAULT_DAMPING = 0.03
 #: (which is too early when an epoch has few SGD steps) and the final epoch.
 DEFAULT_EARLY_FRACTION = 0.3
 
+#: The detector and threshold of the default pipeline (detect -> select -> mlu.unlearn): AUM scores
+#: (train with ``MLP(track=True)``) flagged where the mean margin over training is negative
+#: (``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``). Measured against a noise-rate
+#: threshold (Gaussian mixture), AUM+loss rank combination and detect -> unlearn -> detect again
+#: on four real data sets x 5 seeds (benchmarks/unlearn_sweep.py): no rule won on all of them;
+#: see benchmarks/results/unlearn_sweep.md.
+DEFAULT_PIPELINE_DETECTOR = "aum"
+DEFAULT_PIPELINE_THRESHOLD = 0.0
+
 SOLVER_CHOICES = ("cholesky", "eigh")
 TRANSFORM_CHOICES = ("auto", "log", "none")
 # Below this separation of the two mixture components the noise-rate estimate was unreliable.
@@ -76,26 +91,13 @@ _MIN_SEPARATION = 3.0
 QUALITY_CHOICES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 
 
-class NoiseRateWarning(UserWarning):
-    """The scores do not separate into two groups well enough to trust a noise-rate estimate."""
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_fitted_model(model) -> None:
-    from sklearn.exceptions import NotFittedError  # a ValueError
-
-    if not hasattr(model, "theta_") or not hasattr(model, "classes_"):
-        raise NotFittedError(
-            f"model must be a fitted mlu.MLP (call fit first), got {type(model).__name__}"
-        )
 
 
 def _checked_Xy(model, X, y) -> tuple[np.ndarray, np.ndarray]:
     """X as float64 (n, d) and y encoded to 0..k-1 (n,), validated against the model."""
-    _check_fitted_model(model)
-    return model._Xy(X, y)
+    check_model(model)
+    return checked_Xy(model, X, y)
 
 
 def _trace(model, n: int):
@@ -104,7 +106,16 @@ def _trace(model, n: int):
     if trace is None:
         raise ValueError(
             "this detector reads the per-epoch training record model.trace_, which the model "
-            "does not have: train it with mlu.MLP(track=True)"
+            "does not have: train it with mlu.MLP(track=True). Models made by mlu.unlearn, "
+            "by a conversion (mlu.interop) or from layers carry no record, because training "
+            "did not produce their parameters: detect on the model you trained"
+        )
+    if not trace.describes(model.theta_):
+        raise ValueError(
+            "model.trace_ is stale: the model's parameters changed after the training it "
+            "records (unlearned, fine-tuned by hand or set through params), so its per-epoch "
+            "record does not describe this model: detect on the model you trained, or refit "
+            "with mlu.MLP(track=True)"
         )
     if trace.loss.shape[0] == 0:
         raise ValueError("model.trace_ is empty: the model was trained for 0 epochs")
@@ -288,9 +299,7 @@ def scores_self_influence(
     check_choice(params, "params", PARAMS_CHOICES)
     check_choice(curvature, "curvature", CURVATURE_CHOICES)
     check_choice(solver, "solver", SOLVER_CHOICES)
-    damping = float(damping)
-    if not (np.isfinite(damping) and damping >= 0):
-        raise ValueError(f"damping must be a finite number >= 0, got {damping}")
+    damping = check_damping(damping)
     if not 0 <= float(rcond) < 1:
         raise ValueError(f"rcond must be in [0, 1), got {rcond}")
     X, yk = _checked_Xy(model, X, y)
@@ -300,18 +309,13 @@ def scores_self_influence(
     p = model.n_params if params == "all" else (d + 1) * k
     check_matrix_fits(p, copies=2.2, what="the Hessian and its factorisation")
     H = model.hessian(X, y, params=params, curvature=curvature)
-    problem = model._problem(X, y, params)
+    problem = core_problem(model, X, y, params)
     if solver == "cholesky":
-        L = _core.cholesky(H, damping)
+        L = _linalg.cholesky(H, damping)
         del H
         return _core.self_influence(*problem, L, "cholesky")
-    w, U = _core.eigh(H)
+    M = _linalg.pinv_factor(H, damping, rcond)
     del H
-    shifted = w + damping
-    keep = shifted > rcond * max(float(shifted.max()), 0.0)
-    if not keep.any():
-        raise ValueError("H + damping·I has no positive eigenvalue: raise damping")
-    M = U[:, keep] / np.sqrt(shifted[keep])
     return _core.self_influence(*problem, M, "projection")
 
 

@@ -16,23 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._torch import import_torch, torch_sequential
+from ._validation import check_model
 from .model import MLP
 
 if TYPE_CHECKING:  # only for annotations: importing mlu must not import torch
     import torch
 
 __all__ = ["from_sklearn", "from_torch", "to_torch"]
-
-_TORCH_HINT = "PyTorch is needed for this: pip install mlu[torch] (or pip install torch)"
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError as exc:
-        raise ImportError(_TORCH_HINT) from exc
-    return torch
-
 
 # ---------------------------------------------------------------------------- PyTorch → mlu
 def _flatten_modules(module, torch, prefix: str = "") -> list[tuple[str, Any]]:
@@ -181,7 +172,7 @@ def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
         sizes do not chain, the parameters are not finite or mix dtypes, or a wrapper module's
         forward does not give the outputs of its Sequential.
     """
-    torch = _import_torch()
+    torch = import_torch()
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     _refuse_hooks(module, torch)
@@ -300,36 +291,12 @@ def to_torch(model: MLP, dtype: torch.dtype | str | None = None) -> torch.nn.Seq
     -------
     torch.nn.Sequential
         A new module on the CPU whose outputs are the model's logits (``model.logits``). It
-        holds copies of the parameters. PyTorch's random number generator is not used.
+        holds copies of the parameters; the input transform of ``MLP(scale=...)`` is folded
+        into the first layer (so :func:`from_torch` reads back a model without ``scale``).
+        PyTorch's random number generator is not used.
     """
-    torch = _import_torch()
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an mlu.MLP, got {type(model).__name__}")
-    check_is_fitted(model, "theta_")
-    if dtype is None:
-        dtype = getattr(model, "torch_dtype_", None) or torch.float64
-    if isinstance(dtype, str):
-        resolved = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(resolved, torch.dtype):
-            raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. 'float32')")
-        dtype = resolved
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
-    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
-    modules = []
-    layers = model.layers
-    for i, (W, b) in enumerate(layers):
-        # skip_init: no default initialisation, so torch's global RNG is left untouched
-        lin = torch.nn.utils.skip_init(
-            torch.nn.Linear, W.shape[1], W.shape[0], dtype=dtype, device="cpu"
-        )
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(W))
-            lin.bias.copy_(torch.from_numpy(b))
-        modules.append(lin)
-        if i < len(layers) - 1:
-            modules.append(acts[model.activation]())
-    return torch.nn.Sequential(*modules)
+    check_model(model)
+    return torch_sequential(model, dtype)
 
 
 # ---------------------------------------------------------------------------- scikit-learn → mlu

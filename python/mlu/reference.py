@@ -1,6 +1,6 @@
 """Pure-NumPy reference of the MLP math: the specification the C++ core is tested against.
 
-Everything here is written to read like the formulas in DESIGN.md ("Math (contract)") and is
+Everything here is written to read like the formulas in docs/design.md ("Math") and is
 vectorised over samples (loops run over layers or over Hessian columns, never over samples), so
 that it also serves as a fair baseline in benchmarks.
 

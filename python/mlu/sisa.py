@@ -32,9 +32,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import as_features, as_labels
+from ._validation import as_features, as_labels, check_forget, check_positive_int
 from .model import MLP
-from .unlearn import check_forget
 
 __all__ = ["SISA"]
 
@@ -51,6 +50,9 @@ def epoch_schedule(epochs: int, n_slices: int) -> list[int]:
 
 class SISA(ClassifierMixin, BaseEstimator):
     """An ensemble of MLPs on disjoint shards that can forget samples by partial retraining.
+
+    Only ``estimator`` may be given by position (as for scikit-learn's meta-estimators); the
+    others are keyword-only.
 
     Parameters
     ----------
@@ -86,7 +88,7 @@ class SISA(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(
-        self, estimator: MLP | None = None, n_shards: int = 5, n_slices: int = 3, seed: int = 0
+        self, estimator: MLP | None = None, *, n_shards: int = 5, n_slices: int = 3, seed: int = 0
     ):
         self.estimator = estimator
         self.n_shards = n_shards
@@ -101,11 +103,10 @@ class SISA(ClassifierMixin, BaseEstimator):
         return est
 
     def _check_sizes(self) -> tuple[int, int]:
-        for name in ("n_shards", "n_slices"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        return int(self.n_shards), int(self.n_slices)
+        return (
+            check_positive_int(self.n_shards, "n_shards"),
+            check_positive_int(self.n_slices, "n_slices"),
+        )
 
     def _check_ids(self, ids, n: int, upper: int, name: str) -> np.ndarray:
         arr = np.asarray(ids)

@@ -9,10 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from .spec import PipelineSpec
+
 __all__ = [
     "aggregate",
     "fmt_pct",
     "mean_std",
+    "ordered_unique",
     "pipeline_table",
     "summary",
     "verdicts",
@@ -105,7 +108,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _ordered(values: Iterable[Any]) -> list:
+def ordered_unique(values: Iterable[Any]) -> list:
+    """The distinct values in first-seen order."""
     seen: list = []
     for v in values:
         if v not in seen:
@@ -138,7 +142,7 @@ def pipeline_table(pipe: Sequence[Mapping[str, Any]], dataset: str, pipeline: st
     det, thr, _ = pipeline.split("/", 2)
     kept_label = f"{det}/{thr}/retrain"
     out = []
-    for ratio in _ordered(r["ratio"] for r in rows):
+    for ratio in ordered_unique(r["ratio"] for r in rows):
         at = [r for r in rows if r["ratio"] == ratio]
 
         def stat(col: str, sel, at=at) -> tuple[float, float, int]:
@@ -305,7 +309,7 @@ def summary(
         ]
     if wall_time is not None:
         lines += [f"Wall time of this run: {fmt_time(wall_time)}.", ""]
-    for dataset in _ordered(r["dataset"] for r in unl + pipe + det):
+    for dataset in ordered_unique(r["dataset"] for r in unl + pipe + det):
         lines += [f"## {dataset}", ""]
         if main:
             lines += _pipeline_section(cfg, pipe, unl, dataset, main)
@@ -315,7 +319,6 @@ def summary(
 
 
 def _pipeline_section(cfg, pipe, unl, dataset, main) -> list[str]:
-    from .experiment import PipelineSpec
 
     table = pipeline_table(pipe, dataset, main)
     others = [p for p in cfg.pipelines[1:]]
@@ -382,8 +385,8 @@ def _detection_section(cfg, det, dataset) -> list[str]:
     rows = [r for r in det if r["dataset"] == dataset]
     if not rows:
         return []
-    detectors = _ordered(r["detector"] for r in rows)
-    ratios = _ordered(r["ratio"] for r in rows)
+    detectors = ordered_unique(r["detector"] for r in rows)
+    ratios = ordered_unique(r["ratio"] for r in rows)
     out = ["### Detection (experiment 1)", ""]
     for metric, thr, title in (
         ("roc_auc", "top", "ROC-AUC"),
@@ -403,8 +406,8 @@ def _unlearning_section(unl, dataset) -> list[str]:
     rows = [r for r in unl if r["dataset"] == dataset]
     if not rows:
         return []
-    methods = _ordered(r["method"] for r in rows)
-    ratios = _ordered(r["ratio"] for r in rows)
+    methods = ordered_unique(r["method"] for r in rows)
+    ratios = ordered_unique(r["ratio"] for r in rows)
     agg = aggregate(rows, ("ratio", "method"), "test_acc")
     body = [
         [f"{r:.0%}"] + [fmt_pct(*agg.get((r, m), (float("nan"), 0, 0))[:2]) for m in methods]

@@ -18,8 +18,9 @@ matplotlib.use("Agg")  # headless: never open a window, never need a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ._files import atomic_path  # noqa: E402
-from .report import _ordered, aggregate, fmt_pct, mean_std  # noqa: E402
+from .._files import atomic_path  # noqa: E402
+from .report import aggregate, fmt_pct, mean_std, ordered_unique  # noqa: E402
+from .spec import PAPER_PIPELINE  # noqa: E402
 
 __all__ = [
     "plot_accuracy",
@@ -176,7 +177,7 @@ def _errorbar_lines(
     ax, rows, series_col: str, value: str, where=None, series=None, styles=None
 ) -> None:
     agg = aggregate(rows, (series_col, "ratio"), value, where=where)
-    names = series or _ordered(k[0] for k in agg)
+    names = series or ordered_unique(k[0] for k in agg)
     for i, name in enumerate(names):
         pts = sorted((k[1], v) for k, v in agg.items() if k[0] == name and v[2] > 0)
         if not pts:
@@ -260,7 +261,7 @@ def plot_pipeline(
         r["series"] = {"noisy": "noisy model", "clean_retrain": "retrain on clean"}.get(
             r["role"], r["pipeline"]
         )
-    pipelines = _ordered(r["pipeline"] for r in rows if r["role"] == "unlearn")
+    pipelines = ordered_unique(r["pipeline"] for r in rows if r["role"] == "unlearn")
     main = main or (pipelines[0] if pipelines else None)
     base = ["noisy model", "retrain on clean"]
     styles = {
@@ -300,13 +301,13 @@ def plot_times(
     if not rows and not prow:
         return None
     labels, means, stds, colors = [], [], [], []
-    for m in _ordered(r["method"] for r in rows):
+    for m in ordered_unique(r["method"] for r in rows):
         mean, std, _ = mean_std(r["time"] for r in rows if r["method"] == m)
         labels.append(m)
         means.append(mean)
         stds.append(std)
         colors.append(_COLORS[0])
-    for p in _ordered(r["pipeline"] for r in prow if r["pipeline"]):
+    for p in ordered_unique(r["pipeline"] for r in prow if r["pipeline"]):
         mean, std, _ = mean_std(r["time"] for r in prow if r["pipeline"] == p)
         labels.append(f"pipeline {p}")
         means.append(mean)
@@ -327,7 +328,6 @@ def plot_times(
 
 def plot_all(cfg, cells, det, unl, pipe, outdir: str | os.PathLike) -> dict[str, Path]:
     """Every plot of a sweep into ``outdir``; returns ``{name: path}``."""
-    from .experiment import PAPER_PIPELINE
 
     outdir = Path(outdir)
     files: dict[str, Path] = {}

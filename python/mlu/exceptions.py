@@ -1,0 +1,35 @@
+"""Every exception and warning class mlu raises of its own, in one place.
+
+All are also importable from :mod:`mlu`. Errors of bad input are the built-in ``ValueError`` and
+``TypeError`` (and scikit-learn's ``NotFittedError``); the classes here name the failures a
+caller may want to catch on their own.
+"""
+
+from ._core import NotPositiveDefiniteError
+
+__all__ = [
+    "HessianTooLargeError",
+    "NoiseRateWarning",
+    "NotPositiveDefiniteError",
+    "UnscaledFeaturesWarning",
+    "UpdateShortenedWarning",
+]
+
+# NotPositiveDefiniteError (a ValueError) is defined by the C++ core, which raises it when a
+# Cholesky factorisation of H + δI fails; it is re-exported here.
+
+
+class HessianTooLargeError(MemoryError):
+    """The p x p matrix asked for would not fit in memory."""
+
+
+class NoiseRateWarning(UserWarning):
+    """The scores do not separate into two groups well enough to trust a noise-rate estimate."""
+
+
+class UpdateShortenedWarning(RuntimeWarning):
+    """An unlearning update would have increased the retained objective and was shortened."""
+
+
+class UnscaledFeaturesWarning(UserWarning):
+    """Features look unscaled (far outside [0, 1], not standardised): training may fail."""
