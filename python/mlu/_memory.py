@@ -108,7 +108,7 @@ def _address_space_headroom() -> int | None:
 
 
 def memory_budget_bytes() -> int:
-    """Bytes this process can still allocate: min(MemAvailable, cgroup headroom, RLIMIT_AS headroom).
+    """Bytes this process can still allocate: min(MemAvailable, cgroup, RLIMIT_AS headroom).
 
     Returns
     -------
