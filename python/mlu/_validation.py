@@ -49,7 +49,9 @@ def as_real_array(values, name: str) -> np.ndarray:
                 raise TypeError(f"{name} must be real, got the complex value {v!r}")
             if not isinstance(v, numbers.Real):
                 raise TypeError(
-                    f"{name} must hold numbers, got an element {v!r} of type {type(v).__name__}"
+                    f"{name} must hold numbers, got an element {v!r} of type "
+                    f"{type(v).__name__} (an argument must be a real number, not a string or "
+                    "another object that only looks like a number)"
                 )
         return arr.astype(np.float64)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
