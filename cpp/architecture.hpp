@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "activation.hpp"
+#include "sizes.hpp"
 #include "types.hpp"
 
 namespace mlu {
@@ -41,10 +42,11 @@ struct Architecture {
             if (out(l) > (std::numeric_limits<Index>::max() - p) / (in(l) + 1))
                 throw std::invalid_argument("the layer sizes give more parameters than fit in 64 bits");
             w_off.push_back(p);
-            p += out(l) * in(l);
+            p = checked_add(p, checked_mul(out(l), in(l), "the parameter count"), "the parameter count");
             b_off.push_back(p);
-            p += out(l);
+            p = checked_add(p, out(l), "the parameter count");
         }
+        checked_bytes(p, "the parameter vector's size in bytes");
     }
 
     Index num_layers() const { return static_cast<Index>(sizes.size()) - 1; }

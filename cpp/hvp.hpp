@@ -38,8 +38,14 @@ class HessianOperator {
         // Chunks are sized for a fixed thread count so that products are repeatable.
         chunks_ = sample_chunks(n_, kChunk);
         blocks_.resize(chunks_.size());
+        RegionErrors errors;
 #pragma omp parallel for schedule(static)
-        for (Index c = 0; c < static_cast<Index>(chunks_.size()); ++c) prepare(c);
+        for (Index c = 0; c < static_cast<Index>(chunks_.size()); ++c)
+            errors.run([&] {
+                check_interrupt();
+                prepare(c);
+            });
+        errors.rethrow();
     }
 
     Index size() const { return arch_.p; }
@@ -49,9 +55,14 @@ class HessianOperator {
     void apply(const double* v, double* out) const {
         const int threads = num_threads();
         std::vector<Vec> partial(threads, Vec::Zero(arch_.p));
+        RegionErrors errors;
 #pragma omp parallel for schedule(static)
         for (Index c = 0; c < static_cast<Index>(chunks_.size()); ++c)
-            apply_block(c, v, partial[omp_get_thread_num()].data());
+            errors.run([&] {
+                check_interrupt();
+                apply_block(c, v, partial[omp_get_thread_num()].data());
+            });
+        errors.rethrow();
         MapVec result(out, arch_.p);
         result.setZero();
         for (auto& part : partial) result += part;

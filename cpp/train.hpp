@@ -122,6 +122,8 @@ class SgdEpoch {
     // Returns false if the team fell back to thread 0 alone on the way.
     bool run(Index s, Index e, int threads) {
         bool go_solo = false;  // set by thread 0 between the barriers, read by all after the second
+        bool stop = false;     // likewise: a thread failed (out of memory), all leave together
+        RegionErrors errors;
 #pragma omp parallel num_threads(threads)
         {
             const int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -130,14 +132,15 @@ class SgdEpoch {
             LateWatch watch;
             for (Index b = s; b < e; b += bs_) {
                 const Index m = std::min(bs_, e - b);
-                forward_first(t, b, m, u0, u1);
+                errors.run([&] { forward_first(t, b, m, u0, u1); });
                 if (!solo) {
                     if (t == 0) watch.computed();
 #pragma omp barrier
                     if (t == 0) watch.waited();
                 }
-                if (t == 0) upper_layers(b, m);
+                if (t == 0) errors.run([&] { upper_layers(b, m); });
                 bool switched = false;
+                if (t == 0) stop = errors.failed();
                 if (!solo) {
                     // Decided before the barrier, read by all after it.
                     if (t == 0) {
@@ -148,7 +151,8 @@ class SgdEpoch {
                     solo = switched = go_solo;
                     if (t == 0) watch.waited();
                 }
-                step_first(t, m, u0, u1);
+                if (stop) break;  // the same in every thread (set before the barrier)
+                errors.run([&] { step_first(t, m, u0, u1); });
                 if (switched) {
                     // Every unit's step is done before thread 0 goes on alone with all of them.
 #pragma omp barrier
@@ -158,6 +162,7 @@ class SgdEpoch {
                 }
             }
         }
+        errors.rethrow();
         return !go_solo;
     }
 
@@ -258,6 +263,7 @@ inline double sgd_epoch(const Architecture& arch, double* theta, double* velocit
     constexpr Index kSteps = 16;
     auto& retry = detail::team_retry();
     for (Index s = 0; s < n; s += kSteps * bs) {
+        check_interrupt();
         const Index e = std::min(n, s + kSteps * bs);
         if (threads == 1 || retry.solo_now())
             epoch.run(s, e, 1);

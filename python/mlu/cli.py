@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._files import remove_stale_temp_files
 from .unlearn import DEFAULTS
 
 __all__ = ["build_parser", "main"]
@@ -424,6 +425,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if not args.fresh:
+        # A run killed mid-write leaves .NAME.XXXXXXXX.tmp files: clean them before resuming.
+        for path in remove_stale_temp_files(cfg.out):
+            print(f"removed a leftover temporary file: {path}", file=sys.stderr)
     result = run_experiments(
         cfg,
         progress=not args.no_progress,
@@ -474,6 +479,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_os_error(exc: OSError) -> str:
+    """One line: what failed and on which file ("Permission denied: 'out/x.csv'")."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        what += f": {str(exc.filename)!r}"
+    return what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlu`` console script (and ``python -m mlu``).
 
@@ -506,6 +519,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"mlu {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable output directory, a full disk, ...
+        print(f"mlu {args.command}: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"mlu {args.command}: error: out of memory: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"\nmlu {args.command}: interrupted; finished cells are kept, run again to resume",

@@ -166,13 +166,15 @@ def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
     TypeError
         ``module`` is not a ``torch.nn.Module``.
     ValueError
-        A layer is not supported (the message gives its position and name), the layers'
+        A layer is not supported (the message gives its position and name), a module has
+        forward or backward hooks (the converted model could not run them), the layers'
         sizes do not chain, the parameters are not finite or mix dtypes, or a wrapper module's
         forward does not give the outputs of its Sequential.
     """
     torch = import_torch()
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    _refuse_hooks(module, torch)
     seq, wrapped = _unwrap(module, torch)
     linears, activation, positions = _parse_layers(_flatten_modules(seq, torch), torch)
 
@@ -209,6 +211,34 @@ def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
     if wrapped:
         _check_wrapper_forward(module, model, torch, dtype)
     return model
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def _refuse_hooks(module, torch) -> None:
+    """Hooks change what a module computes, and the converted model cannot run them."""
+    for name, sub in module.named_modules():
+        hooks = [attr for attr in _HOOK_DICTS if getattr(sub, attr, None)]
+        if hooks:
+            where = f"submodule {name!r} ({type(sub).__name__})" if name else "the module"
+            raise ValueError(
+                f"{where} has {', '.join(h.strip('_').replace('_', ' ') for h in hooks)}; "
+                "mlu cannot reproduce what a hook does: remove them (handle.remove()) before "
+                "converting"
+            )
+    registered = torch.nn.modules.module
+    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+        if getattr(registered, attr, None):
+            raise ValueError(
+                f"global module hooks are registered ({attr.strip('_').replace('_', ' ')}); "
+                "mlu cannot reproduce what a hook does: remove them before converting"
+            )
 
 
 def _check_wrapper_forward(module, model: MLP, torch, dtype) -> None:
