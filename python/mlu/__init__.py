@@ -4,8 +4,14 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
+# First of all: importing _isa registers the build of the C++ core that this CPU runs as
+# mlu._core, which every module below imports. core_isa: "x86-64-v3", "baseline" (or "native").
+from ._isa import CORE_ISA as core_isa
+
+# isort: split
 from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
 from ._version import __version__
+from .clean import CleanResult, clean
 from .detect import (
     ConfidentLearningResult,
     confident_learning,
@@ -32,6 +38,8 @@ __all__ = [
     "__version__",
     "MLP",
     "SISA",
+    "CleanResult",
+    "clean",
     "UnlearningResult",
     "HessianOperator",
     "HessianTooLargeError",
@@ -45,6 +53,7 @@ __all__ = [
     "reference",
     "set_num_threads",
     "baselines",
+    "core_isa",
     "ConfidentLearningResult",
     "NoiseRateWarning",
     "UnscaledFeaturesWarning",

@@ -11,14 +11,25 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._validation import PARAMS_CHOICES, as_features, as_labels, check_choice, encode_labels
+from ._validation import (
+    PARAMS_CHOICES,
+    activation_spec,
+    as_features,
+    as_labels,
+    check_choice,
+    encode_labels,
+)
 
 __all__ = ["checked_Xy", "core_args", "core_problem", "scaled"]
 
 
 def core_args(model: Any) -> tuple[np.ndarray, list[int], str]:
-    """(theta of shape (p,), layer sizes, activation): what every core call starts with."""
-    return model.theta_, list(model.sizes_), model.activation
+    """(theta of shape (p,), layer sizes, activation): what every core call starts with.
+
+    The activation is the core's string: one name, or one per hidden layer (``"tanh,relu"``).
+    """
+    activation = activation_spec(model.activation, len(model.sizes_) - 2)
+    return model.theta_, list(model.sizes_), activation
 
 
 def scaled(model: Any, X: np.ndarray) -> np.ndarray:

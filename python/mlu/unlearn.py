@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import _linalg
+from . import _dask, _linalg
 from ._linalg import PINV_RCOND
 from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
@@ -507,7 +507,8 @@ def unlearn(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if maxiter is not None:
         maxiter = check_positive_int(maxiter, "maxiter")
-    X, y = check_data(model, X, y)
+    # dask: every sum below is a map-reduce over the chunks (model methods dispatch on dask)
+    X, y = _dask.checked_pair(model, X, y) if _dask.is_dask(X, y) else check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
     n_forget = int(mask.sum())
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from .._optional import import_optional
 
+matplotlib = import_optional("matplotlib", "the plots of mlu run / mlu demo")
 matplotlib.use("Agg")  # headless: never open a window, never need a display
 
 import matplotlib.pyplot as plt  # noqa: E402
