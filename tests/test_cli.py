@@ -53,7 +53,8 @@ def test_demo(tmp_path, capsys):
     assert (out / "demo.png").stat().st_size > 10_000
     for name in ("detection.csv", "unlearning.csv", "pipeline.csv", "summary.md"):
         assert (out / name).is_file()
-    rows = list(csv.DictReader(open(out / "pipeline.csv", newline="")))
+    with open(out / "pipeline.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert {r["role"] for r in rows} == {"noisy", "clean_retrain", "unlearn", "retrain_kept"}
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
 

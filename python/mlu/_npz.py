@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -94,10 +94,14 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
 
 def _read_arrays(path) -> dict[str, np.ndarray]:
     """The archive's arrays, read with pickle disabled, once its format tag has been checked."""
+    # Our own handle: np.load leaves the file it opened unclosed when the zip is corrupt.
+    with open(path, "rb") as fh:
+        return _read_open_arrays(path, fh)
+
+
+def _read_open_arrays(path, fh: BinaryIO) -> dict[str, np.ndarray]:
     try:
-        data = np.load(path, allow_pickle=False)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
+        data = np.load(fh, allow_pickle=False)
     except Exception as exc:  # a pickle, a truncated or foreign file: all refused the same way
         why = (
             "it holds pickled Python objects, which mlu never loads"
