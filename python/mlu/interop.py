@@ -68,7 +68,8 @@ def _parse_layers(leaves, torch) -> tuple[list, str | None, list[int]]:
     """
     nn = torch.nn
     acts = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
-    linears, positions = [], []
+    linears: list[Any] = []
+    positions: list[int] = []
     activations = []  # (position, name, layer, kind), checked for mixing at the end
     expect_linear = True  # the next layer that computes must be a Linear
     for i, (name, layer) in enumerate(leaves):
@@ -128,8 +129,8 @@ def _parse_layers(leaves, torch) -> tuple[list, str | None, list[int]]:
             f"{_where(i, name, layer)}: an activation after the last Linear is not supported "
             "(the last Linear's outputs are the logits; apply it to the outputs yourself)"
         )
-    for i, name, layer, kind in activations[1:]:
-        if kind != activations[0][3]:
+    for i, name, layer, act in activations[1:]:
+        if act != activations[0][3]:
             raise ValueError(
                 f"{_where(i, name, layer)}: mixed activations are not supported; earlier "
                 f"layers use {activations[0][3]!r}"

@@ -40,7 +40,7 @@ def load_dataset(cfg: ExperimentConfig, name: str):
     """Load ``name`` with the config's classes, capping ``n_per_class`` at what exists."""
     from .. import datasets
 
-    kwargs = dict(classes=cfg.classes, seed=cfg.data_seed)
+    kwargs: dict[str, Any] = dict(classes=cfg.classes, seed=cfg.data_seed)
     if cfg.data_root is not None and name != "digits":
         kwargs["root"] = cfg.data_root
     n = cfg.n_per_class

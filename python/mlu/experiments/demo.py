@@ -76,7 +76,7 @@ def run_demo(
     r = parse_ratio(ratio)
     cfg = ExperimentConfig(
         datasets=(dataset,),
-        classes=classes,
+        classes=None if classes is None else tuple(classes),
         n_per_class=None if dataset == "digits" else default.n_per_class,
         ratios=(r,),
         seeds=(int(seed),),
