@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core, _linalg
+from ._optional import import_optional
 from ._problem import checked_Xy, core_problem
 from ._validation import (
     CURVATURE_CHOICES,
@@ -405,6 +406,7 @@ def confident_learning(
     -------
     ConfidentLearningResult
     """
+    import_optional("cleanlab", "mlu.confident_learning")  # a missing one names its extra
     from cleanlab.count import compute_confident_joint, estimate_joint
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores

@@ -27,6 +27,7 @@ except ImportError:  # older scikit-learn: the same check as a method
 
 from . import _core
 from ._npz import load_model, save_model
+from ._optional import progress_bar
 from ._problem import checked_Xy, core_args, core_problem
 from ._torch import torch_sequential
 from ._validation import (
@@ -319,9 +320,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         trace_loss, trace_margin = [], []
         epochs = range(int(self.epochs))
         if self.verbose:
-            from tqdm.auto import tqdm
-
-            epochs = tqdm(epochs, desc="training", unit="epoch")
+            bar = progress_bar(iterable=epochs, desc="training", unit="epoch")
+            epochs = epochs if bar is None else bar  # no tqdm: no bar
         for epoch in epochs:
             theta, velocity, loss = _core.sgd_epoch(
                 theta,

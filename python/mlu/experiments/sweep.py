@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write_text
+from .._optional import progress_bar
 from . import report
 from .cell import load_dataset
 from .runner import run_cell
@@ -105,9 +106,9 @@ def run_experiments(
     datasets_cache: dict[str, Any] = {}
     bar = None
     if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(sweep), initial=reused, unit="cell", desc="mlu run", leave=True)
+        bar = progress_bar(
+            total=len(sweep), initial=reused, unit="cell", desc="mlu run", leave=True
+        )  # None without tqdm
     computed = 0
     try:
         for key in todo:
