@@ -45,6 +45,7 @@ TINY_RUN = [
 
 
 def test_demo(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the demo draws its plot
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -60,6 +61,7 @@ def test_demo(tmp_path, capsys):
 
 
 def test_run_tiny_sweep_and_resume(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the run draws plots
     out = tmp_path / "run"
     assert main([*TINY_RUN, "--out", str(out)]) == 0
     text = capsys.readouterr().out
