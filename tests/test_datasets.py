@@ -456,3 +456,11 @@ def test_files_agree_with_torchvision_reader(tmp_path):
     theirs = tv.MNIST(str(tmp_path), train=True, download=False)
     np.testing.assert_array_equal(ours.X_train * 255, theirs.data.numpy().reshape(60, -1))
     np.testing.assert_array_equal(ours.y_train, theirs.targets.numpy())
+
+
+def test_classes_all_as_on_the_command_line():
+    every = load("digits")
+    spelled = load("digits", classes="all")
+    np.testing.assert_array_equal(spelled.y_train, every.y_train)
+    np.testing.assert_array_equal(spelled.X_train, every.X_train)
+    assert len(spelled.class_names) == 10

@@ -388,3 +388,28 @@ def noisy_fashion():
 def test_fashion_high_noise(noisy_fashion, method, options, floor):
     X, y, flipped, model = noisy_fashion
     assert roc_auc_score(flipped, detect(model, X, y, method, **options)) >= floor
+
+
+# ------------------------------------------------------------------ stale training records
+
+
+def test_trace_detectors_refuse_unlearned_and_changed_models():
+    ds = mlu.datasets.load("digits", classes=(0, 1))
+    X, y = ds.X_train[:120], ds.y_train[:120]
+    model = mlu.MLP(hidden=(5,), epochs=4, track=True).fit(X, y)
+    assert detect(model, X, y, method="aum").shape == (120,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unlearned = mlu.unlearn(model, X, y, [0, 1, 2], method="newton", curvature="ggn").model
+    for method in ("aum", "early_loss"):
+        with pytest.raises(ValueError, match="mlu.unlearn"):
+            detect(unlearned, X, y, method=method)
+    changed = mlu.MLP(hidden=(5,), epochs=4, track=True).fit(X, y)
+    changed.params = changed.params * 1.01  # e.g. by hand
+    with pytest.raises(ValueError, match="stale"):
+        detect(changed, X, y, method="aum")
+    from mlu.interop import from_torch
+
+    converted = from_torch(model.to_torch(), classes=model.classes_)
+    with pytest.raises(ValueError, match="conversion"):
+        detect(converted, X, y, method="aum")

@@ -117,3 +117,14 @@ def test_bad_k():
         precision_at_k(SCORES, TRUTH, 7)
     with pytest.raises(TypeError, match="k must be an int"):
         precision_at_k(SCORES, TRUTH, 1.5)
+
+
+def test_detection_report_without_flagged():
+    scores = np.array([0.9, 0.1, 0.8, 0.3, 0.2])
+    truth = np.array([True, False, True, False, False])
+    report = detection_report(scores, true_mask=truth)
+    assert report == {"roc_auc": 1.0, "average_precision": 1.0, "n": 5.0, "n_true": 2.0}
+    full = detection_report(scores, truth, truth)
+    assert full["roc_auc"] == 1.0 and full["precision"] == 1.0
+    with pytest.raises(TypeError, match="true_mask"):
+        detection_report(scores)

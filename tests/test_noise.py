@@ -351,3 +351,39 @@ def test_invariants_hold_for_any_input(y, rate, mode, seed, extra):
         assert out.n_flipped == 0
     if rate == 1.0 and mode == "random":
         assert out.flipped.all()
+
+
+# ------------------------------------------------------------------ the label set (issue 12)
+
+
+@pytest.mark.parametrize("mode", ["random", "per_class"])
+def test_labels_outside_zero_to_k_never_invent_a_class(mode):
+    y = np.repeat([3, 8], 500)
+    noisy = flip_labels(y, 0.2, mode=mode, seed=1)
+    assert set(np.unique(noisy.labels)) == {3, 8}
+    # two classes: a flip is the other one
+    np.testing.assert_array_equal(noisy.labels[noisy.flipped], 11 - y[noisy.flipped])
+    assert 0.15 < noisy.rate < 0.25
+
+
+def test_classes_names_the_label_set():
+    y = np.array([2, 2, 5, 5, 2, 5] * 50)
+    noisy = flip_labels(y, 1.0, classes=[2, 5, 7], seed=0)
+    assert set(np.unique(noisy.labels)) == {2, 5, 7}
+    assert noisy.flipped.all()
+    # same draws as the equivalent labels 0..k-1
+    codes = flip_labels(np.searchsorted([2, 5, 7], y), 1.0, num_classes=3, seed=0)
+    np.testing.assert_array_equal(noisy.labels, np.array([2, 5, 7])[codes.labels])
+    with pytest.raises(ValueError, match="not in classes"):
+        flip_labels(y, 0.1, classes=[2, 7])
+    with pytest.raises(ValueError, match="not both"):
+        flip_labels(y, 0.1, classes=[2, 5], num_classes=6)
+    with pytest.raises(ValueError, match="distinct"):
+        flip_labels(y, 0.1, classes=[2, 5, 5])
+
+
+def test_matrix_mode_with_classes():
+    y = np.repeat([3, 8], 100)
+    T = np.array([[0.0, 1.0], [1.0, 0.0]])
+    noisy = flip_labels(y, mode="matrix", matrix=T, classes=[3, 8])
+    np.testing.assert_array_equal(noisy.labels, 11 - y)

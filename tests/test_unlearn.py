@@ -15,7 +15,6 @@ import pytest
 import mlu
 from mlu import reference as ref
 from mlu.unlearn import (
-    DEFAULT_DAMPING,
     UnlearningResult,
     _forget_gradient_sum,
     check_forget,
@@ -88,7 +87,7 @@ def test_matches_reference(small, method, params, curvature, solver):
     forget = np.array([3, 17, 41, 42])
     result = unlearn(
         model, X, y, forget, method=method, params=params, curvature=curvature,
-        solver=solver, damping=REF_DAMPING, tol=1e-12,
+        solver=solver, damping=REF_DAMPING, tol=1e-12, safeguard=False, steps=1,
     )  # fmt: skip
     spec = ref.influence_update if method == "influence" else ref.newton_update
     expected = spec(
@@ -105,9 +104,12 @@ def test_matches_reference(small, method, params, curvature, solver):
 def test_last_layer_update_is_the_reference_to_1e10(small):
     model, X, y = small
     forget = np.arange(0, 60, 7)
-    result = unlearn(model, X, y, forget, params="last")
+    result = unlearn(
+        model, X, y, forget, method="influence", curvature="hessian", damping=0.01,
+        params="last", safeguard=False,
+    )  # fmt: skip
     expected = ref.influence_update(
-        model.layers, "relu", X, y, forget, l2=model.l2, damping=DEFAULT_DAMPING, params="last"
+        model.layers, "relu", X, y, forget, l2=model.l2, damping=0.01, params="last"
     )
     assert rel(result.model.params, expected) < 1e-12
     assert rel(result.model.params - model.params, expected - model.params) < 1e-10
@@ -254,9 +256,11 @@ def test_unlearning_flipped_labels_raises_test_accuracy(noisy_digits):
     noisy_acc = model.score(ds.X_test, ds.y_test)
     retrain_acc = clean.score(ds.X_test, ds.y_test)
     X, y, F = ds.X_train, noisy.labels, noisy.flipped
-    newton = unlearn(model, X, y, F, method="newton")
-    newton_last = unlearn(model, X, y, F, method="newton", params="last", steps=5)
-    influence = unlearn(model, X, y, F)
+    newton = unlearn(model, X, y, F, method="newton", curvature="hessian", steps=1)
+    newton_last = unlearn(
+        model, X, y, F, method="newton", curvature="hessian", params="last", steps=5
+    )
+    influence = unlearn(model, X, y, F, method="influence", curvature="hessian")
     # measured: noisy 0.933, retrain on clean 0.942, newton 0.969, newton last x5 0.967,
     # influence 0.938
     assert newton.model.score(ds.X_test, ds.y_test) >= max(noisy_acc + 0.02, retrain_acc)
@@ -274,11 +278,11 @@ def test_unlearning_flipped_labels_raises_test_accuracy(noisy_digits):
 def test_auto_falls_back_to_ggn_when_hessian_is_indefinite(small):
     model, X, y = small
     F = np.array([1, 2, 3])
-    result = unlearn(model, X, y, F)  # the default call: δ = 0.01 < |λ_min| ≈ 0.12
+    result = unlearn(model, X, y, F, method="influence", curvature="hessian")  # δ < |λ_min|
     assert result.solver == "cholesky" and result.curvature == "ggn"
     assert result.negative_curvature
     assert "indefinite" in result.notes[0]
-    ggn = unlearn(model, X, y, F, curvature="ggn")
+    ggn = unlearn(model, X, y, F, method="influence", curvature="ggn")
     assert np.array_equal(result.model.params, ggn.model.params)
     assert "fell back" in result.summary()
 
@@ -288,31 +292,38 @@ def test_auto_falls_back_when_nearly_singular(small):
     lam = np.linalg.eigvalsh(model.hessian(X, y))[0]
     damping = -1.05 * lam  # H + δI is positive definite, but barely (λ_min = 0.05 |λ|)
     F = np.array([1, 2, 3])
-    result = unlearn(model, X, y, F, damping=damping)
+    old = dict(method="influence", curvature="hessian")
+    result = unlearn(model, X, y, F, damping=damping, **old)
     assert result.curvature == "ggn" and "nearly singular" in result.notes[0]
     # the explicit solver does what it is told
-    forced = unlearn(model, X, y, F, damping=damping, solver="cholesky")
+    forced = unlearn(model, X, y, F, damping=damping, solver="cholesky", safeguard=False, **old)
     assert forced.curvature == "hessian" and forced.notes == ()
 
 
 def test_explicit_cholesky_raises_on_indefinite_hessian(small):
     model, X, y = small
     with pytest.raises(mlu.NotPositiveDefiniteError, match="not positive definite"):
-        unlearn(model, X, y, [0], solver="cholesky")
+        unlearn(model, X, y, [0], solver="cholesky", method="influence", curvature="hessian")
     with pytest.raises(np.linalg.LinAlgError):
-        unlearn(model, X, y, [0], solver="cholesky", damping=0.0)
+        unlearn(
+            model, X, y, [0], solver="cholesky", damping=0.0, method="influence",
+            curvature="hessian",
+        )  # fmt: skip
 
 
 def test_eigh_reports_min_eigenvalue_and_drops_negative_directions(small):
     model, X, y = small
     H = model.hessian(X, y)
     w, U = np.linalg.eigh(H)
-    result = unlearn(model, X, y, [0, 1], solver="eigh")
+    result = unlearn(
+        model, X, y, [0, 1], solver="eigh", safeguard=False, method="influence",
+        curvature="hessian", damping=0.01,
+    )  # fmt: skip
     assert result.min_eigenvalue == pytest.approx(w[0], rel=1e-8)
     assert result.negative_curvature and "left out" in result.notes[0]
     b = _forget_gradient_sum(model, X[[0, 1]], y[[0, 1]], "all")
-    keep = w + DEFAULT_DAMPING > 1e-10 * np.abs(w + DEFAULT_DAMPING).max()
-    expected = U[:, keep] @ ((U[:, keep].T @ b) / (w[keep] + DEFAULT_DAMPING)) / len(y)
+    keep = w + 0.01 > 1e-10 * np.abs(w + 0.01).max()
+    expected = U[:, keep] @ ((U[:, keep].T @ b) / (w[keep] + 0.01)) / len(y)
     assert rel(result.model.params - model.params, expected) < 1e-8
 
 
@@ -320,15 +331,15 @@ def test_cg_path_and_its_fallback(small, monkeypatch):
     model, X, y = small
     monkeypatch.setattr(unlearn_module, "DENSE_MAX_PARAMS", 10)
     F = np.array([4, 5])
-    result = unlearn(model, X, y, F, method="newton")
+    result = unlearn(model, X, y, F, method="newton", curvature="hessian", steps=1)
     assert result.solver == "cg" and result.curvature == "ggn" and result.iterations > 0
     assert result.negative_curvature and "cg" in result.notes[0]
-    dense = unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky")
+    dense = unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky", steps=1)
     # CG stops at a relative residual of tol = 1e-6; κ ~ 300 makes that ~1e-5 in x
     assert rel(result.model.params - model.params, dense.model.params - model.params) < 1e-4
     # explicit CG on the indefinite Hessian: a warning, not a silent switch
     with pytest.warns(RuntimeWarning, match="non-positive curvature"):
-        bad = unlearn(model, X, y, F, solver="cg")
+        bad = unlearn(model, X, y, F, solver="cg", method="influence", curvature="hessian")
     assert bad.curvature == "hessian" and bad.negative_curvature
     with pytest.warns(RuntimeWarning, match="did not reach"):
         unlearn(model, X, y, F, solver="cg", curvature="ggn", maxiter=1)
@@ -350,7 +361,7 @@ def test_default_call_works_on_trained_relu_models(binary):
 
 def test_result_is_frozen_and_readable(small):
     model, X, y = small
-    result = unlearn(model, X, y, [7], damping=0.3)
+    result = unlearn(model, X, y, [7], damping=0.3, method="influence", curvature="hessian")
     assert isinstance(result, UnlearningResult)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.damping = 1.0
@@ -402,7 +413,7 @@ def test_bad_forget_sets(small, forget, error, match):
         ({"damping": -1.0}, "damping"),
         ({"damping": float("nan")}, "damping"),
         ({"steps": 0}, "steps"),
-        ({"steps": 2}, "only meaningful"),
+        ({"steps": 2, "method": "influence"}, "only meaningful"),
         ({"method": "newton", "steps": 1.5}, "steps"),
         ({"tol": 0.0}, "tol"),
         ({"maxiter": 0}, "maxiter"),
@@ -453,3 +464,17 @@ def test_inputs_are_never_modified(small):
             unlearn(model, X, y, F, method=method, params=params, steps=1 + (method == "newton"))
     assert np.array_equal(X, X0) and np.array_equal(y, y0) and np.array_equal(F, F0)
     assert np.array_equal(model.params, theta0)
+
+
+def test_defaults_are_the_one_shared_set(small):
+    model, X, y = small
+    assert dict(unlearn_module.DEFAULTS) == {
+        "method": "newton", "curvature": "ggn", "damping": 0.01, "steps": 2,
+    }  # fmt: skip
+    plain = unlearn(model, X, y, [3, 4, 5])
+    explicit = unlearn(model, X, y, [3, 4, 5], **unlearn_module.DEFAULTS)
+    assert np.array_equal(plain.model.params, explicit.model.params)
+    assert (plain.method, plain.curvature, plain.damping) == ("newton", "ggn", 0.01)
+    assert plain.steps <= 2 and len(plain.checks) == plain.steps
+    # influence keeps one step without being told
+    assert unlearn(model, X, y, [3], method="influence").steps == 1

@@ -13,7 +13,13 @@ from .detect import (
     estimate_noise_rate,
     select,
 )
-from .exceptions import HessianTooLargeError, NoiseRateWarning, NotPositiveDefiniteError
+from .exceptions import (
+    HessianTooLargeError,
+    NoiseRateWarning,
+    NotPositiveDefiniteError,
+    UnscaledFeaturesWarning,
+    UpdateShortenedWarning,
+)
 from .experiments import ExperimentConfig, run_experiments
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
@@ -39,6 +45,8 @@ __all__ = [
     "baselines",
     "ConfidentLearningResult",
     "NoiseRateWarning",
+    "UnscaledFeaturesWarning",
+    "UpdateShortenedWarning",
     "confident_learning",
     "detect",
     "estimate_noise_rate",

@@ -20,7 +20,15 @@ __all__ = ["FORMAT_TAG", "FORMAT_VERSION", "load_model", "save_model"]
 FORMAT_TAG = "mlu.MLP"
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "version", "sizes", "activation", "classes", "params", "hyperparams")
-_OPTIONAL = ("torch_dtype", "loss_curve", "trace_loss", "trace_margin", "feature_names")
+_OPTIONAL = (
+    "torch_dtype",
+    "loss_curve",
+    "trace_loss",
+    "trace_margin",
+    "feature_names",
+    "scale_offset",
+    "scale_factor",
+)
 
 
 def _json_default(value: Any) -> Any:
@@ -83,9 +91,12 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
     if getattr(model, "loss_curve_", None) is not None:
         arrays["loss_curve"] = np.asarray(model.loss_curve_, dtype=np.float64).reshape(-1)
     trace = getattr(model, "trace_", None)
-    if trace is not None:
+    if trace is not None and trace.describes(model.theta_):  # a stale record is not written
         arrays["trace_loss"] = np.asarray(trace.loss, dtype=np.float64)
         arrays["trace_margin"] = np.asarray(trace.margin, dtype=np.float64)
+    if getattr(model, "scale_offset_", None) is not None:
+        arrays["scale_offset"] = np.asarray(model.scale_offset_, dtype=np.float64)
+        arrays["scale_factor"] = np.asarray(model.scale_factor_, dtype=np.float64)
     if getattr(model, "feature_names_in_", None) is not None:
         arrays["feature_names"] = _label_array(model.feature_names_in_, "feature_names_in_")
 
@@ -231,9 +242,18 @@ def load_model(path: str | os.PathLike, cls: type[Any], trace_type: type) -> Any
         loss, margin = arrays["trace_loss"], arrays["trace_margin"]
         if loss.dtype != np.float64 or loss.ndim != 2 or margin.shape != loss.shape:
             raise ValueError(f"{path}: 'trace_loss'/'trace_margin' must be 2-D float64, same shape")
-        model.trace_ = trace_type(loss, margin.astype(np.float64))
+        # saved together with θ, so it describes the loaded parameters
+        model.trace_ = trace_type(loss, margin.astype(np.float64), model.theta_.copy())
     elif "loss_curve" in arrays:
         model.trace_ = None  # fitted without track=True
+    if ("scale_offset" in arrays) != ("scale_factor" in arrays):
+        raise ValueError(f"{path}: 'scale_offset' and 'scale_factor' must come together")
+    if "scale_offset" in arrays:
+        offset, factor = arrays["scale_offset"], arrays["scale_factor"]
+        for key, arr in (("scale_offset", offset), ("scale_factor", factor)):
+            if arr.dtype != np.float64 or arr.shape != (sizes_t[0],) or not np.isfinite(arr).all():
+                raise ValueError(f"{path}: {key!r} must be {sizes_t[0]} finite float64 values")
+        model.scale_offset_, model.scale_factor_ = offset.copy(), factor.copy()
     if "feature_names" in arrays:
         names = arrays["feature_names"]
         if names.dtype.kind != "U" or names.shape != (sizes_t[0],):

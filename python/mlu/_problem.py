@@ -13,12 +13,23 @@ import numpy as np
 from . import _core
 from ._validation import PARAMS_CHOICES, as_features, as_labels, check_choice, encode_labels
 
-__all__ = ["checked_Xy", "core_args", "core_problem"]
+__all__ = ["checked_Xy", "core_args", "core_problem", "scaled"]
 
 
 def core_args(model: Any) -> tuple[np.ndarray, list[int], str]:
     """(theta of shape (p,), layer sizes, activation): what every core call starts with."""
     return model.theta_, list(model.sizes_), model.activation
+
+
+def scaled(model: Any, X: np.ndarray) -> np.ndarray:
+    """X as the network sees it: the model's fitted input transform (``MLP(scale=...)``) applied.
+
+    The transform is fixed, so derivatives w.r.t. θ are those of the network on the new X.
+    """
+    offset = getattr(model, "scale_offset_", None)
+    if offset is None:
+        return X
+    return np.ascontiguousarray((X - offset) * model.scale_factor_)
 
 
 def checked_Xy(model: Any, X, y) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +48,7 @@ def core_problem(
     """
     check_choice(params, "params", PARAMS_CHOICES)
     X, yk = checked_Xy(model, X, y)
+    X = scaled(model, X)
     if params == "all":
         return (*core_args(model), X, yk)
     F = _core.hidden_features(*core_args(model), X)

@@ -40,6 +40,12 @@ def torch_sequential(model: Any, dtype: Any = None) -> Any:
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
     modules = []
     layers = model.layers
+    offset = getattr(model, "scale_offset_", None)
+    if offset is not None:
+        # The input transform (x − o) ⊙ s folds into the first layer: W' = W diag(s), b' = b − W' o
+        W, b = layers[0]
+        W = W * model.scale_factor_
+        layers[0] = (W, b - W @ offset)
     for i, (W, b) in enumerate(layers):
         # skip_init: no default initialisation, so torch's global RNG is left untouched
         lin = torch.nn.utils.skip_init(

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .unlearn import DEFAULTS
+
 __all__ = ["build_parser", "main"]
 
 # (option, config key, argparse keyword arguments). Every option defaults to None, so that
@@ -119,10 +121,21 @@ _RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--curvature",
         "curvature",
-        dict(choices=("hessian", "ggn"), help="default curvature (default ggn)"),
+        dict(
+            choices=("hessian", "ggn"),
+            help=f"default curvature (default {DEFAULTS['curvature']})",
+        ),
     ),
-    ("--damping", "damping", dict(type=float, help="default damping (default 0.1)")),
-    ("--steps", "steps", dict(type=int, help="default Newton steps (default 2)")),
+    (
+        "--damping",
+        "damping",
+        dict(type=float, help=f"default damping (default {DEFAULTS['damping']:g})"),
+    ),
+    (
+        "--steps",
+        "steps",
+        dict(type=int, help=f"default Newton steps (default {DEFAULTS['steps']})"),
+    ),
     ("--solver", "solver", dict(choices=("auto", "cholesky", "eigh", "cg"))),
     ("--finetune-epochs", "finetune_epochs", dict(type=int)),
     ("--sisa-shards", "sisa_shards", dict(type=int)),

@@ -342,7 +342,7 @@ def _resolve_classes(
     classes: Sequence[int | str] | None, class_names: tuple[str, ...]
 ) -> list[int]:
     k = len(class_names)
-    if classes is None:
+    if classes is None or (isinstance(classes, str) and classes.lower() == "all"):
         return list(range(k))
     if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
         raise ValueError(f"classes must be a sequence of class ids or names, got {classes!r}")
@@ -409,7 +409,7 @@ def _to_features(images: np.ndarray, scale: float) -> np.ndarray:
 
 def load(
     name: str,
-    classes: Sequence[int | str] | None = None,
+    classes: Sequence[int | str] | str | None = None,
     root: PathLike | None = None,
     download: bool = False,
     n_per_class: int | None = None,
@@ -427,7 +427,8 @@ def load(
     classes : sequence of int or str, optional
         Keep only these classes (in train and test), relabelled ``0 .. k-1`` in the
         order given: ``classes=(0, 1)`` is the paper's binary task, ``(1, 0)`` swaps
-        the labels. Names from ``class_names`` are accepted too. Default: all.
+        the labels. Names from ``class_names`` are accepted too. Default (or ``"all"``,
+        as on the command line): all classes.
     root : str or path-like, optional
         Directory holding the four IDX files (``train-images-idx3-ubyte``,
         ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,

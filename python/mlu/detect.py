@@ -49,6 +49,8 @@ from .exceptions import NoiseRateWarning
 __all__ = [
     "DEFAULT_DAMPING",
     "DEFAULT_EARLY_FRACTION",
+    "DEFAULT_PIPELINE_DETECTOR",
+    "DEFAULT_PIPELINE_THRESHOLD",
     "DETECTORS",
     "ConfidentLearningResult",
     "NoiseRateWarning",
@@ -73,6 +75,15 @@ DEFAULT_DAMPING = 0.03
 #: (which is too early when an epoch has few SGD steps) and the final epoch.
 DEFAULT_EARLY_FRACTION = 0.3
 
+#: The detector and threshold of the default pipeline (detect -> select -> mlu.unlearn): AUM scores
+#: (train with ``MLP(track=True)``) flagged where the mean margin over training is negative
+#: (``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``). Measured against a noise-rate
+#: threshold (Gaussian mixture), AUM+loss rank combination and detect -> unlearn -> detect again
+#: on four real data sets x 5 seeds (benchmarks/unlearn_sweep.py): no rule won on all of them;
+#: see benchmarks/results/unlearn_sweep.md.
+DEFAULT_PIPELINE_DETECTOR = "aum"
+DEFAULT_PIPELINE_THRESHOLD = 0.0
+
 SOLVER_CHOICES = ("cholesky", "eigh")
 TRANSFORM_CHOICES = ("auto", "log", "none")
 # Below this separation of the two mixture components the noise-rate estimate was unreliable.
@@ -96,7 +107,16 @@ def _trace(model, n: int):
     if trace is None:
         raise ValueError(
             "this detector reads the per-epoch training record model.trace_, which the model "
-            "does not have: train it with mlu.MLP(track=True)"
+            "does not have: train it with mlu.MLP(track=True). Models made by mlu.unlearn, "
+            "by a conversion (mlu.interop) or from layers carry no record, because training "
+            "did not produce their parameters: detect on the model you trained"
+        )
+    if not trace.describes(model.theta_):
+        raise ValueError(
+            "model.trace_ is stale: the model's parameters changed after the training it "
+            "records (unlearned, fine-tuned by hand or set through params), so its per-epoch "
+            "record does not describe this model: detect on the model you trained, or refit "
+            "with mlu.MLP(track=True)"
         )
     if trace.loss.shape[0] == 0:
         raise ValueError("model.trace_ is empty: the model was trained for 0 epochs")

@@ -7,7 +7,13 @@ caller may want to catch on their own.
 
 from ._core import NotPositiveDefiniteError
 
-__all__ = ["HessianTooLargeError", "NoiseRateWarning", "NotPositiveDefiniteError"]
+__all__ = [
+    "HessianTooLargeError",
+    "NoiseRateWarning",
+    "NotPositiveDefiniteError",
+    "UnscaledFeaturesWarning",
+    "UpdateShortenedWarning",
+]
 
 # NotPositiveDefiniteError (a ValueError) is defined by the C++ core, which raises it when a
 # Cholesky factorisation of H + δI fails; it is re-exported here.
@@ -19,3 +25,11 @@ class HessianTooLargeError(MemoryError):
 
 class NoiseRateWarning(UserWarning):
     """The scores do not separate into two groups well enough to trust a noise-rate estimate."""
+
+
+class UpdateShortenedWarning(RuntimeWarning):
+    """An unlearning update would have increased the retained objective and was shortened."""
+
+
+class UnscaledFeaturesWarning(UserWarning):
+    """Features look unscaled (far outside [0, 1], not standardised): training may fail."""

@@ -262,7 +262,9 @@ def to_torch(model: MLP, dtype: torch.dtype | str | None = None) -> torch.nn.Seq
     -------
     torch.nn.Sequential
         A new module on the CPU whose outputs are the model's logits (``model.logits``). It
-        holds copies of the parameters. PyTorch's random number generator is not used.
+        holds copies of the parameters; the input transform of ``MLP(scale=...)`` is folded
+        into the first layer (so :func:`from_torch` reads back a model without ``scale``).
+        PyTorch's random number generator is not used.
     """
     check_model(model)
     return torch_sequential(model, dtype)

@@ -20,6 +20,8 @@ key               dtype, shape                 content
 ``trace_loss``,   float64, (epochs, n) — opt.  ``trace_`` (models fitted with ``track=True``)
 ``trace_margin``
 ``feature_names`` unicode, (d,) — optional     ``feature_names_in_``
+``scale_offset``, float64, (d,) — optional     the input transform of ``MLP(scale=...)``
+``scale_factor``
 ================  ===========================  =================================================
 
 Any file that does not match this (not an npz archive, a pickle, an object array, a missing

@@ -101,6 +101,41 @@ def _check_num_classes(num_classes: object, y: np.ndarray, what: str = "y") -> i
     return k
 
 
+def _check_classes(classes: object, y: np.ndarray) -> np.ndarray:
+    """The label set as sorted distinct int64, shape (k,), holding every label of y."""
+    cls = as_class_ids(np.atleast_1d(np.asarray(classes)), "classes")
+    if np.unique(cls).size != cls.size:
+        raise ValueError(f"classes must be distinct labels, got {cls.tolist()}")
+    cls = np.sort(cls)
+    missing = np.setdiff1d(y, cls)
+    if missing.size:
+        raise ValueError(
+            f"y contains label {int(missing[0])}, which is not in classes={cls.tolist()}"
+        )
+    if cls.size < 2:
+        raise ValueError(f"need at least 2 classes to flip labels, got classes={cls.tolist()}")
+    return cls
+
+
+def _label_set(num_classes: object, classes: object, y: np.ndarray) -> np.ndarray:
+    """The classes a label may flip to: ``classes``, ``0..num_classes-1`` or those in y."""
+    if classes is not None:
+        if num_classes is not None:
+            raise ValueError("give num_classes or classes, not both")
+        return _check_classes(classes, y)
+    if num_classes is not None:
+        return np.arange(_check_num_classes(num_classes, y), dtype=np.int64)
+    present = np.unique(y)
+    if present.size == 0:
+        raise ValueError("num_classes is required when there are no labels (or pass classes=)")
+    if present.size < 2:
+        raise ValueError(
+            f"need at least 2 classes to flip labels, but y holds only {present.tolist()}: a "
+            "flipped label would be invented; pass classes= (or num_classes=) to name the set"
+        )
+    return present
+
+
 def _check_rate(rate: object) -> float:
     if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.number)):
         raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
@@ -169,13 +204,14 @@ def flip_labels(
     mode: str = "random",
     num_classes: int | None = None,
     matrix: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
 ) -> NoisyLabels:
     """Corrupt labels with synthetic label noise.
 
     Parameters
     ----------
     y : array-like of int, shape (n,)
-        True labels in ``0 .. num_classes-1``. Never modified.
+        True labels (non-negative integers). Never modified.
     rate : float in [0, 1], optional
         Flip probability (``"random"``) or per-class fraction (``"per_class"``).
         Required for those modes; must be None for ``"matrix"``, where the matrix
@@ -190,10 +226,15 @@ def flip_labels(
         ``"matrix"``: the noisy label of a sample of class ``i`` is drawn from row
         ``i`` of ``matrix`` (it may equal ``i``, which then counts as not flipped).
     num_classes : int, optional
-        Number of classes k >= 2; default ``max(y) + 1`` (in matrix mode, the
-        matrix's size).
+        The label set is ``0 .. num_classes-1``. Default: the labels present in y (a
+        flipped label is never one that y does not hold, e.g. labels {3, 8} flip to each
+        other); in matrix mode, ``0 .. k-1`` for a k x k matrix.
     matrix : array-like, shape (k, k), optional
         Row-stochastic ``T[i, j] = P(noisy j | true i)``; only for ``mode="matrix"``.
+        Rows and columns follow the sorted label set.
+    classes : array-like of int, shape (k,), optional
+        The label set, when it holds labels that y lacks (e.g. a subsample); exclusive
+        with ``num_classes``.
 
     Returns
     -------
@@ -231,36 +272,47 @@ def flip_labels(
             raise ValueError(
                 f"transition matrix is {len(T)}x{len(T)} but num_classes={num_classes}"
             )
-        k = _check_num_classes(T.shape[0], true)
+        if classes is None:
+            labels = np.arange(_check_num_classes(T.shape[0], true), dtype=np.int64)
+        else:
+            labels = _label_set(None, classes, true)
+            if labels.size != T.shape[0]:
+                raise ValueError(
+                    f"transition matrix is {len(T)}x{len(T)} but there are {labels.size} classes"
+                )
     else:
         if matrix is not None:
             raise ValueError(f"matrix is only used with mode='matrix', not mode={mode!r}")
         if rate is None:
             raise ValueError(f"mode={mode!r} needs a rate in [0, 1]")
         r = _check_rate(rate)
-        k = _check_num_classes(num_classes, true)
+        labels = _label_set(num_classes, classes, true)
 
+    # Flip class indices 0..k-1 and map back, so that only labels of the set can appear.
+    k = labels.size
+    codes = np.searchsorted(labels, true)
     rng = np.random.default_rng(seed)
-    noisy = true.copy()
+    noisy = codes.copy()
     if mode == "random":
         # random() is in [0, 1): rate 0 selects nothing, rate 1 selects everything.
         idx = np.flatnonzero(rng.random(true.shape[0]) < r)
-        noisy[idx] = _flip_to_other(true[idx], k, rng)
+        noisy[idx] = _flip_to_other(codes[idx], k, rng)
     elif mode == "per_class":
         chosen = []
         for c in range(k):
-            members = np.flatnonzero(true == c)
+            members = np.flatnonzero(codes == c)
             m = math.floor(r * members.size + _FLOOR_EPS)
             chosen.append(rng.choice(members, size=m, replace=False))
         idx = np.sort(np.concatenate(chosen))
-        noisy[idx] = _flip_to_other(true[idx], k, rng)
+        noisy[idx] = _flip_to_other(codes[idx], k, rng)
     else:
         for c in range(k):
-            members = np.flatnonzero(true == c)
+            members = np.flatnonzero(codes == c)
             if members.size:
                 # Normalise away the (<= 1e-8) slack that validation allowed.
                 noisy[members] = rng.choice(k, size=members.size, p=T[c] / T[c].sum())
 
+    noisy = labels[noisy]
     flipped = noisy != true
     observed = float(flipped.mean()) if flipped.size else 0.0
     return NoisyLabels(labels=noisy, flipped=flipped, true_labels=true, rate=observed)

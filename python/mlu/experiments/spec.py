@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..unlearn import DEFAULT_CURVATURE, DEFAULT_DAMPING, DEFAULT_STEPS
+
 __all__ = [
     "BASELINES",
     "CELL_FORMAT",
@@ -41,7 +43,7 @@ ZERO_DETECTORS = ("margin", "aum")
 NOISE_MODES = ("random", "per_class")
 
 #: The pipeline we recommend: AUM scores, flag every sample whose mean margin over training
-#: is negative, Newton unlearning (GGN, damping 0.1, two steps; see ExperimentConfig).
+#: is negative, unlearning with mlu.unlearn's defaults (mlu.unlearn.DEFAULTS).
 DEFAULT_PIPELINE = "aum/zero/newton"
 #: The DEIM2024 paper's pipeline: final loss, top 10%, influence update of the last layer.
 PAPER_PIPELINE = "loss/top/influence:damping=0.01,params=last"
@@ -261,12 +263,9 @@ class ExperimentConfig:
         Defaults of :func:`mlu.unlearn.unlearn` for every method (a method spec may override
         them). ``curvature="ggn"``: the exact Hessian of a ReLU net trained on noisy labels is
         far from positive definite (eigenvalues down to about -1 on the retained set).
-        ``damping=0.1`` rather than the library's 0.01: at high noise one undamped-enough
-        Newton step can overshoot (Fashion-MNIST 0/1, r = 40%, seed 2: test accuracy 75.8%
-        with 0.01, 94.4% with 0.1, noisy model 81.3%) while at low noise 0.1 costs nothing
-        measurable. ``steps=2``: the second step comes with a backtracking line search on the
-        retained objective, which tames the same overshoot (oracle forget set, same case: one
-        step 86.6%, two steps 97.6%) at twice the (sub-second) cost.
+        The defaults are :data:`mlu.unlearn.DEFAULTS` (GGN, damping 0.01, two checked Newton
+        steps), the measured best of benchmarks/unlearn_sweep.py; the experiment driver, the
+        CLI and :func:`mlu.unlearn.unlearn` share them.
     finetune_epochs : int
         Epochs of the fine-tune-on-retained baseline.
     sisa_shards, sisa_slices : int
@@ -301,9 +300,9 @@ class ExperimentConfig:
     methods: tuple[str, ...] = ("influence", "influence:params=last", "newton")
     baselines: tuple[str, ...] = BASELINES
     params: str = "all"
-    curvature: str = "ggn"
-    damping: float = 0.1
-    steps: int = 2
+    curvature: str = DEFAULT_CURVATURE
+    damping: float = DEFAULT_DAMPING
+    steps: int = DEFAULT_STEPS
     solver: str = "auto"
     finetune_epochs: int = 5
     sisa_shards: int = 5

@@ -123,17 +123,20 @@ def precision_at_k(scores, true_mask, k: int) -> float:
     return float(truth[top].mean())
 
 
-def detection_report(scores, flagged, true_mask) -> dict[str, float]:
+def detection_report(scores, flagged=None, true_mask=None) -> dict[str, float]:
     """All detection metrics at once, as a flat dict of floats (JSON-serialisable).
 
     Parameters
     ----------
     scores : array-like, shape (n,)
         Detector scores, higher = more suspect (for the threshold-free metrics).
-    flagged : array-like of bool, shape (n,)
-        The samples flagged (e.g. ``mlu.select(scores, fraction=0.1)``).
+    flagged : array-like of bool, shape (n,), optional
+        The samples flagged (e.g. ``mlu.select(scores, fraction=0.1)``). Without it only the
+        threshold-free metrics are reported (``roc_auc``, ``average_precision``, ``n``,
+        ``n_true``).
     true_mask : array-like of bool, shape (n,)
-        True where the label was flipped.
+        True where the label was flipped (required; a keyword when ``flagged`` is left out:
+        ``detection_report(scores, true_mask=flipped)``).
 
     Returns
     -------
@@ -143,10 +146,19 @@ def detection_report(scores, flagged, true_mask) -> dict[str, float]:
         ``true_mask`` (0.0 on a zero denominator); ``precision_at_k`` with k = number flagged;
         and the counts ``n``, ``n_flagged``, ``n_true``, ``n_true_flagged`` (as floats).
     """
+    if true_mask is None:
+        raise TypeError("detection_report needs true_mask (True where the label was flipped)")
     truth = _as_mask(true_mask, "true_mask")
     n = truth.shape[0]
-    flags = _as_mask(flagged, "flagged", n)
     s = _as_scores(scores, n)
+    if flagged is None:
+        return {
+            "roc_auc": roc_auc(s, truth),
+            "average_precision": average_precision(s, truth),
+            "n": float(n),
+            "n_true": float(truth.sum()),
+        }
+    flags = _as_mask(flagged, "flagged", n)
     k = int(flags.sum())
     return {
         "roc_auc": roc_auc(s, truth),

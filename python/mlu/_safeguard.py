@@ -1,0 +1,188 @@
+"""A check on every unlearning update: never increase the retained objective silently.
+
+Unlearning approximates the minimiser of the retained objective L_R (docs/design.md,
+"Unlearning"). An update θ₀ → θ₀ + d from a quadratic model of L_R can overshoot (indefinite or
+badly damped curvature, a large forget set): then L_R(θ₀ + d) > L_R(θ₀) and the "unlearned"
+model is worse than the one we started from. :func:`checked_update` evaluates L_R after the
+update and, when it rose, shortens the update along its own direction by halving the step
+factor α until L_R no longer rises, down to α = 0 (no change at all). It reports what it saw
+in an :class:`UpdateCheck`: L_R and ‖∇L_R‖ before and after (‖∇L_R(θ')‖ is the gradient
+residual that the certified-removal bounds of Guo et al. (2020) are stated in), the predicted
+against the actual change of L_R, and the factor α.
+
+The objective is a callable, so callers may pass L_R on all retained samples (``mlu.unlearn``)
+or on a subsample (cheap checks of many small deletion requests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exceptions import UpdateShortenedWarning
+
+__all__ = ["UpdateCheck", "UpdateShortenedWarning", "checked_update"]
+
+ObjectiveAndGrad = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
+
+#: Halvings of the step factor before giving up (α = 2⁻³⁰ ≈ 1e-9, then α = 0).
+MAX_HALVINGS = 30
+#: Increases of L_R below this relative size are rounding, not a bad update: the update is still
+#: shortened (L_R never rises), but no warning is raised for them.
+ROUNDING_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class UpdateCheck:
+    """What the check of one update saw.
+
+    Attributes
+    ----------
+    objective_before, objective_after : float
+        L_R at θ₀ and at the returned θ (``after <= before`` always).
+    grad_norm_before, grad_norm_after : float
+        ‖∇L_R‖ at θ₀ and at the returned θ (the gradient residual of Guo et al., 2020).
+    predicted_change : float
+        The change of L_R the update's own model predicted for the full step (NaN if not given).
+    full_change : float
+        The actual change ``L_R(θ₀ + d) − L_R(θ₀)`` of the full step (may be +inf or NaN when the
+        full step overflowed).
+    actual_change : float
+        ``objective_after − objective_before`` (≤ 0).
+    step : float
+        The line-search factor α in [0, 1]: the returned θ is ``θ₀ + α d``.
+    evaluations : int
+        Objective evaluations used (1 + number of halvings, plus the one at θ₀ when not given).
+    """
+
+    objective_before: float
+    objective_after: float
+    grad_norm_before: float
+    grad_norm_after: float
+    predicted_change: float
+    full_change: float
+    actual_change: float
+    step: float
+    evaluations: int
+
+    @property
+    def shortened(self) -> bool:
+        """Whether the update was cut (α < 1)."""
+        return self.step < 1.0
+
+    @property
+    def significant(self) -> bool:
+        """Whether the full step raised L_R by more than rounding (worth a warning)."""
+        scale = ROUNDING_TOLERANCE * max(1.0, abs(self.objective_before))
+        return not (self.full_change <= scale)
+
+    def describe(self) -> str:
+        """One plain sentence: what happened to L_R."""
+        if not self.shortened:
+            return (
+                f"L_R {self.objective_before:.6g} -> {self.objective_after:.6g} (predicted change "
+                f"{self.predicted_change:.3g}, actual {self.actual_change:.3g}); "
+                f"|grad L_R| {self.grad_norm_before:.3g} -> {self.grad_norm_after:.3g}"
+            )
+        what = (
+            "the update was not applied (no step along it decreased L_R)"
+            if self.step == 0.0
+            else f"the update was shortened to {self.step:.3g} of its length by a line search"
+        )
+        return (
+            f"the full update would have increased the retained objective L_R by "
+            f"{self.full_change:.3g} (from {self.objective_before:.6g}; predicted change "
+            f"{self.predicted_change:.3g}); {what}: L_R {self.objective_after:.6g}, "
+            f"|grad L_R| {self.grad_norm_before:.3g} -> {self.grad_norm_after:.3g}"
+        )
+
+
+def _evaluate(objective_and_grad: ObjectiveAndGrad, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    value, grad = objective_and_grad(theta)
+    return float(value), np.asarray(grad, dtype=np.float64)
+
+
+def checked_update(
+    theta0: np.ndarray,
+    direction: np.ndarray,
+    objective_and_grad: ObjectiveAndGrad,
+    predicted_change: float = math.nan,
+    *,
+    before: tuple[float, np.ndarray] | None = None,
+    max_halvings: int = MAX_HALVINGS,
+) -> tuple[np.ndarray, UpdateCheck]:
+    """Apply ``θ₀ + α d`` with the largest α in {1, 1/2, 1/4, …, 2⁻ᵐ, 0} that does not raise L_R.
+
+    Parameters
+    ----------
+    theta0 : ndarray, shape (p,)
+        The current parameters (never modified).
+    direction : ndarray, shape (p,)
+        The proposed update d (the full step is ``θ₀ + d``).
+    objective_and_grad : callable ``θ -> (L_R(θ), ∇L_R(θ))``
+        The retained objective and its gradient, shape (p,); may use a subsample of R. Must not
+        keep or modify its argument.
+    predicted_change : float, optional
+        The change of L_R that the update's quadratic model predicts for the full step
+        (reported only).
+    before : (float, ndarray), optional
+        ``objective_and_grad(theta0)`` when the caller already has it (saves one evaluation).
+    max_halvings : int
+        Halvings of α before giving up and returning θ₀ unchanged (α = 0).
+
+    Returns
+    -------
+    theta : ndarray, shape (p,)
+        A new array: ``θ₀ + α d`` with ``L_R(theta) <= L_R(θ₀)``.
+    check : UpdateCheck
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ, a non-finite θ₀, d or L_R(θ₀).
+    """
+    theta0 = np.asarray(theta0, dtype=np.float64)
+    direction = np.asarray(direction, dtype=np.float64)
+    if theta0.ndim != 1 or direction.shape != theta0.shape:
+        raise ValueError(
+            f"theta0 and direction must be 1-D of one shape, got {theta0.shape} and "
+            f"{direction.shape}"
+        )
+    if not (np.isfinite(theta0).all() and np.isfinite(direction).all()):
+        raise ValueError("theta0 and direction must be finite")
+    evaluations = 0
+    if before is None:
+        before = _evaluate(objective_and_grad, theta0)
+        evaluations += 1
+    f0, g0 = float(before[0]), np.asarray(before[1], dtype=np.float64)
+    if not math.isfinite(f0):
+        raise ValueError(f"the retained objective at theta0 is not finite ({f0})")
+
+    step, full_change = 1.0, math.nan
+    with np.errstate(over="ignore", invalid="ignore"):
+        for halving in range(max_halvings + 1):
+            trial = theta0 + step * direction
+            f, g = _evaluate(objective_and_grad, trial)
+            evaluations += 1
+            if halving == 0:
+                full_change = f - f0
+            if f <= f0:  # NaN compares False: a step that overflowed is shortened too
+                break
+            step *= 0.5
+        else:
+            step, trial, f, g = 0.0, theta0.copy(), f0, g0
+    check = UpdateCheck(
+        objective_before=f0,
+        objective_after=f,
+        grad_norm_before=float(np.linalg.norm(g0)),
+        grad_norm_after=float(np.linalg.norm(g)),
+        predicted_change=float(predicted_change),
+        full_change=float(full_change),
+        actual_change=f - f0,
+        step=step,
+        evaluations=evaluations,
+    )
+    return trial, check
