@@ -265,7 +265,8 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError(f"classes must be {sizes[-1]} distinct labels, got {classes}")
         self.classes_ = np.sort(classes)
         self.theta_ = np.zeros(_core.num_params(list(self.sizes_)))
-        self.scale_offset_ = self.scale_factor_ = None
+        self.scale_offset_: np.ndarray | None = None
+        self.scale_factor_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ parameters
     @property
