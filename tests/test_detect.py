@@ -408,8 +408,15 @@ def test_trace_detectors_refuse_unlearned_and_changed_models():
     changed.params = changed.params * 1.01  # e.g. by hand
     with pytest.raises(ValueError, match="stale"):
         detect(changed, X, y, method="aum")
+
+
+def test_trace_detectors_refuse_converted_models():
+    pytest.importorskip("torch")
     from mlu.interop import from_torch
 
+    ds = mlu.datasets.load("digits", classes=(0, 1))
+    X, y = ds.X_train[:120], ds.y_train[:120]
+    model = mlu.MLP(hidden=(5,), epochs=4, track=True).fit(X, y)
     converted = from_torch(model.to_torch(), classes=model.classes_)
     with pytest.raises(ValueError, match="conversion"):
         detect(converted, X, y, method="aum")
