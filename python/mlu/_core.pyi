@@ -148,3 +148,61 @@ def sgd_epoch(
 
     Inputs unchanged.
     """
+
+# unlearner.cpp
+def kfac_sums(
+    theta: npt.ArrayLike, sizes: Sequence[int], activation: str, X: npt.ArrayLike
+) -> tuple[list[_F64], list[_F64]]:
+    """K-FAC sums over the rows of X: lists A and G, per layer. Not normalised.
+
+    A: sum of [a;1][a;1]^T, (in+1) square; G: sum of the Gauss-Newton pre-activation factors
+    g g^T, out square.
+    """
+
+def ekfac_sums(
+    theta: npt.ArrayLike,
+    sizes: Sequence[int],
+    activation: str,
+    X: npt.ArrayLike,
+    QA: Sequence[npt.ArrayLike],
+    QG: Sequence[npt.ArrayLike],
+) -> list[_F64]:
+    """EK-FAC corrections over the rows of X in the eigenbases QA, QG. Not normalised.
+
+    Per layer the (out, in+1) sums of (QG^T g)^2 (QA^T [a;1])^2 over samples and Gauss-Newton
+    rows.
+    """
+
+def gn_terms(
+    theta: npt.ArrayLike, sizes: Sequence[int], activation: str, X: npt.ArrayLike
+) -> tuple[list[_F64], list[_F64]]:
+    """Factors of the Gauss-Newton rows: lists G and hidden.
+
+    G per layer, (n*r, out), row i*r+rho; hidden per hidden layer, (n, out).
+    """
+
+def woodbury_gram(
+    sizes: Sequence[int],
+    X: npt.ArrayLike,
+    G: Sequence[npt.ArrayLike],
+    hidden: Sequence[npt.ArrayLike],
+) -> _F64:
+    """Gram matrix B B^T of the Gauss-Newton rows, shape (n*r, n*r)."""
+
+def gn_jvp(
+    sizes: Sequence[int],
+    X: npt.ArrayLike,
+    G: Sequence[npt.ArrayLike],
+    hidden: Sequence[npt.ArrayLike],
+    V: npt.ArrayLike,
+) -> _F64:
+    """B V^T for V of shape (m, p): shape (n*r, m)."""
+
+def gn_vjp(
+    sizes: Sequence[int],
+    X: npt.ArrayLike,
+    G: Sequence[npt.ArrayLike],
+    hidden: Sequence[npt.ArrayLike],
+    Z: npt.ArrayLike,
+) -> _F64:
+    """B^T Z for Z of shape (n*r, m): shape (m, p)."""
