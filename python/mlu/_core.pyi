@@ -14,7 +14,13 @@ import numpy.typing as npt
 
 _F64 = npt.NDArray[np.float64]
 
+isa: str
+"""The instruction set this build of the core was compiled for ("baseline", "x86-64-v3", ...)."""
+openmp: bool
+"""Whether this build runs its loops in parallel with OpenMP."""
+
 class NotPositiveDefiniteError(np.linalg.LinAlgError): ...
+class CoreMemoryError(MemoryError): ...
 
 # module.cpp
 def get_num_threads() -> int:
@@ -206,3 +212,10 @@ def gn_vjp(
     Z: npt.ArrayLike,
 ) -> _F64:
     """B^T Z for Z of shape (n*r, m): shape (m, p)."""
+
+# cpu.cpp (also the body of the baseline-only mlu._cpu module)
+def x86_64_level() -> int:
+    """The x86-64 micro-architecture level this CPU (and OS) runs, by cpuid: 1 = x86-64, 2 = x86-64-v2, 3 = x86-64-v3 (AVX2, FMA, ...) or higher; 0 on other architectures."""
+
+def cpu_features() -> dict[str, bool]:
+    """The cpuid features that decide x86_64_level, by name (empty on other architectures)."""
