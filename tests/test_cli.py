@@ -46,6 +46,7 @@ TINY_RUN = [
 
 
 def test_demo_shows_a_test_accuracy_gain(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the demo draws its pictures
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
@@ -81,12 +82,14 @@ def test_demo_sweep(tmp_path, capsys):
     assert (out / "demo.png").stat().st_size > 10_000
     for name in ("detection.csv", "unlearning.csv", "pipeline.csv", "summary.md"):
         assert (out / name).is_file()
-    rows = list(csv.DictReader(open(out / "pipeline.csv", newline="")))
+    with open(out / "pipeline.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert {r["role"] for r in rows} == {"noisy", "clean_retrain", "unlearn", "retrain_kept"}
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
 
 
 def test_run_tiny_sweep_and_resume(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the run draws plots
     out = tmp_path / "run"
     assert main([*TINY_RUN, "--out", str(out)]) == 0
     text = capsys.readouterr().out

@@ -78,7 +78,8 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
         hyper = json.dumps(model.get_params(deep=False), default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save the hyper-parameters as JSON: {exc}") from exc
-    arrays: dict[str, np.ndarray] = {
+    # Any: numpy's stub of savez(**arrays) would have "allow_pickle" be a bool.
+    arrays: dict[str, Any] = {
         "format": np.array(FORMAT_TAG),
         "version": np.array(FORMAT_VERSION, dtype=np.int64),
         "sizes": np.array(model.sizes_, dtype=np.int64),
@@ -291,7 +292,7 @@ def _scalar_str(arrays: dict[str, np.ndarray], key: str, path) -> str:
     return str(value.item())
 
 
-def load_model(path: str | os.PathLike, cls: type, trace_type: type) -> Any:
+def load_model(path: str | os.PathLike, cls: type[Any], trace_type: type) -> Any:
     """Read a model written by :func:`save_model`; pickle is never loaded.
 
     ``cls`` is the model class (:class:`mlu.MLP`) and ``trace_type`` that of its ``trace_``

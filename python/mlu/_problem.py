@@ -49,7 +49,9 @@ def checked_Xy(model: Any, X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, encode_labels(as_labels(y, X.shape[0]), model.classes_)
 
 
-def core_problem(model: Any, X, y, params: str) -> tuple:
+def core_problem(
+    model: Any, X, y, params: str
+) -> tuple[np.ndarray, list[int], str, np.ndarray, np.ndarray]:
     """(theta, sizes, activation, X, y) of the problem that `params` selects.
 
     For params="last" the frozen layers are applied once and the last layer is a

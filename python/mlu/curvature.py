@@ -106,7 +106,7 @@ class Problem:
         k = self.sizes[-1]
         return 1 if k == 2 else k
 
-    def core_args(self, rows=slice(None)) -> tuple:
+    def core_args(self, rows=slice(None)) -> tuple[np.ndarray, list[int], str, np.ndarray]:
         return self.theta, list(self.sizes), self.activation, np.ascontiguousarray(self.X[rows])
 
     def gradient_sum(self, rows=slice(None)) -> np.ndarray:
@@ -307,7 +307,7 @@ class DenseCurvature(Curvature):
         A[np.diag_indices_from(A)] += self.l2
         self._A = A
         try:
-            self._L = _linalg.cholesky(A, self.damping)
+            self._L: np.ndarray | None = _linalg.cholesky(A, self.damping)
             self._eig = None
             self.solver = "cholesky"
         except NotPositiveDefiniteError:
@@ -323,6 +323,7 @@ class DenseCurvature(Curvature):
     def _solve(self, V, BV=None):
         if self._L is not None:
             return _linalg.cholesky_solve_many(self._L, V)
+        assert self._eig is not None  # no Cholesky factor: the eigendecomposition
         w, U = self._eig
         return _linalg.eig_pinv_solve_many(w, U, V, self.damping, _PINV_RCOND)
 

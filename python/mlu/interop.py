@@ -70,7 +70,8 @@ def _parse_layers(leaves, torch) -> tuple[list, str | tuple[str, ...] | None, li
     """
     nn = torch.nn
     acts = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
-    linears, positions = [], []
+    linears: list[Any] = []
+    positions: list[int] = []
     activations = []  # (position, name, layer, kind), one per hidden layer
     expect_linear = True  # the next layer that computes must be a Linear
     for i, (name, layer) in enumerate(leaves):

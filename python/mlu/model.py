@@ -291,7 +291,8 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError(f"classes must be {sizes[-1]} distinct labels, got {classes}")
         self.classes_ = np.sort(classes)
         self.theta_ = np.zeros(_check_model_fits(self.sizes_, "the model"))
-        self.scale_offset_ = self.scale_factor_ = None
+        self.scale_offset_: np.ndarray | None = None
+        self.scale_factor_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ parameters
     @property

@@ -27,12 +27,13 @@ import os
 import tempfile
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
 from . import _core
 from ._files import atomic_path
-from ._safeguard import checked_update
+from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
     PARAMS_CHOICES,
     activation_spec,
@@ -356,7 +357,8 @@ class Unlearner:
         # Safeguard (mlu._safeguard): L_R must not rise along the update. Checked on a fixed
         # seeded subsample of R (at most CHECK_ROWS rows): a full pass per request would make
         # its cost grow with n.
-        checks, check_sums = (), None
+        checks: tuple[UpdateCheck, ...] = ()
+        check_sums = None
         if safeguard:
             objective, rows_checked = self._subsample_objective(alive)
             seen: list[tuple[np.ndarray, float, np.ndarray]] = []
@@ -418,7 +420,8 @@ class Unlearner:
             "build_time": self.build_time,
             "data_hash": self._hash,
         }
-        arrays: dict[str, np.ndarray] = {
+        # Any: numpy's stub of savez(**arrays) would have "allow_pickle" be a bool.
+        arrays: dict[str, Any] = {
             "format": np.array(FORMAT_TAG),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
             "meta": np.array(json.dumps(meta)),

@@ -45,7 +45,7 @@ def load_dataset(cfg: ExperimentConfig, name: str):
         return userdata.to_dataset(
             data, classes=cfg.classes, n_per_class=cfg.n_per_class, seed=cfg.data_seed
         )
-    kwargs = dict(classes=cfg.classes, seed=cfg.data_seed)
+    kwargs: dict[str, Any] = dict(classes=cfg.classes, seed=cfg.data_seed)
     if cfg.data_root is not None and name != "digits":
         kwargs["root"] = cfg.data_root
     n = cfg.n_per_class
