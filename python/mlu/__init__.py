@@ -4,7 +4,17 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
-from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
+from . import (
+    baselines,
+    certified,
+    datasets,
+    exceptions,
+    experiment,
+    experiments,
+    metrics,
+    noise,
+    reference,
+)
 from ._version import __version__
 from .detect import (
     ConfidentLearningResult,
@@ -16,6 +26,7 @@ from .detect import (
 from .exceptions import (
     HessianTooLargeError,
     NoiseRateWarning,
+    NotCertifiedWarning,
     NotPositiveDefiniteError,
     UnscaledFeaturesWarning,
     UpdateShortenedWarning,
@@ -43,6 +54,8 @@ __all__ = [
     "reference",
     "set_num_threads",
     "baselines",
+    "certified",
+    "NotCertifiedWarning",
     "ConfidentLearningResult",
     "NoiseRateWarning",
     "UnscaledFeaturesWarning",
