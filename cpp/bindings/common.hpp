@@ -91,5 +91,6 @@ void bind_curvature(py::module_& m);
 void bind_solvers(py::module_& m);
 void bind_influence(py::module_& m);
 void bind_train(py::module_& m);
+void bind_unlearner(py::module_& m);
 
 }  // namespace mlu::bind

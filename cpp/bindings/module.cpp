@@ -27,4 +27,5 @@ PYBIND11_MODULE(_core, m) {
     bind::bind_solvers(m);
     bind::bind_influence(m);
     bind::bind_train(m);
+    bind::bind_unlearner(m);
 }

@@ -32,10 +32,12 @@ from .exceptions import (
     UpdateShortenedWarning,
 )
 from .experiments import ExperimentConfig, run_experiments
+from .influence import influence
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
+from .unlearner import Unlearner
 
 __all__ = [
     "__version__",
@@ -71,4 +73,6 @@ __all__ = [
     "metrics",
     "select",
     "unlearn",
+    "Unlearner",
+    "influence",
 ]

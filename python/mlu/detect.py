@@ -44,6 +44,7 @@ from ._validation import (
     check_model,
 )
 from .exceptions import NoiseRateWarning
+from .influence import self_influence as influence_self_influence
 
 __all__ = [
     "DEFAULT_DAMPING",
@@ -253,6 +254,7 @@ def scores_self_influence(
     damping: float = DEFAULT_DAMPING,
     solver: str = "cholesky",
     rcond: float = 1e-10,
+    representation: str | None = None,
 ) -> np.ndarray:
     """Self-influence ``s_i = ∇ℓ_iᵀ (H + δI)⁻¹ ∇ℓ_i`` of every sample (Koh & Liang, 2017).
 
@@ -283,6 +285,12 @@ def scores_self_influence(
         of negative curvature (and, with δ = 0, the null space) are dropped, not inverted.
     rcond : float
         Relative cut-off of the ``"eigh"`` solver.
+    representation : {None, "auto", "dense", "woodbury", "kfac", "ekfac"}
+        None: form and factor H as above. Otherwise H is the GGN held in that representation
+        of :mod:`mlu.curvature` (``curvature`` and ``solver`` are then not used): this is how
+        ``params="all"`` works for networks whose p x p matrix does not fit, e.g.
+        ``representation="ekfac"`` (memory Σ (d_in² + d_out²) per layer) or ``"woodbury"``
+        (exact, n·r < p).
 
     Returns
     -------
@@ -304,6 +312,10 @@ def scores_self_influence(
         raise ValueError(f"rcond must be in [0, 1), got {rcond}")
     X, yk = _checked_Xy(model, X, y)
     y = model.classes_[yk]
+    if representation is not None:
+        return influence_self_influence(
+            model, X, y, curvature=representation, damping=damping, params=params
+        )
     # H and its factor (or eigenvectors) live side by side: check both fit before building H.
     d, k = model.sizes_[-2], model.sizes_[-1]
     p = model.n_params if params == "all" else (d + 1) * k

@@ -1,0 +1,159 @@
+// Curvature factors of the Unlearner (K-FAC, EK-FAC, Woodbury) over any set of
+// samples; the factoring and solves are done by the caller.
+#include "bindings/common.hpp"
+#include "kfac.hpp"
+#include "woodbury.hpp"
+
+namespace mlu::bind {
+
+namespace {
+
+py::list to_list(std::vector<RowMat>&& mats) {
+    py::list out;
+    for (auto& M : mats) out.append(to_numpy(std::move(M)));
+    return out;
+}
+
+// Checked views of a list of per-layer matrices with the given shapes.
+std::vector<MatRef> layer_views(const std::vector<DArr>& mats, const std::vector<std::pair<Index, Index>>& shapes,
+                                const std::string& name) {
+    require(mats.size() == shapes.size(), name + " must hold " + std::to_string(shapes.size()) + " matrices, got " +
+                                              std::to_string(mats.size()));
+    std::vector<MatRef> out;
+    for (std::size_t l = 0; l < mats.size(); ++l) {
+        auto v = matrix_view(mats[l], name.c_str());
+        require(v.rows() == shapes[l].first && v.cols() == shapes[l].second,
+                name + "[" + std::to_string(l) + "] has shape " + shape_str(v.rows(), v.cols()) + ", expected " +
+                    shape_str(shapes[l].first, shapes[l].second));
+        out.emplace_back(v);
+    }
+    return out;
+}
+
+struct TermViews {
+    Architecture arch;
+    CMapRM X;
+    std::vector<MatRef> G, hidden;
+};
+
+TermViews term_views(const std::vector<Index>& sizes, const DArr& X, const std::vector<DArr>& G,
+                     const std::vector<DArr>& hidden) {
+    Architecture arch = make_arch(sizes, "relu");
+    auto Xv = matrix_view(X, "X");
+    check_X(arch, Xv.rows(), Xv.cols());
+    const Index L = arch.num_layers(), nr = checked_mul(Xv.rows(), ggn_rows_per_sample(arch), "Gauss-Newton rows");
+    std::vector<std::pair<Index, Index>> gs, hs;
+    for (Index l = 0; l < L; ++l) gs.emplace_back(nr, arch.out(l));
+    for (Index l = 0; l + 1 < L; ++l) hs.emplace_back(Xv.rows(), arch.out(l));
+    auto Gv = layer_views(G, gs, "G");
+    auto Hv = layer_views(hidden, hs, "hidden");
+    return {std::move(arch), Xv, std::move(Gv), std::move(Hv)};
+}
+
+}  // namespace
+
+void bind_unlearner(py::module_& m) {
+    m.def(
+        "kfac_sums",
+        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X) {
+            Data d = bind_data(theta, sizes, act, X, nullptr);
+            KFACSums s;
+            {
+                py::gil_scoped_release release;
+                s = kfac_sums(d.arch, d.theta.data(), d.X);
+            }
+            return py::make_tuple(to_list(std::move(s.A)), to_list(std::move(s.G)));
+        },
+        MLU_MODEL_ARGS,
+        "K-FAC sums over the rows of X: lists A (sum of [a;1][a;1]^T per layer, (in+1) square) and G (sum of the "
+        "Gauss-Newton pre-activation factors g g^T per layer, out square). Not normalised.");
+
+    m.def(
+        "ekfac_sums",
+        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X,
+           const std::vector<DArr>& QA, const std::vector<DArr>& QG) {
+            Data d = bind_data(theta, sizes, act, X, nullptr);
+            std::vector<std::pair<Index, Index>> sa, sg;
+            for (Index l = 0; l < d.arch.num_layers(); ++l) {
+                sa.emplace_back(d.arch.in(l) + 1, d.arch.in(l) + 1);
+                sg.emplace_back(d.arch.out(l), d.arch.out(l));
+            }
+            auto qa = layer_views(QA, sa, "QA");
+            auto qg = layer_views(QG, sg, "QG");
+            std::vector<RowMat> S;
+            {
+                py::gil_scoped_release release;
+                S = ekfac_sums(d.arch, d.theta.data(), d.X, qa, qg);
+            }
+            return to_list(std::move(S));
+        },
+        MLU_MODEL_ARGS, py::arg("QA"), py::arg("QG"),
+        "EK-FAC corrections over the rows of X in the eigenbases QA, QG: per layer the (out, in+1) sums of "
+        "(QG^T g)^2 (QA^T [a;1])^2 over samples and Gauss-Newton rows. Not normalised.");
+
+    m.def(
+        "gn_terms",
+        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X) {
+            Data d = bind_data(theta, sizes, act, X, nullptr);
+            GNTerms t;
+            {
+                py::gil_scoped_release release;
+                t = gn_terms(d.arch, d.theta.data(), d.X);
+            }
+            return py::make_tuple(to_list(std::move(t.G)), to_list(std::move(t.hidden)));
+        },
+        MLU_MODEL_ARGS,
+        "Factors of the Gauss-Newton rows: lists G (per layer, (n*r, out): row i*r+rho) and hidden (per hidden "
+        "layer, (n, out)).");
+
+    m.def(
+        "woodbury_gram",
+        [](const std::vector<Index>& sizes, const DArr& X, const std::vector<DArr>& G,
+           const std::vector<DArr>& hidden) {
+            TermViews t = term_views(sizes, X, G, hidden);
+            RowMat K;
+            {
+                py::gil_scoped_release release;
+                K = woodbury_gram(t.arch, t.X, t.G, t.hidden);
+            }
+            return to_numpy(std::move(K));
+        },
+        py::arg("sizes"), py::arg("X"), py::arg("G"), py::arg("hidden"),
+        "Gram matrix B B^T of the Gauss-Newton rows, shape (n*r, n*r).");
+
+    m.def(
+        "gn_jvp",
+        [](const std::vector<Index>& sizes, const DArr& X, const std::vector<DArr>& G, const std::vector<DArr>& hidden,
+           const DArr& V) {
+            TermViews t = term_views(sizes, X, G, hidden);
+            auto Vv = matrix_view(V, "V");
+            require(Vv.cols() == t.arch.p, "V must have p = " + std::to_string(t.arch.p) + " columns");
+            RowMat out;
+            {
+                py::gil_scoped_release release;
+                out = gn_jvp(t.arch, t.X, t.G, t.hidden, Vv);
+            }
+            return to_numpy(std::move(out));
+        },
+        py::arg("sizes"), py::arg("X"), py::arg("G"), py::arg("hidden"), py::arg("V"),
+        "B V^T for V of shape (m, p): shape (n*r, m).");
+
+    m.def(
+        "gn_vjp",
+        [](const std::vector<Index>& sizes, const DArr& X, const std::vector<DArr>& G, const std::vector<DArr>& hidden,
+           const DArr& Z) {
+            TermViews t = term_views(sizes, X, G, hidden);
+            auto Zv = matrix_view(Z, "Z");
+            require(Zv.rows() == t.G[0].rows(), "Z must have n*r = " + std::to_string(t.G[0].rows()) + " rows");
+            RowMat out;
+            {
+                py::gil_scoped_release release;
+                out = gn_vjp(t.arch, t.X, t.G, t.hidden, Zv);
+            }
+            return to_numpy(std::move(out));
+        },
+        py::arg("sizes"), py::arg("X"), py::arg("G"), py::arg("hidden"), py::arg("Z"),
+        "B^T Z for Z of shape (n*r, m): shape (m, p).");
+}
+
+}  // namespace mlu::bind

@@ -1,0 +1,424 @@
+"""Tests of mlu.Unlearner and the curvature representations of mlu.curvature: the Gauss-Newton
+factors against the NumPy reference GGN, dense and Woodbury against the reference Newton and
+influence updates (1e-10), K-FAC and EK-FAC against their defining formulas (and K-FAC against
+the exact GGN where it is exact), requests F1 then F2 against F1 ∪ F2, save/load bit for bit,
+bad requests, the automatic choice and the memory refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlu
+from mlu import _core, curvature
+from mlu import reference as ref
+from mlu.curvature import EKFACCurvature, KFACCurvature
+from mlu.unlearner import Unlearner, make_problem
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DAMPING = 0.05
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def binary():
+    ds = mlu.datasets.load("digits", classes=(0, 1))
+    X, y = ds.X_train[:50], ds.y_train[:50]
+    model = mlu.MLP(hidden=(4,), l2=1e-3, epochs=30, seed=0).fit(X, y)
+    return model, X, y
+
+
+@pytest.fixture(scope="module")
+def three():
+    ds = mlu.datasets.load("digits", classes=(3, 5, 8))
+    X, y = ds.X_train[:40, ::4], ds.y_train[:40]  # 16 features: Woodbury's n·r = 120 < p
+    model = mlu.MLP(hidden=(6,), l2=1e-3, epochs=30, seed=1).fit(X, y)
+    return model, X, y
+
+
+@pytest.fixture(scope="module")
+def deep():
+    ds = mlu.datasets.load("digits", classes=(3, 5, 8))
+    X, y = ds.X_train[:30, ::8], ds.y_train[:30]
+    model = mlu.MLP(hidden=(5, 4), activation="tanh", l2=1e-3, epochs=30, seed=2).fit(X, y)
+    return model, X, y
+
+
+MODELS = ["binary", "three", "deep"]
+
+
+def problem_of(model, X, y, params="all"):
+    return make_problem(model, X, mlu._validation.encode_labels(y, model.classes_), params)[0]
+
+
+def layer_factors(problem):
+    """Per layer (ã (n, in+1), g (n·r, out)) with NumPy, independently of the core."""
+    layers = ref.unflatten(problem.theta, problem.sizes)
+    X, n, r = problem.X, problem.n, problem.rows_per_sample
+    acts, pres, a = [], [], X
+    for ell, (W, b) in enumerate(layers):
+        acts.append(np.hstack([a, np.ones((n, 1))]))
+        z = a @ W.T + b
+        pres.append(z)
+        if ell < len(layers) - 1:
+            a = np.maximum(z, 0) if problem.activation == "relu" else np.tanh(z)
+    P = ref.softmax(pres[-1])
+    k = P.shape[1]
+    U = np.zeros((n, r, k))
+    for i in range(n):
+        if k == 2:
+            s = np.sqrt(P[i, 0] * P[i, 1])
+            U[i, 0] = [s, -s]
+        else:
+            U[i] = np.sqrt(P[i])[:, None] * (np.eye(k) - P[i][None, :])
+    gs = [None] * len(layers)
+    g = U.reshape(n * r, k)
+    for ell in range(len(layers) - 1, -1, -1):
+        gs[ell] = g
+        if ell > 0:
+            z = np.repeat(pres[ell - 1], r, axis=0)
+            d = (z > 0).astype(float) if problem.activation == "relu" else 1 - np.tanh(z) ** 2
+            g = (g @ layers[ell][0]) * d
+    return acts, gs
+
+
+def to_theta_order(problem, mats):
+    """Per-layer (out, in+1) [W | b] matrices (or (cols, out, in+1)) -> flat θ order."""
+    parts = []
+    for (_, _, d_out, d_in), M in zip(problem.layer_offsets(), mats):
+        parts += [M[..., :d_in].reshape(*M.shape[:-2], d_out * d_in), M[..., d_in]]
+    return np.concatenate(parts, axis=-1)
+
+
+def gn_rows(problem):
+    """The n·r × p Gauss-Newton rows from the NumPy factors."""
+    acts, gs = layer_factors(problem)
+    r = problem.rows_per_sample
+    mats = [g[:, :, None] * np.repeat(a, r, axis=0)[:, None, :] for a, g in zip(acts, gs)]
+    return to_theta_order(problem, mats)
+
+
+def kronecker_matrix(problem, blocks):
+    """Block-diagonal p × p from per-layer ((out·(in+1)) square) blocks in [W | b] order."""
+    p = problem.p
+    perm = []
+    for w_off, b_off, d_out, d_in in problem.layer_offsets():
+        for o in range(d_out):
+            perm += [w_off + o * d_in + j for j in range(d_in)] + [b_off + o]
+    M = np.zeros((p, p))
+    at = 0
+    for B in blocks:
+        idx = perm[at : at + B.shape[0]]
+        M[np.ix_(idx, idx)] = B
+        at += B.shape[0]
+    return M
+
+
+# ------------------------------------------------------------------------------ core factors
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gauss_newton_factors_rebuild_the_reference_ggn(name, request):
+    model, X, y = request.getfixturevalue(name)
+    prob = problem_of(model, X, y)
+    B = gn_rows(prob)
+    yk = mlu._validation.encode_labels(y, model.classes_)
+    H = ref.hessian(model.layers, model.activation, X, yk, l2=model.l2, curvature="ggn")
+    assert rel(B.T @ B / prob.n + model.l2 * np.eye(prob.p), H) < 1e-12
+    # the core's factors, Gram matrix and products
+    Xc = np.ascontiguousarray(prob.X)
+    G, hidden = _core.gn_terms(*prob.core_args())
+    _, gs = layer_factors(prob)
+    for got, want in zip(G, gs):
+        assert rel(got, want) < 1e-12
+    K = _core.woodbury_gram(list(prob.sizes), Xc, G, hidden)
+    assert rel(K, B @ B.T) < 1e-12
+    V = np.random.default_rng(0).standard_normal((3, prob.p))
+    assert rel(_core.gn_jvp(list(prob.sizes), Xc, G, hidden, V), B @ V.T) < 1e-12
+    Z = np.random.default_rng(1).standard_normal((B.shape[0], 2))
+    assert rel(_core.gn_vjp(list(prob.sizes), Xc, G, hidden, Z), (B.T @ Z).T) < 1e-12
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_kfac_and_ekfac_sums_are_their_defining_formulas(name, request):
+    model, X, y = request.getfixturevalue(name)
+    prob = problem_of(model, X, y)
+    acts, gs = layer_factors(prob)
+    A, G = _core.kfac_sums(*prob.core_args())
+    for a, g, A_l, G_l in zip(acts, gs, A, G):
+        assert rel(A_l, a.T @ a) < 1e-12 and rel(G_l, g.T @ g) < 1e-12
+    QA = [np.linalg.eigh(M)[1] for M in A]
+    QG = [np.linalg.eigh(M)[1] for M in G]
+    S = _core.ekfac_sums(*prob.core_args(), QA, QG)
+    r = prob.rows_per_sample
+    for a, g, qa, qg, S_l in zip(acts, gs, QA, QG, S):
+        gsq = ((g @ qg) ** 2).reshape(prob.n, r, -1).sum(axis=1)
+        assert rel(S_l, gsq.T @ (a @ qa) ** 2) < 1e-12
+
+
+# ------------------------------------------------------------------------------ representations
+
+
+def dense_solve_matrix(kind, prob):
+    """The p × p matrix H + δI that representation ``kind`` stands for, from NumPy."""
+    acts, gs = layer_factors(prob)
+    n, c = prob.n, prob.l2 + DAMPING
+    if kind in ("dense", "woodbury"):
+        B = gn_rows(prob)
+        return B.T @ B / n + c * np.eye(prob.p)
+    r = prob.rows_per_sample
+    blocks = []
+    for a, g in zip(acts, gs):
+        Abar, Gbar = a.T @ a / n, g.T @ g / n
+        if kind == "kfac":
+            blocks.append(np.kron(Gbar, Abar))
+        else:
+            QA, QG = np.linalg.eigh(a.T @ a)[1], np.linalg.eigh(g.T @ g)[1]
+            gsq = ((g @ QG) ** 2).reshape(n, r, -1).sum(axis=1)
+            S = gsq.T @ (a @ QA) ** 2 / n
+            Q = np.kron(QG, QA)
+            blocks.append(Q @ np.diag(S.reshape(-1)) @ Q.T)
+    return kronecker_matrix(prob, blocks) + c * np.eye(prob.p)
+
+
+@pytest.mark.parametrize("kind", ["dense", "woodbury", "kfac", "ekfac"])
+@pytest.mark.parametrize("name", MODELS)
+def test_each_representation_solves_its_defining_matrix(kind, name, request):
+    model, X, y = request.getfixturevalue(name)
+    prob = problem_of(model, X, y)
+    curv, why = curvature.build_curvature(prob, kind, DAMPING)
+    assert curv.kind == kind and "asked for" in why
+    V = np.random.default_rng(3).standard_normal((prob.p, 2))
+    expected = np.linalg.solve(dense_solve_matrix(kind, prob), V)
+    assert rel(curv.solve(V), expected) < 1e-10
+    assert rel(curv.solve(V[:, 0]), expected[:, 0]) < 1e-10
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_kfac_is_the_exact_ggn_without_a_hidden_layer(k):
+    """No hidden layer and the same output curvature for every sample (W = 0): K-FAC and
+    EK-FAC are the exact GGN. (With sample-dependent probabilities K-FAC's E[gg]⊗E[aa] is an
+    approximation even here; its formula is tested above.)"""
+    rng = np.random.default_rng(k)
+    X = rng.standard_normal((25, 4))
+    y = np.arange(25) % k
+    model = mlu.MLP.from_layers([(np.zeros((k, 4)), rng.standard_normal(k))], l2=1e-3)
+    prob = problem_of(model, X, y)
+    H = ref.hessian(model.layers, "relu", X, y, l2=model.l2, curvature="ggn")
+    V = rng.standard_normal((prob.p, 3))
+    expected = np.linalg.solve(H + DAMPING * np.eye(prob.p), V)
+    for kind in ("kfac", "ekfac", "woodbury", "dense"):
+        curv, _ = curvature.build_curvature(prob, kind, DAMPING)
+        assert rel(curv.solve(V), expected) < 1e-10, kind
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+@pytest.mark.parametrize("kind", ["dense", "woodbury"])
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("params", ["all", "last"])
+def test_exact_representations_match_the_reference_updates(kind, name, params, request):
+    model, X, y = request.getfixturevalue(name)
+    yk = mlu._validation.encode_labels(y, model.classes_)
+    F = np.array([1, 7, 12])
+    for method, spec in (("newton", ref.newton_update), ("influence", ref.influence_update)):
+        un = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params=params)
+        res = un.forget(F, method=method, safeguard=False)
+        expected = spec(model.layers, model.activation, X, yk, F, l2=model.l2, damping=DAMPING,
+                        curvature="ggn", params=params)  # fmt: skip
+        assert rel(res.model.params - model.params, expected - model.params) < 1e-10
+        assert res.model is un.model and res.n_forget == 3 and res.curvature == "ggn"
+
+
+def test_dense_exact_hessian_matches_the_reference(binary):
+    model, X, y = binary
+    yk = mlu._validation.encode_labels(y, model.classes_)
+    F = np.array([0, 5, 9])
+    un = Unlearner(model, X, y, curvature="dense", matrix="hessian", damping=0.3)
+    res = un.forget(F, safeguard=False)
+    expected = ref.newton_update(model.layers, "relu", X, yk, F, l2=model.l2, damping=0.3)
+    assert rel(res.model.params - model.params, expected - model.params) < 1e-10
+    assert res.curvature == "hessian"
+
+
+@pytest.mark.parametrize("kind", ["dense", "woodbury", "kfac", "ekfac"])
+@pytest.mark.parametrize("name", ["binary", "three"])
+def test_two_requests_equal_their_union(kind, name, request):
+    model, X, y = request.getfixturevalue(name)
+    F1, F2 = np.array([2, 11, 30]), np.array([4, 19])
+    seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    first = seq.forget(F1, safeguard=False)
+    second = seq.forget(F2, safeguard=False)
+    union = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    union = union.forget(np.r_[F1, F2], safeguard=False)
+    assert rel(second.model.params - model.params, union.model.params - model.params) < 1e-10
+    assert [list(r) for r in seq.removed] == [list(F1), list(F2)]
+    assert first.model is not second.model and seq.n_retained == len(y) - 5
+    if kind == "woodbury":  # B ∇L_R came from the Gram matrix, not from a pass over the data
+        assert seq._curv.images_removed is not None
+    if kind in ("dense", "woodbury"):
+        yk = mlu._validation.encode_labels(y, model.classes_)
+        expected = ref.newton_update(model.layers, "relu", X, yk, np.r_[F1, F2], l2=model.l2,
+                                     damping=DAMPING, curvature="ggn")  # fmt: skip
+        assert rel(second.model.params - model.params, expected - model.params) < 1e-10
+
+
+def test_kfac_downdate_equals_a_build_on_the_retained_data(three):
+    model, X, y = three
+    F = np.array([0, 3, 8, 21])
+    keep = np.setdiff1d(np.arange(len(y)), F)
+    prob, prob_R = problem_of(model, X, y), problem_of(model, X[keep], y[keep])
+    down = KFACCurvature(prob, DAMPING).downdated(F)
+    fresh = KFACCurvature(prob_R, DAMPING)
+    assert down.m == fresh.m == len(keep)
+    for a, b in zip(down.A + down.G, fresh.A + fresh.G):
+        assert rel(a, b) < 1e-12
+    # EK-FAC keeps the build's basis and subtracts the corrections in it
+    ek = EKFACCurvature(prob, DAMPING)
+    ek_down = ek.downdated(F)
+    S_R = _core.ekfac_sums(*prob_R.core_args(), ek.QA, ek.QG)
+    for a, b in zip(ek_down.S, S_R):
+        assert rel(a, b) < 1e-12
+
+
+def test_earlier_models_are_untouched(binary):
+    model, X, y = binary
+    before = model.params
+    un = Unlearner(model, X, y, curvature="woodbury", damping=DAMPING)
+    r1 = un.forget([1, 2])
+    p1 = r1.model.params
+    un.forget([3])
+    assert np.array_equal(r1.model.params, p1) and np.array_equal(model.params, before)
+
+
+# ------------------------------------------------------------------------------ bad requests
+
+
+def state(un: Unlearner):
+    return (
+        un.model.params.copy(), [r.copy() for r in un.removed], un.n_retained, un._curv,
+        un._removed_grad.copy(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_", "match"),
+    [
+        ([], "empty"),
+        ([3, 3], "repeats index 3"),
+        ([50], "out of range"),
+        ([-1], "out of range"),
+        ([4], "already removed"),
+        ([1.5], "integers"),
+        (np.ones(50, bool), "integers"),
+        ([[1, 2]], "1-D"),
+    ],
+)
+def test_bad_requests_raise_and_change_nothing(binary, request_, match):
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    un.forget([4, 6])
+    snap = state(un)
+    with pytest.raises((ValueError, TypeError), match=match):
+        un.forget(request_)
+    after = state(un)
+    assert np.array_equal(snap[0], after[0]) and snap[2] == after[2] and snap[3] is after[3]
+    assert all(np.array_equal(a, b) for a, b in zip(snap[1], after[1]))
+    assert np.array_equal(snap[4], after[4])
+
+
+def test_requests_may_not_empty_a_class_or_the_data(binary):
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    zeros = np.flatnonzero(y == model.classes_[0])
+    with pytest.raises(ValueError, match="class .* left empty"):
+        un.forget(zeros)
+    with pytest.raises(ValueError, match="every remaining sample"):
+        un.forget(np.arange(len(y)))
+    assert un.removed == [] and un.n_retained == len(y)
+    with pytest.raises(ValueError, match="method must be one of"):
+        un.forget([1], method="retrain")
+
+
+def test_bad_construction(binary):
+    model, X, y = binary
+    with pytest.raises(ValueError, match="curvature must be one of"):
+        Unlearner(model, X, y, curvature="fisher")
+    with pytest.raises(ValueError, match="damping"):
+        Unlearner(model, X, y, damping=-1)
+    with pytest.raises(TypeError, match="fitted mlu.MLP"):
+        Unlearner(object(), X, y)
+    with pytest.raises(ValueError, match="matrix='hessian' needs curvature='dense'"):
+        Unlearner(model, X, y, curvature="kfac", matrix="hessian")
+
+
+# ------------------------------------------------------------------------------ auto, memory
+
+
+def test_auto_says_what_it_picked_and_why(binary, three):
+    model, X, y = binary
+    assert Unlearner(model, X, y).choice.startswith("dense: p = 270")
+    prob = problem_of(*three)
+    assert curvature.choose_representation(prob)[0] == "dense"
+    big = curvature.Problem(np.zeros(50_000), (100, 490, 2), "relu", np.zeros((2000, 100)),
+                            np.zeros(2000, np.int64), 0.0)  # fmt: skip
+    kind, why = curvature.choose_representation(big)
+    assert kind == "woodbury" and "n·r = 2000·1" in why
+    huge = curvature.Problem(np.zeros(50_000), (100, 490, 2), "relu", np.zeros((60_000, 100)),
+                             np.zeros(60_000, np.int64), 0.0)  # fmt: skip
+    assert curvature.choose_representation(huge)[0] == "ekfac"
+
+
+def test_memory_estimate_refuses_with_numbers(binary, monkeypatch):
+    model, X, y = binary
+    monkeypatch.setattr(curvature, "available_memory_bytes", lambda: 1 << 16)
+    with pytest.raises(mlu.HessianTooLargeError, match=r"needs about .* GiB"):
+        Unlearner(model, X, y, curvature="dense")
+
+
+# ------------------------------------------------------------------------------ save / load
+
+
+@pytest.mark.parametrize("kind", ["dense", "woodbury", "kfac", "ekfac"])
+def test_save_load_round_trips_bit_for_bit(binary, kind, tmp_path):
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    un.forget([3, 9])
+    path = tmp_path / "u.npz"
+    un.save(path)
+    back = Unlearner.load(path, X, y)
+    assert back.curvature == kind and back.removed[0].tolist() == [3, 9]
+    assert np.array_equal(back.model.params, un.model.params)
+    for key, arr in un._curv.arrays().items():
+        assert np.array_equal(back._curv.arrays()[key], arr), key
+    a, b = un.forget([5, 20]), back.forget([5, 20])
+    assert np.array_equal(a.model.params, b.model.params)
+    with pytest.raises(ValueError, match="already removed"):
+        back.forget([3])
+    X2 = X.copy()
+    X2[0, 0] += 1.0
+    with pytest.raises(ValueError, match="hash mismatch"):
+        Unlearner.load(path, X2, y)
+    with np.load(path, allow_pickle=False) as data:  # readable without pickle
+        assert str(data["format"]) == "mlu-unlearner"
+
+
+def test_safeguard_keeps_the_retained_objective_from_rising(binary):
+    """The influence step of this model raises L_R; the safeguard shortens it and says so."""
+    model, X, y = binary
+    F = np.array([1, 7, 12])
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    with pytest.warns(mlu.exceptions.UpdateShortenedWarning):
+        res = un.forget(F, method="influence")
+    (check,) = res.checks
+    assert check.shortened and check.objective_after <= check.objective_before
+    keep = np.setdiff1d(np.arange(len(y)), F)
+    assert res.model.objective(X[keep], y[keep]) == pytest.approx(check.objective_after, rel=1e-12)
+    assert any("safeguard on a fixed subsample of 47 retained rows" in n for n in res.notes)
+    plain = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    assert plain.forget(F, method="influence", safeguard=False).checks == ()
