@@ -12,16 +12,9 @@
 #include <limits>
 
 #include "hessian.hpp"
+#include "sizes.hpp"
 
 namespace mlu {
-
-// a * b, refusing a product that would overflow Index (sizes of buffers).
-inline Index checked_mul(Index a, Index b, const char* what) {
-    require(a >= 0 && b >= 0, std::string(what) + ": negative size");
-    require(b == 0 || a <= std::numeric_limits<Index>::max() / b / Index(sizeof(double)),
-            std::string(what) + ": size " + std::to_string(a) + " x " + std::to_string(b) + " overflows");
-    return a * b;
-}
 
 // [layer input | 1] of layer l for the block (m x (in_l + 1)).
 template <class XType>

@@ -46,7 +46,7 @@ inline MatRef gn_input(const MatRef& X, const std::vector<MatRef>& hidden, Index
 inline RowMat woodbury_gram(const Architecture& arch, const MatRef& X, const std::vector<MatRef>& G,
                             const std::vector<MatRef>& hidden) {
     const Index n = X.rows(), nr = G[0].rows(), r = nr / n;
-    checked_mul(nr, nr, "Gram matrix");
+    checked_bytes(checked_mul(nr, nr, "Gram matrix"), "Gram matrix");
     RowMat K = RowMat::Zero(nr, nr);
     for (Index l = 0; l < arch.num_layers(); ++l) {
         auto in = gn_input(X, hidden, l);

@@ -32,10 +32,12 @@ def _modules() -> dict[str, tuple[Path, ast.Module]]:
 
 
 MODULES = _modules()
-# Compiled private modules (the C++ core) have no source to parse but are modules all the same.
+# Compiled private modules (the C++ core) have no source to parse but are modules all the same;
+# mlu._core is the name under which mlu/_isa.py registers the build of the core
+# (_core_baseline, _core_x86_64_v3) that this CPU runs.
 EXTENSIONS = {
     "mlu." + path.name.split(".")[0] for path in PACKAGE.iterdir() if path.suffix in (".so", ".pyd")
-}
+} | {"mlu._core"}
 
 
 def _is_package(name: str) -> bool:

@@ -4,6 +4,11 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 (Eigen, behind pybind11); this package is the Python face over it.
 """
 
+# First of all: importing _isa registers the build of the C++ core that this CPU runs as
+# mlu._core, which every module below imports. core_isa: "x86-64-v3", "baseline" (or "native").
+from ._isa import CORE_ISA as core_isa
+
+# isort: split
 from . import (
     baselines,
     certified,
@@ -16,6 +21,7 @@ from . import (
     reference,
 )
 from ._version import __version__
+from .clean import CleanResult, clean
 from .detect import (
     ConfidentLearningResult,
     confident_learning,
@@ -43,6 +49,8 @@ __all__ = [
     "__version__",
     "MLP",
     "SISA",
+    "CleanResult",
+    "clean",
     "UnlearningResult",
     "HessianOperator",
     "HessianTooLargeError",
@@ -58,6 +66,7 @@ __all__ = [
     "baselines",
     "certified",
     "NotCertifiedWarning",
+    "core_isa",
     "ConfidentLearningResult",
     "NoiseRateWarning",
     "UnscaledFeaturesWarning",

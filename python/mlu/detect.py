@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core, _linalg
+from . import _core, _dask, _linalg
+from ._optional import import_optional
 from ._problem import checked_Xy, core_problem
 from ._validation import (
     CURVATURE_CHOICES,
@@ -101,6 +102,8 @@ QUALITY_CHOICES = ("self_confidence", "normalized_margin", "confidence_weighted_
 def _checked_Xy(model, X, y) -> tuple[np.ndarray, np.ndarray]:
     """X as float64 (n, d) and y encoded to 0..k-1 (n,), validated against the model."""
     check_model(model)
+    if _dask.is_dask(X, y):  # only the trace readers get here: they need n, not the data
+        return _dask.checked_pair(model, X, y)
     return checked_Xy(model, X, y)
 
 
@@ -162,6 +165,8 @@ def scores_loss(model, X, y) -> np.ndarray:
     ndarray, shape (n,)
         ``ℓ(f(x_i; θ̂), y_i)`` ≥ 0; higher = more likely mislabeled.
     """
+    if _dask.is_dask(X, y):
+        return model.losses(X, y)
     X, y = _checked_Xy(model, X, y)
     return model.losses(X, model.classes_[y])
 
@@ -181,6 +186,8 @@ def scores_margin(model, X, y) -> np.ndarray:
         ``max_{c ≠ y_i} z_ic − z_{i y_i}``: positive when the given label is not the predicted
         one; higher = more likely mislabeled.
     """
+    if _dask.is_dask(X, y):
+        return -model.margins(X, y)
     X, y = _checked_Xy(model, X, y)
     return -model.margins(X, model.classes_[y])
 
@@ -313,6 +320,9 @@ def scores_self_influence(
     damping = check_damping(damping)
     if not 0 <= float(rcond) < 1:
         raise ValueError(f"rcond must be in [0, 1), got {rcond}")
+    if _dask.is_dask(X, y):  # H tree-summed and factored here, scores per chunk on the workers
+        check_model(model)
+        return _dask.self_influence(model, X, y, params, curvature, damping, solver, float(rcond))
     X, yk = _checked_Xy(model, X, y)
     y = model.classes_[yk]
     if representation is not None:
@@ -391,6 +401,7 @@ def cross_val_proba(model, X, y, n_splits: int = 5, seed: int = 0) -> np.ndarray
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
+    _dask.reject(X, y, "cross_val_proba (K-fold retraining)")
     X, yk = _checked_Xy(model, X, y)
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
         raise ValueError(f"n_splits must be an int >= 2, got {n_splits!r}")
@@ -440,11 +451,13 @@ def confident_learning(
     -------
     ConfidentLearningResult
     """
+    import_optional("cleanlab", "mlu.confident_learning")  # names the extra when missing
     from cleanlab.count import compute_confident_joint, estimate_joint
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     check_choice(quality, "quality", QUALITY_CHOICES)
+    _dask.reject(X, y, "confident_learning (K-fold retraining)")
     X, yk = _checked_Xy(model, X, y)
     k = len(model.classes_)
     if pred_probs is None:
@@ -736,6 +749,7 @@ def select(
         if np.isnan(threshold):
             raise ValueError("threshold is NaN")
         return s > threshold
+    assert method is not None  # the only criterion left
     check_choice(method, "method", ("auto", "gmm"))
     rate, separation = _gmm_noise_rate(s, transform, seed)
     _warn_if_overlapping(rate, separation)

@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import _linalg
+from . import _dask, _linalg
 from ._linalg import PINV_RCOND
 from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
@@ -529,7 +529,8 @@ def unlearn(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if maxiter is not None:
         maxiter = check_positive_int(maxiter, "maxiter")
-    X, y = check_data(model, X, y)
+    # dask: every sum below is a map-reduce over the chunks (model methods dispatch on dask)
+    X, y = _dask.checked_pair(model, X, y) if _dask.is_dask(X, y) else check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
     n_forget = int(mask.sum())
     if certify is not None:
@@ -553,11 +554,14 @@ def unlearn(
         new.theta_ = full
         return new.objective(X_R, y_R), new.gradient(X_R, y_R, params=params)
 
-    def apply(direction: np.ndarray, g_R: np.ndarray, f_R: float, curv: str, label: str) -> bool:
+    def apply(
+        direction: np.ndarray, g_R: np.ndarray | None, f_R: float, curv: str, label: str
+    ) -> bool:
         """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied."""
         if not safeguard:
             theta[where] += direction
             return True
+        assert g_R is not None  # computed whenever safeguard is on
         new.theta_ = theta
         hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
         predicted = float(g_R @ direction + 0.5 * direction @ hd)

@@ -27,14 +27,16 @@ import os
 import tempfile
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
 from . import _core
 from ._files import atomic_path
-from ._safeguard import checked_update
+from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
     PARAMS_CHOICES,
+    activation_spec,
     as_features,
     as_labels,
     check_choice,
@@ -67,15 +69,20 @@ the check does not grow with n."""
 _MATRICES = ("ggn", "hessian")
 
 
+def _act(model: MLP) -> str:
+    """The model's activation(s) as the core takes them (``"tanh,relu"`` for mixed layers)."""
+    return activation_spec(model.activation, len(model.sizes_) - 2)
+
+
 def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tuple[Problem, slice]:
     """The problem over the parameters ``params`` selects, and where they sit in θ."""
     sizes = tuple(int(s) for s in model.sizes_)
     if params == "all":
-        return Problem(model.theta_.copy(), sizes, model.activation, X, yk, float(model.l2)), slice(
+        return Problem(model.theta_.copy(), sizes, _act(model), X, yk, float(model.l2)), slice(
             None
         )
     where = model.last_layer_slice()
-    F = _core.hidden_features(model.theta_, list(sizes), model.activation, X)
+    F = _core.hidden_features(model.theta_, list(sizes), _act(model), X)
     return Problem(model.theta_[where].copy(), sizes[-2:], "relu", F, yk, float(model.l2)), where
 
 
@@ -236,7 +243,7 @@ class Unlearner:
         """θ ↦ (L_R(θ), ∇L_R(θ)) on the retained rows of the fixed check subsample."""
         keep = alive[self._check_rows]
         X, y = np.ascontiguousarray(self._check_X[keep]), self._check_y[keep]
-        sizes, act, l2 = list(self.model.sizes_), self.model.activation, float(self.model.l2)
+        sizes, act, l2 = list(self.model.sizes_), _act(self.model), float(self.model.l2)
 
         def objective_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
             g, mean_loss = _core.gradient(theta, sizes, act, X, y, l2)  # g includes λθ
@@ -311,7 +318,7 @@ class Unlearner:
         # Safeguard (mlu._safeguard): L_R must not rise along the update. Checked on a fixed
         # seeded subsample of R (at most CHECK_ROWS rows): a full pass per request would make
         # its cost grow with n.
-        checks = ()
+        checks: tuple[UpdateCheck, ...] = ()
         if safeguard:
             objective, rows_checked = self._subsample_objective(alive)
             theta, check = checked_update(theta_before, theta - theta_before, objective)
@@ -361,7 +368,8 @@ class Unlearner:
             "build_time": self.build_time,
             "data_hash": self._hash,
         }
-        arrays: dict[str, np.ndarray] = {
+        # Any: numpy's stub of savez(**arrays) would have "allow_pickle" be a bool.
+        arrays: dict[str, Any] = {
             "format": np.array(FORMAT_TAG),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
             "meta": np.array(json.dumps(meta)),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write_text
+from .._optional import progress_bar
 from . import report
 from .cell import load_dataset
 from .runner import run_cell
@@ -104,10 +105,10 @@ def run_experiments(
 
     datasets_cache: dict[str, Any] = {}
     bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(sweep), initial=reused, unit="cell", desc="mlu run", leave=True)
+    if progress and todo:  # tqdm is optional: without it, bar stays None (no bar)
+        bar = progress_bar(
+            total=len(sweep), initial=reused, unit="cell", desc="mlu run", leave=True
+        )
     computed = 0
     try:
         for key in todo:

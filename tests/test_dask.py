@@ -1,0 +1,318 @@
+"""The Dask engine on a real cluster: every function on dask inputs equals the NumPy path.
+
+One ``distributed.LocalCluster`` (2 worker processes, 1 thread each, loopback only, no
+dashboard) is started for the module and closed at its end. Sums are reordered across chunks,
+so results agree to 1e-12 relative, not bit for bit (except training, which is exact).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlu
+from mlu import _core, _dask
+from mlu.detect import detect
+
+da = pytest.importorskip("dask.array", reason="the dask extra is not installed")
+dd = pytest.importorskip("dask.dataframe", reason="the dask extra is not installed")
+distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+RTOL = 1e-12
+# uneven last chunk, single-row chunks, one chunk
+CHUNKINGS = [4, 1, 100]
+
+
+@pytest.fixture(scope="module")
+def client():
+    here = str(Path(mlu.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+        env={"PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
+    )
+    c = distributed.Client(cluster)
+    c.run(__import__, "mlu")  # import on both workers at once, before any test's clock starts
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(3)
+    n, d, k = 13, 5, 3
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, k, size=n)
+    y[:k] = np.arange(k)
+    model = mlu.MLP(hidden=(4,), epochs=5, l2=1e-2, seed=2).fit(X, y)
+    return model, X, y
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def chunked(X, y, rows):
+    return da.from_array(X, chunks=(rows, X.shape[1])), da.from_array(y, chunks=rows)
+
+
+@pytest.mark.parametrize("rows", CHUNKINGS)
+def test_per_sample_maps_are_dask_arrays_equal_to_numpy(client, problem, rows):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, rows)
+    for name in ("losses", "margins"):
+        out = getattr(model, name)(Xd, yd)
+        assert isinstance(out, da.Array) and out.chunks[0] == Xd.chunks[0]
+        assert rel(out.compute(), getattr(model, name)(X, y)) < RTOL
+    for params in ("all", "last"):
+        G = model.gradients(Xd, yd, params=params)
+        assert isinstance(G, da.Array)
+        assert rel(G.compute(), model.gradients(X, y, params=params)) < RTOL
+
+
+@pytest.mark.parametrize("rows", CHUNKINGS)
+def test_sums_equal_numpy(client, problem, rows):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, rows)
+    v_all = np.random.default_rng(0).normal(size=model.n_params)
+    assert abs(model.objective(Xd, yd) - model.objective(X, y)) < RTOL * model.objective(X, y)
+    for params, curvature in (("all", "hessian"), ("last", "ggn")):
+        g = model.gradient(Xd, yd, params=params)
+        assert isinstance(g, np.ndarray)
+        assert rel(g, model.gradient(X, y, params=params)) < RTOL
+        H = model.hessian(Xd, yd, params=params, curvature=curvature)
+        assert rel(H, model.hessian(X, y, params=params, curvature=curvature)) < RTOL
+    for params, curvature in (("all", "ggn"), ("last", "hessian")):
+        v = v_all[: model.gradient(X, y, params=params).shape[0]]
+        Hv = model.hvp(Xd, yd, v, params=params, curvature=curvature)
+        assert rel(Hv, model.hvp(X, y, v, params=params, curvature=curvature)) < RTOL
+
+
+@pytest.mark.parametrize("rows", [4])
+def test_cg_on_the_cluster_equals_the_core_cg(client, problem, rows):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, rows)
+    b = model.gradient(X, y, params="last")
+    got = model.hessian_operator(Xd, yd, params="last").cg(b, damping=0.1, tol=1e-10)
+    want = model.hessian_operator(X, y, params="last").cg(b, damping=0.1, tol=1e-10)
+    assert got["iterations"] == want["iterations"] and got["converged"]
+    assert rel(got["x"], want["x"]) < RTOL
+    assert got["relative_residual"] < 1e-9
+
+
+@pytest.mark.parametrize("rows", CHUNKINGS)
+def test_detect_equals_numpy(client, problem, rows):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, rows)
+    cases = [
+        dict(method="loss"),
+        dict(method="margin"),
+        dict(method="self_influence"),
+        dict(method="self_influence", params="all", curvature="ggn", solver="eigh"),
+    ]
+    for options in cases:
+        scores = detect(model, Xd, yd, **options)
+        assert isinstance(scores, da.Array)
+        assert rel(scores.compute(), detect(model, X, y, **options)) < RTOL, options
+
+
+@pytest.mark.parametrize("rows", CHUNKINGS)
+def test_unlearn_equals_numpy(client, problem, rows):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, rows)
+    forget = [0, 5, 11]
+    cases = [
+        dict(),  # dense Cholesky from the tree-summed Hessian
+        dict(method="newton", params="last", curvature="ggn"),
+    ]
+    if rows == 4:
+        # one map-reduce per Hessian-vector product on the persisted chunks
+        cases.append(dict(solver="cg", curvature="ggn", params="last", tol=1e-10, damping=0.1))
+    for options in cases:
+        got = mlu.unlearn(model, Xd, yd, forget, **options)
+        want = mlu.unlearn(model, X, y, forget, **options)
+        assert got.solver == want.solver and got.iterations == want.iterations, options
+        assert rel(got.model.params, want.model.params) < RTOL, options
+        np.testing.assert_array_equal(model.params, problem[0].params)
+
+
+def test_dataframe_with_a_label_column(client, problem):
+    model, X, y = problem
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]).assign(label=y)
+    ddf = dd.from_pandas(frame, npartitions=3)
+    assert rel(model.losses(ddf, "label").compute(), model.losses(X, y)) < RTOL
+    assert rel(model.gradient(ddf, "label"), model.gradient(X, y)) < RTOL
+    with pytest.raises(ValueError, match="must name its label column"):
+        model.losses(ddf, "nope")
+
+
+def test_model_is_broadcast_once_per_computation(client, problem, monkeypatch):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, 1)
+    sent = []
+    real = _dask.broadcast
+    monkeypatch.setattr(_dask, "broadcast", lambda obj: sent.append(obj) or real(obj))
+    model.hessian(Xd, yd)
+    assert len(sent) == 1 and isinstance(sent[0].model, _dask.ChunkModel)
+    assert isinstance(real(sent[0]), distributed.Future)  # scattered to the workers
+
+
+@pytest.mark.parametrize("rows", [4, 1])
+def test_nan_in_one_chunk_gives_the_numpy_error(client, problem, rows):
+    model, X, y = problem
+    X = X.copy()
+    X[7, 2] = np.nan
+    Xd, yd = chunked(X, y, rows)
+    with pytest.raises(ValueError) as numpy_error:
+        model.losses(X, y)
+    message = re.escape(str(numpy_error.value))
+    with pytest.raises(ValueError, match=message):
+        model.losses(Xd, yd).compute()
+    with pytest.raises(ValueError, match=message):
+        model.gradient(Xd, yd)
+    with pytest.raises(ValueError, match=message):
+        mlu.unlearn(model, Xd, yd, [0, 1])
+    with pytest.raises(ValueError, match=message):  # found before training starts
+        mlu.MLP(hidden=(2,), epochs=1).fit(Xd, yd)
+    bad = y.copy()
+    bad[9] = 9
+    with pytest.raises(ValueError, match=re.escape("y[9] = 9 is not one of the model's")):
+        model.hessian(*chunked(problem[1], bad, rows))
+
+
+def test_bad_dask_input_is_a_clear_error(client, problem):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, 4)
+    with pytest.raises(ValueError, match="features, the model expects"):
+        model.losses(Xd[:, :3], yd)
+    with pytest.raises(ValueError, match="labels for 13 samples"):
+        model.gradient(Xd, yd[:10])
+    with pytest.raises(NotImplementedError, match="confident_learning"):
+        detect(model, Xd, yd, method="confident_learning")
+
+
+def test_fit_streams_chunks_with_the_documented_order(client, problem):
+    _, X, y = problem
+    settings = dict(hidden=(4,), epochs=3, batch_size=3, seed=5)
+    numpy_fit = mlu.MLP(**settings).fit(X, y)
+    one_chunk = mlu.MLP(**settings).fit(da.from_array(X, chunks=(100, 5)), y)
+    np.testing.assert_array_equal(one_chunk.params, numpy_fit.params)  # bit for bit
+    assert one_chunk.loss_curve_ == numpy_fit.loss_curve_
+
+    # several chunks: the block shuffle of mlu._dask.sgd_epoch, replayed on NumPy chunks
+    Xd = da.from_array(X, chunks=(4, 5))
+    streamed = mlu.MLP(**settings).fit(Xd, da.from_array(y, chunks=3))
+    ref = mlu.MLP(**{**settings, "epochs": 0}).fit(X, y)  # the initial parameters
+    theta = ref.params
+    velocity = np.zeros_like(theta)
+    starts = np.arange(0, len(y) + 4, 4)
+    for epoch in range(3):
+        seed = np.random.SeedSequence([5, epoch]).generate_state(1, np.uint64)[0]
+        for c in _core.permutation(4, int(seed)):
+            chunk_seed = np.random.SeedSequence([int(seed), int(c)]).generate_state(1, np.uint64)
+            rows = slice(starts[c], min(starts[c + 1], len(y)))
+            theta, velocity, _ = _core.sgd_epoch(
+                theta, velocity, list(ref.sizes_), "relu", X[rows], y[rows],
+                int(chunk_seed[0]), 0.01, 0.9, 3, 0.0,
+            )  # fmt: skip
+    np.testing.assert_array_equal(streamed.params, theta)
+
+    # partial_fit on dask: one streamed epoch per call, the same as fit's epochs
+    partial = mlu.MLP(**settings)
+    for _ in range(3):
+        partial.partial_fit(Xd, y)
+    np.testing.assert_array_equal(partial.params, streamed.params)
+    assert partial.n_iter_ == 3
+
+
+def test_a_worker_closed_mid_computation_does_not_change_the_result(client, problem):
+    model, X, y = problem
+
+    def slow(block):  # keeps chunks in flight long enough to close a worker under them
+        time.sleep(0.2)
+        return block
+
+    Xd = da.from_array(X, chunks=(1, 5)).map_blocks(slow, dtype=X.dtype)
+    yd = da.from_array(y, chunks=1)
+    result = {}
+
+    def compute():
+        try:
+            result["H"] = model.hessian(Xd, yd)
+        except Exception as exc:  # reported below instead of lost in the thread
+            result["error"] = exc
+
+    run = threading.Thread(target=compute)
+    run.start()
+    cluster = client.cluster
+    scheduler = cluster.scheduler  # in this process for a LocalCluster
+    deadline = time.monotonic() + 60
+    holders: list = []
+    while not holders and time.monotonic() < deadline:
+        holders = [
+            ws.address
+            for ts in list(scheduler.tasks.values())
+            if "slow" in str(ts.key) and ts.state == "memory"
+            for ws in ts.who_has
+        ]
+        time.sleep(0.02)
+    assert holders and run.is_alive(), "the computation finished before a worker was closed"
+    name = next(n for n, w in cluster.workers.items() if w.worker_address == holders[0])
+    cluster.sync(cluster.workers[name].close)
+    run.join(timeout=300)
+    assert "error" not in result, repr(result.get("error"))
+    assert not run.is_alive(), "the computation did not finish within 300 s of the close"
+    assert rel(result["H"], model.hessian(X, y)) < RTOL
+
+
+def test_without_dask_mlu_works_and_a_dask_input_names_the_extra(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import mlu
+        assert "dask" not in sys.modules, "importing mlu imported dask"
+        for name in ("dask", "dask.array", "dask.dataframe", "distributed"):
+            sys.modules[name] = None  # as if the extra were not installed
+        X = np.random.default_rng(0).normal(size=(20, 3))
+        y = np.arange(20) % 2
+        model = mlu.MLP(hidden=(2,), epochs=1).fit(X, y)
+        assert np.isfinite(model.losses(X, y)).all()
+
+        class LooksLikeDask:
+            shape = (20, 3)
+            def __dask_graph__(self):
+                return {}
+
+        try:
+            model.losses(LooksLikeDask(), y)
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    here = str(Path(mlu.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": here}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "mlu[dask]"' in out.stdout
