@@ -135,7 +135,8 @@ def test_run_on_a_data_file(tmp_path, capsys):
     assert "2 cell(s) computed" in capsys.readouterr().out
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["datasets"] == [str(path)] and meta["config"]["data_label"] == "kind"
-    rows = list(csv.DictReader(open(out / "detection.csv", newline="")))
+    with open(out / "detection.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     # 20% of the two classes' 2 × ~107 training rows are the test set; flips are of the rest.
     n_train = {int(r["n_train"]) for r in rows}
     n_one, n_seven = (ds.y_train == 1).sum(), (ds.y_train == 7).sum()

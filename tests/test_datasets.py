@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -385,25 +384,24 @@ needs_fashion = pytest.mark.skipif(
 
 @needs_fashion
 def test_real_fashion_mnist():
-    t0 = time.perf_counter()
     ds = load("fashion-mnist")
-    elapsed = time.perf_counter() - t0
     assert (ds.n_train, ds.n_test, ds.n_features, ds.n_classes) == (60000, 10000, 784, 10)
     np.testing.assert_array_equal(np.bincount(ds.y_train), [6000] * 10)
     np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
     assert ds.X_train.min() == 0.0 and ds.X_train.max() == 1.0
     assert ds.X_test.min() >= 0.0 and ds.X_test.max() <= 1.0
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
-    assert elapsed < 10.0, f"loading Fashion-MNIST took {elapsed:.1f} s"
 
 
 @needs_fashion
-def test_real_fashion_idx_reader_is_fast():
-    t0 = time.perf_counter()
-    images = read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz", datasets.IMAGES_MAGIC)
-    elapsed = time.perf_counter() - t0
+def test_real_fashion_idx_reader():
+    # Speed is measured in benchmarks/, not here; the values against a plain decode.
+    path = FASHION_DIR / "train-images-idx3-ubyte.gz"
+    images = read_idx(path, datasets.IMAGES_MAGIC)
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
-    assert elapsed < 3.0, f"reading 60000 images took {elapsed:.1f} s"
+    raw = gzip.decompress(path.read_bytes())
+    expected = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(60000, 28, 28)
+    np.testing.assert_array_equal(images, expected)
 
 
 @needs_fashion

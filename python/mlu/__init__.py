@@ -9,7 +9,17 @@ The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in
 from ._isa import CORE_ISA as core_isa
 
 # isort: split
-from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
+from . import (
+    baselines,
+    certified,
+    datasets,
+    exceptions,
+    experiment,
+    experiments,
+    metrics,
+    noise,
+    reference,
+)
 from ._version import __version__
 from .clean import CleanResult, clean
 from .detect import (
@@ -22,6 +32,7 @@ from .detect import (
 from .exceptions import (
     HessianTooLargeError,
     NoiseRateWarning,
+    NotCertifiedWarning,
     NotPositiveDefiniteError,
     UnscaledFeaturesWarning,
     UpdateShortenedWarning,
@@ -53,6 +64,8 @@ __all__ = [
     "reference",
     "set_num_threads",
     "baselines",
+    "certified",
+    "NotCertifiedWarning",
     "core_isa",
     "ConfidentLearningResult",
     "NoiseRateWarning",

@@ -59,7 +59,7 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
     Only names of atomic_path's pattern (``.NAME.XXXXXXXX.tmp``) are touched. Call it when a
     run starts, before any writer of this process is active. Returns the removed paths.
     """
-    removed = []
+    removed: list[Path] = []
     root = Path(directory)
     if not root.is_dir():
         return removed

@@ -10,6 +10,7 @@ from ._core import NotPositiveDefiniteError
 __all__ = [
     "HessianTooLargeError",
     "NoiseRateWarning",
+    "NotCertifiedWarning",
     "NotPositiveDefiniteError",
     "UnscaledFeaturesWarning",
     "UpdateShortenedWarning",
@@ -33,3 +34,7 @@ class UpdateShortenedWarning(RuntimeWarning):
 
 class UnscaledFeaturesWarning(UserWarning):
     """Features look unscaled (far outside [0, 1], not standardised): training may fail."""
+
+
+class NotCertifiedWarning(RuntimeWarning):
+    """A removal asked to be certified (``certify=(ε, δ)``) exceeded its residual budget."""

@@ -39,7 +39,9 @@ from ._validation import (
     check_model,
     check_positive_int,
 )
-from .exceptions import NotPositiveDefiniteError, UpdateShortenedWarning
+from .certified import DENSE_MAX as CERTIFIED_DENSE_MAX
+from .certified import Certificate, certified_newton, check_certifiable
+from .exceptions import NotCertifiedWarning, NotPositiveDefiniteError, UpdateShortenedWarning
 from .model import MLP
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_STEPS",
     "DENSE_MAX_PARAMS",
+    "Certificate",
     "METHODS",
     "SOLVERS",
     "UnlearningResult",
@@ -152,6 +155,9 @@ class UnlearningResult:
         One per update (the influence update, each Newton step) when ``safeguard=True``: the
         retained objective L_R and ‖∇L_R‖ before and after, the predicted and actual change of
         L_R, and the line-search factor ``step`` (1 = the update as computed).
+    certificate : Certificate or None
+        With ``certify=(ε, δ)``: the gradient-residual bound achieved, the budget it is allowed
+        and whether the removal is certified (:class:`mlu.certified.Certificate`).
     """
 
     model: object
@@ -169,6 +175,7 @@ class UnlearningResult:
     time: float
     notes: tuple[str, ...] = field(default=())
     checks: tuple[UpdateCheck, ...] = field(default=())
+    certificate: Certificate | None = None
 
     @property
     def shortened(self) -> bool:
@@ -217,6 +224,8 @@ class UnlearningResult:
                 f"{last.grad_norm_after:.3g}, line-search factors "
                 + ", ".join(f"{c.step:.3g}" for c in self.checks)
             )
+        if self.certificate is not None:
+            lines.append(f"  certificate: {self.certificate.describe()}")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -417,6 +426,7 @@ def unlearn(
     tol: float = 1e-6,
     maxiter: int | None = None,
     safeguard: bool = True,
+    certify: tuple[float, float] | None = None,
 ) -> UnlearningResult:
     """Remove the effect of the forget set F from a trained MLP without retraining.
 
@@ -473,6 +483,16 @@ def unlearn(
         note. ``result.checks`` reports L_R and ‖∇L_R‖ before and after, the predicted and
         actual change and the step factor. ``False`` applies the formulas as they are (as
         :mod:`mlu.reference` does).
+    certify : (float, float), optional
+        (ε, δ): certified removal (Guo et al., 2020) for a model without hidden layer trained
+        by :func:`mlu.certified.fit_certified` (objective perturbation, exact minimum). The
+        removal is then one exact Newton step (exact Hessian = GGN for such a model, damping 0,
+        the line-search check on) on the retained perturbed objective, and
+        ``result.certificate`` reports the data-dependent bound on the gradient residual it
+        achieved against the budget σε/√(2 log(1.5/δ)). Over budget, the removal is not
+        certified: a :class:`mlu.NotCertifiedWarning` says to retrain. ``damping`` and
+        ``curvature`` are not used; ``method`` must be ``"newton"``, ``params`` ``"all"``,
+        ``steps`` 1 or None, ``safeguard`` True.
 
     Returns
     -------
@@ -483,7 +503,8 @@ def unlearn(
     Raises
     ------
     ValueError
-        Unknown option, bad forget set, X or y not matching the model.
+        Unknown option, bad forget set, X or y not matching the model; ``certify`` on a model
+        with hidden layers (the bound needs a convex loss) or without objective perturbation.
     TypeError
         ``model`` is not a fitted mlu.MLP.
     mlu.NotPositiveDefiniteError
@@ -498,6 +519,7 @@ def unlearn(
     check_choice(curvature, "curvature", CURVATURE_CHOICES)
     check_choice(solver, "solver", SOLVERS)
     damping = check_damping(damping)
+    steps_given = steps
     if steps is None:
         steps = DEFAULT_STEPS if method == "newton" else 1
     steps = check_positive_int(steps, "steps")
@@ -511,6 +533,10 @@ def unlearn(
     X, y = _dask.checked_pair(model, X, y) if _dask.is_dask(X, y) else check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
     n_forget = int(mask.sum())
+    if certify is not None:
+        return _unlearn_certified(
+            model, X, y, mask, certify, method, params, steps_given, safeguard, start
+        )
 
     new = copy.deepcopy(model)
     new.trace_ = None  # the training record describes θ̂, not the unlearned model
@@ -601,4 +627,45 @@ def unlearn(
         time=time.perf_counter() - start,
         notes=tuple(notes),
         checks=tuple(checks),
+    )
+
+
+def _unlearn_certified(
+    model: MLP, X, y, mask, certify, method, params, steps, safeguard, start: float
+) -> UnlearningResult:
+    """``unlearn(..., certify=(ε, δ))``: the exact Newton step and its certificate."""
+    epsilon, delta = check_certifiable(model, certify)
+    if method != "newton" or params != "all" or steps not in (None, 1) or not safeguard:
+        raise ValueError(
+            "certify=(ε, δ) is one exact Newton step on all parameters with the update check: "
+            f"needs method='newton', params='all', steps=1 and safeguard=True, got "
+            f"method={method!r}, params={params!r}, steps={steps!r}, safeguard={safeguard!r}"
+        )
+    new, cert, check = certified_newton(model, X, y, mask, epsilon, delta)
+    notes = []
+    if check.shortened and check.significant:
+        msg = f"certified newton step: {check.describe()}"
+        warnings.warn(msg, UpdateShortenedWarning, stacklevel=3)
+        notes.append(msg)
+    if not cert.certified:
+        msg = cert.describe()
+        warnings.warn(msg, NotCertifiedWarning, stacklevel=3)
+        notes.append(msg)
+    return UnlearningResult(
+        model=new,
+        method="newton",
+        solver="cholesky" if model.n_params <= CERTIFIED_DENSE_MAX else "cg",
+        params="all",
+        curvature="hessian",
+        damping=0.0,
+        iterations=None,
+        residual=None,
+        min_eigenvalue=None,
+        negative_curvature=False,
+        n_forget=int(mask.sum()),
+        steps=1,
+        time=time.perf_counter() - start,
+        notes=tuple(notes),
+        checks=(check,),
+        certificate=cert,
     )
