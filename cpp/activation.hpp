@@ -42,13 +42,19 @@ inline bool is_curved(Activation act) { return act == Activation::Tanh || act ==
 template <class In, class Out>
 inline void activate(Activation act, const In& A, Out& H) {
     switch (act) {
-        case Activation::ReLU: H = A.cwiseMax(0.0); break;
-        case Activation::Tanh: H = A.array().tanh().matrix(); break;
+        case Activation::ReLU:
+            H = A.cwiseMax(0.0);
+            break;
+        case Activation::Tanh:
+            H = A.array().tanh().matrix();
+            break;
         case Activation::Sigmoid:
             // 1 / (1 + exp(-a)) is stable for all finite a in float64 (exp overflows to inf -> 0).
             H = (1.0 / (1.0 + (-A.array()).exp())).matrix();
             break;
-        case Activation::Identity: H = A; break;
+        case Activation::Identity:
+            H = A;
+            break;
     }
 }
 
@@ -56,10 +62,18 @@ inline void activate(Activation act, const In& A, Out& H) {
 template <class AIn, class HIn, class Out>
 inline void activation_derivative(Activation act, const AIn& A, const HIn& H, Out& D) {
     switch (act) {
-        case Activation::ReLU: D = (A.array() > 0.0).template cast<double>().matrix(); break;
-        case Activation::Tanh: D = (1.0 - H.array().square()).matrix(); break;
-        case Activation::Sigmoid: D = (H.array() * (1.0 - H.array())).matrix(); break;
-        case Activation::Identity: D.setOnes(A.rows(), A.cols()); break;
+        case Activation::ReLU:
+            D = (A.array() > 0.0).template cast<double>().matrix();
+            break;
+        case Activation::Tanh:
+            D = (1.0 - H.array().square()).matrix();
+            break;
+        case Activation::Sigmoid:
+            D = (H.array() * (1.0 - H.array())).matrix();
+            break;
+        case Activation::Identity:
+            D.setOnes(A.rows(), A.cols());
+            break;
     }
 }
 
@@ -68,8 +82,12 @@ template <class HIn, class Out>
 inline void activation_second_derivative(Activation act, const HIn& H, Out& D2) {
     switch (act) {
         case Activation::ReLU:
-        case Activation::Identity: D2.setZero(H.rows(), H.cols()); break;
-        case Activation::Tanh: D2 = (-2.0 * H.array() * (1.0 - H.array().square())).matrix(); break;
+        case Activation::Identity:
+            D2.setZero(H.rows(), H.cols());
+            break;
+        case Activation::Tanh:
+            D2 = (-2.0 * H.array() * (1.0 - H.array().square())).matrix();
+            break;
         case Activation::Sigmoid:
             D2 = (H.array() * (1.0 - H.array()) * (1.0 - 2.0 * H.array())).matrix();
             break;

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <algorithm>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,7 +14,7 @@
 namespace mlu {
 
 struct Architecture {
-    std::vector<Index> sizes;  // d, h1, ..., k
+    std::vector<Index> sizes;      // d, h1, ..., k
     std::vector<Activation> acts;  // one per hidden layer (layers 0 .. L-2)
     std::vector<Index> w_off, b_off;
     Index p = 0;
@@ -38,9 +37,6 @@ struct Architecture {
                                         std::to_string(hidden) + " hidden layers: give one, or one per hidden layer");
         }
         for (Index l = 0; l < num_layers(); ++l) {
-            // (in + 1) * out more parameters must still fit in an Index.
-            if (out(l) > (std::numeric_limits<Index>::max() - p) / (in(l) + 1))
-                throw std::invalid_argument("the layer sizes give more parameters than fit in 64 bits");
             w_off.push_back(p);
             p = checked_add(p, checked_mul(out(l), in(l), "the parameter count"), "the parameter count");
             b_off.push_back(p);

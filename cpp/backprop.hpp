@@ -16,8 +16,7 @@ inline auto layer_input(const XType& X, const Activations& f, Index l) -> Eigen:
 
 // Push the error at the output of layer l+1 (Delta, m x out_{l+1}) back to
 // the output of layer l: Delta <- (Delta W_{l+1}) * sigma'(A_l).
-inline void backprop_step(const Architecture& arch, const double* theta, const Activations& f, Index l,
-                          RowMat& Delta) {
+inline void backprop_step(const Architecture& arch, const double* theta, const Activations& f, Index l, RowMat& Delta) {
     RowMat D;
     activation_derivative(arch.act(l), f.A[l], f.H[l], D);
     RowMat prev = (Delta * arch.W(theta, l + 1)).cwiseProduct(D);
@@ -27,8 +26,8 @@ inline void backprop_step(const Architecture& arch, const double* theta, const A
 // g += sum over the block of d(sum_i e_i . z_i)/dtheta, where Delta = e is the
 // output error (m x k). With e = p - onehot(y) this is the summed loss gradient.
 template <class XType>
-void backprop_sum(const Architecture& arch, const double* theta, const XType& X, const Activations& f,
-                  RowMat Delta, double* g) {
+void backprop_sum(const Architecture& arch, const double* theta, const XType& X, const Activations& f, RowMat Delta,
+                  double* g) {
     for (Index l = arch.num_layers() - 1; l >= 0; --l) {
         auto in = layer_input(X, f, l);
         MapRM(g + arch.w_off[l], arch.out(l), arch.in(l)).noalias() += Delta.transpose() * in;
@@ -40,8 +39,8 @@ void backprop_sum(const Architecture& arch, const double* theta, const XType& X,
 // Row i of `rows` (stride row_stride) <- d(e_i . z_i)/dtheta for every sample
 // of the block: per-sample gradients without the sum.
 template <class XType>
-void backprop_rows(const Architecture& arch, const double* theta, const XType& X, const Activations& f,
-                   RowMat Delta, double* rows, Index row_stride) {
+void backprop_rows(const Architecture& arch, const double* theta, const XType& X, const Activations& f, RowMat Delta,
+                   double* rows, Index row_stride) {
     const Index m = Delta.rows();
     for (Index l = arch.num_layers() - 1; l >= 0; --l) {
         auto in = layer_input(X, f, l);

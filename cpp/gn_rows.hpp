@@ -30,8 +30,7 @@ inline RowMat augmented_input(const XType& Xb, const Activations& f, Index l) {
 // (m x out_l) the pre-activation factors g_{i,rho,l} of its m samples; f is
 // the block's forward pass.
 template <class XType, class Fn>
-void for_each_gn_factor(const Architecture& arch, const double* theta, const XType& Xb, const Activations& f,
-                        Fn&& fn) {
+void for_each_gn_factor(const Architecture& arch, const double* theta, const XType& Xb, const Activations& f, Fn&& fn) {
     const Index m = Xb.rows(), k = arch.classes(), r = ggn_rows_per_sample(arch);
     RowMat P;
     IVec dummy = IVec::Zero(m);

@@ -145,8 +145,7 @@ inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* t
         for (Index i = 0; i < m; ++i) t.V.middleRows((s + i) * r, r).array().rowwise() *= D1.row(i).array();
         if (!exact) return;
         output_error(P, y.segment(s, m), Delta2);
-        for (Index c = 0; c < k; ++c)
-            t.S.block(s, c * h, m, h) = D1.array().colwise() * Delta2.col(c).array();
+        for (Index c = 0; c < k; ++c) t.S.block(s, c * h, m, h) = D1.array().colwise() * Delta2.col(c).array();
         if (curved) {
             RowMat D2;
             activation_second_derivative(arch.act(0), f.H[0], D2);
@@ -175,46 +174,47 @@ inline void one_hidden_first_block(const Architecture& arch, const MatRef& X, co
     {
         RowMat Xs, Cs, S;  // allocated by the first task (inside the error guard)
 #pragma omp for schedule(dynamic, 1)
-        for (Index task = 0; task < static_cast<Index>(pairs.size()); ++task) errors.run([&] {
-            check_interrupt();
-            if (S.size() == 0) {
-                Xs.resize(kRows, d + 1);
-                Cs.resize(kRows, d + 1);
-                S.resize(d + 1, d + 1);
-            }
-            const auto [q, q2] = pairs[task];
-            S.triangularView<Eigen::Lower>().setZero();
-            Index m = 0;
-            auto flush = [&] {
-                if (m > 0) S.triangularView<Eigen::Lower>() += Xs.topRows(m).transpose() * Cs.topRows(m);
-                m = 0;
-            };
-            for (Index i = 0; i < n; ++i) {
-                double c = 0.0;
-                for (Index rho = 0; rho < r; ++rho) c += t.V(i * r + rho, q) * t.V(i * r + rho, q2);
-                if (q == q2 && t.C.size()) c += t.C(i, q);
-                if (c == 0.0) continue;  // ReLU: a unit of the pair is off for this sample
-                Xs.row(m).head(d) = X.row(i);
-                Xs(m, d) = 1.0;
-                Cs.row(m) = (c * inv_n) * Xs.row(m);
-                if (++m == kRows) flush();
-            }
-            flush();
-            // Both triangles of H are written here (no later pass over all of
-            // H): the pair's block is S and, S being symmetric, so is its mirror.
-            detail::symmetrize_from_lower(S);
-            const auto Sd = S.topLeftCorner(d, d);
-            const auto sb = S.row(d).head(d);  // against b1
-            Hm.block(q2 * d, q * d, d, d) = Sd;
-            Hm.row(b1 + q2).segment(q * d, d) = sb;
-            Hm.col(b1 + q2).segment(q * d, d) = sb.transpose();
-            if (q != q2) {
-                Hm.block(q * d, q2 * d, d, d) = Sd;
-                Hm.row(b1 + q).segment(q2 * d, d) = sb;
-                Hm.col(b1 + q).segment(q2 * d, d) = sb.transpose();
-            }
-            Hm(b1 + q2, b1 + q) = Hm(b1 + q, b1 + q2) = S(d, d);
-        });
+        for (Index task = 0; task < static_cast<Index>(pairs.size()); ++task)
+            errors.run([&] {
+                check_interrupt();
+                if (S.size() == 0) {
+                    Xs.resize(kRows, d + 1);
+                    Cs.resize(kRows, d + 1);
+                    S.resize(d + 1, d + 1);
+                }
+                const auto [q, q2] = pairs[task];
+                S.triangularView<Eigen::Lower>().setZero();
+                Index m = 0;
+                auto flush = [&] {
+                    if (m > 0) S.triangularView<Eigen::Lower>() += Xs.topRows(m).transpose() * Cs.topRows(m);
+                    m = 0;
+                };
+                for (Index i = 0; i < n; ++i) {
+                    double c = 0.0;
+                    for (Index rho = 0; rho < r; ++rho) c += t.V(i * r + rho, q) * t.V(i * r + rho, q2);
+                    if (q == q2 && t.C.size()) c += t.C(i, q);
+                    if (c == 0.0) continue;  // ReLU: a unit of the pair is off for this sample
+                    Xs.row(m).head(d) = X.row(i);
+                    Xs(m, d) = 1.0;
+                    Cs.row(m) = (c * inv_n) * Xs.row(m);
+                    if (++m == kRows) flush();
+                }
+                flush();
+                // Both triangles of H are written here (no later pass over all of
+                // H): the pair's block is S and, S being symmetric, so is its mirror.
+                detail::symmetrize_from_lower(S);
+                const auto Sd = S.topLeftCorner(d, d);
+                const auto sb = S.row(d).head(d);  // against b1
+                Hm.block(q2 * d, q * d, d, d) = Sd;
+                Hm.row(b1 + q2).segment(q * d, d) = sb;
+                Hm.col(b1 + q2).segment(q * d, d) = sb.transpose();
+                if (q != q2) {
+                    Hm.block(q * d, q2 * d, d, d) = Sd;
+                    Hm.row(b1 + q).segment(q2 * d, d) = sb;
+                    Hm.col(b1 + q).segment(q2 * d, d) = sb.transpose();
+                }
+                Hm(b1 + q2, b1 + q) = Hm(b1 + q, b1 + q2) = S(d, d);
+            });
     }
     errors.rethrow();
 }
@@ -315,8 +315,8 @@ inline void assemble_hessian(const Architecture& arch, const double* theta, cons
     // No hidden layer (where the Hessian is the GGN) or a deep GGN: a rank-k
     // update over the GGN rows, in blocks of ~64 MB.
     const Index r = ggn_rows_per_sample(arch);
-    const Index block =
-        std::clamp<Index>((Index(8) << 20) / std::max<Index>(checked_mul(p, r, "the GGN rows per sample"), 1), 16, 2048);
+    const Index block = std::clamp<Index>(
+        (Index(8) << 20) / std::max<Index>(checked_mul(p, r, "the GGN rows per sample"), 1), 16, 2048);
     RowMat B;
     for (Index s = 0; s < n; s += block) {
         check_interrupt();

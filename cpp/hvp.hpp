@@ -31,10 +31,9 @@ inline Curvature parse_curvature(const std::string& name) {
 
 class HessianOperator {
   public:
-    HessianOperator(Architecture arch, const double* theta, const double* X, const std::int64_t* y, Index n,
-                    double l2, Curvature curvature)
-        : arch_(std::move(arch)), theta_(CMapVec(theta, arch_.p)), X_(X), y_(y), n_(n), l2_(l2),
-          curvature_(curvature) {
+    HessianOperator(Architecture arch, const double* theta, const double* X, const std::int64_t* y, Index n, double l2,
+                    Curvature curvature)
+        : arch_(std::move(arch)), theta_(CMapVec(theta, arch_.p)), X_(X), y_(y), n_(n), l2_(l2), curvature_(curvature) {
         // Chunks are sized for a fixed thread count so that products are repeatable.
         chunks_ = sample_chunks(n_, kChunk);
         blocks_.resize(chunks_.size());

@@ -28,8 +28,8 @@ constexpr Index PS = Eigen::internal::packet_traits<double>::size;
 // product runs over d in packets (lane-wise partial sums, then one fixed
 // horizontal reduction) and a scalar tail.
 template <int RI, int RQ>
-inline void dot_tile(const double* X, Index ldx, const double* W, Index ldw, Index d, const double* bias,
-                     double* out, Index ldo) {
+inline void dot_tile(const double* X, Index ldx, const double* W, Index ldw, Index d, const double* bias, double* out,
+                     Index ldo) {
     using namespace Eigen::internal;
     Packet acc[RI][RQ];
     for (int a = 0; a < RI; ++a)

@@ -46,10 +46,9 @@ inline KFACSums kfac_sums(const Architecture& arch, const double* theta, const M
             RowMat At = augmented_input(Xb, f, l);
             acc.A[l].selfadjointView<Eigen::Lower>().rankUpdate(At.transpose());  // half the flops
         }
-        for_each_gn_factor(arch, theta, Xb, f,
-                           [&](Index l, Index, const RowMat& G) {
-                               acc.G[l].selfadjointView<Eigen::Lower>().rankUpdate(G.transpose());
-                           });
+        for_each_gn_factor(arch, theta, Xb, f, [&](Index l, Index, const RowMat& G) {
+            acc.G[l].selfadjointView<Eigen::Lower>().rankUpdate(G.transpose());
+        });
     });
     KFACSums total = zero_kfac_sums(arch);
     for (const auto& part : partial)
@@ -83,9 +82,8 @@ inline std::vector<RowMat> ekfac_sums(const Architecture& arch, const double* th
         forward(arch, theta, Xb, f);
         std::vector<RowMat> Gsq;
         for (Index l = 0; l < L; ++l) Gsq.push_back(RowMat::Zero(m, arch.out(l)));
-        for_each_gn_factor(arch, theta, Xb, f, [&](Index l, Index, const RowMat& G) {
-            Gsq[l].array() += (G * QG[l]).array().square();
-        });
+        for_each_gn_factor(arch, theta, Xb, f,
+                           [&](Index l, Index, const RowMat& G) { Gsq[l].array() += (G * QG[l]).array().square(); });
         for (Index l = 0; l < L; ++l) {
             RowMat Asq = (augmented_input(Xb, f, l) * QA[l]).array().square().matrix();
             acc[l].noalias() += Gsq[l].transpose() * Asq;

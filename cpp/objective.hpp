@@ -30,8 +30,8 @@ inline void losses(const Architecture& arch, const double* theta, const MatRef& 
 }
 
 // Mean gradient of (1/n) sum_i loss_i + (l2/2)|theta|^2; also returns the mean loss.
-inline Vec mean_gradient(const Architecture& arch, const double* theta, const MatRef& X, const LabelRef& y,
-                         double l2, double* mean_loss) {
+inline Vec mean_gradient(const Architecture& arch, const double* theta, const MatRef& X, const LabelRef& y, double l2,
+                         double* mean_loss) {
     const Index n = X.rows();
     // One extra slot carries the loss sum through the same reduction.
     Vec acc = parallel_sum(n, arch.p + 1, kChunk, [&](Index s, Index e, Vec& g) {
@@ -53,8 +53,8 @@ inline Vec mean_gradient(const Architecture& arch, const double* theta, const Ma
 // Per-sample gradients of loss_i (no L2 term) for samples [s, e), written to
 // rows (e - s) x p. Callers that only need reductions walk the data in such
 // blocks and never hold n x p.
-inline void per_sample_gradient_block(const Architecture& arch, const double* theta, const MatRef& X,
-                                      const LabelRef& y, Index s, Index e, double* rows) {
+inline void per_sample_gradient_block(const Architecture& arch, const double* theta, const MatRef& X, const LabelRef& y,
+                                      Index s, Index e, double* rows) {
     Activations f;
     auto Xb = X.middleRows(s, e - s);
     forward(arch, theta, Xb, f);
@@ -64,11 +64,10 @@ inline void per_sample_gradient_block(const Architecture& arch, const double* th
     backprop_rows(arch, theta, Xb, f, std::move(Delta), rows, arch.p);
 }
 
-inline void per_sample_gradients(const Architecture& arch, const double* theta, const MatRef& X,
-                                 const LabelRef& y, double* out) {
-    parallel_for_chunks(X.rows(), 256, [&](Index s, Index e) {
-        per_sample_gradient_block(arch, theta, X, y, s, e, out + s * arch.p);
-    });
+inline void per_sample_gradients(const Architecture& arch, const double* theta, const MatRef& X, const LabelRef& y,
+                                 double* out) {
+    parallel_for_chunks(
+        X.rows(), 256, [&](Index s, Index e) { per_sample_gradient_block(arch, theta, X, y, s, e, out + s * arch.p); });
 }
 
 }  // namespace mlu

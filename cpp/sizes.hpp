@@ -13,16 +13,16 @@ namespace mlu {
 inline Index checked_mul(Index a, Index b, const char* what) {
     Index r;
     if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
-        throw std::overflow_error(std::string(what) + " overflows: " + std::to_string(a) + " x " +
-                                  std::to_string(b) + " is not representable");
+        throw std::overflow_error(std::string(what) + " overflows: " + std::to_string(a) + " x " + std::to_string(b) +
+                                  " is not representable");
     return r;
 }
 
 inline Index checked_add(Index a, Index b, const char* what) {
     Index r;
     if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r))
-        throw std::overflow_error(std::string(what) + " overflows: " + std::to_string(a) + " + " +
-                                  std::to_string(b) + " is not representable");
+        throw std::overflow_error(std::string(what) + " overflows: " + std::to_string(a) + " + " + std::to_string(b) +
+                                  " is not representable");
     return r;
 }
 

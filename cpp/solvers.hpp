@@ -52,8 +52,7 @@ inline bool cholesky_inplace(Eigen::Ref<ColMat> A) {
                     const Index w = std::min(panel, rest - j0), below = rest - j0 - w;
                     const auto Aj = A21.middleRows(j0, w);
                     A22.block(j0, j0, w, w).triangularView<Eigen::Lower>() -= Aj * Aj.transpose();
-                    if (below > 0)
-                        A22.block(j0 + w, j0, below, w).noalias() -= A21.bottomRows(below) * Aj.transpose();
+                    if (below > 0) A22.block(j0 + w, j0, below, w).noalias() -= A21.bottomRows(below) * Aj.transpose();
                 });
         }
         errors.rethrow();
@@ -67,10 +66,9 @@ inline void cholesky_factor(const MatRef& H, double damping, Eigen::Ref<ColMat> 
     L = H.transpose();  // H is symmetric: the transposed view copies in memory order
     L.diagonal().array() += damping;
     if (!cholesky_inplace(L)) {
-        throw NotPositiveDefinite(
-            "H + damping*I is not positive definite (damping = " + std::to_string(damping) +
-            "): the Hessian of a non-convex network is indefinite away from a strict minimum. "
-            "Raise damping, use curvature='ggn' (positive semi-definite), or solver='eigh'.");
+        throw NotPositiveDefinite("H + damping*I is not positive definite (damping = " + std::to_string(damping) +
+                                  "): the Hessian of a non-convex network is indefinite away from a strict minimum. "
+                                  "Raise damping, use curvature='ggn' (positive semi-definite), or solver='eigh'.");
     }
     L.triangularView<Eigen::StrictlyUpper>().setZero();
 }
@@ -83,8 +81,8 @@ inline ColMat cholesky_solve(const Eigen::Ref<const ColMat>& L, const Eigen::Ref
 }
 
 struct Eigh {
-    Vec values;     // ascending
-    ColMat vectors; // columns
+    Vec values;      // ascending
+    ColMat vectors;  // columns
 };
 
 inline Eigh symmetric_eig(const MatRef& H) {

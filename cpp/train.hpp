@@ -113,10 +113,30 @@ class SgdEpoch {
   public:
     SgdEpoch(const Architecture& arch, double* theta, double* velocity, const MatRef& X, const LabelRef& y,
              const std::vector<Index>& order, double lr, double momentum, Index batch, double l2, int threads)
-        : arch_(arch), theta_(theta), vel_(velocity), X_(X), y_(y), order_(order), lr_(lr), mu_(momentum),
-          l2_(l2), bs_(batch), L_(arch.num_layers()), d_(arch.input_dim()), h0_(arch.out(0)),
-          A0_(batch, h0_), H0_(batch, h0_), Delta0_(batch, h0_), Xb_(threads, RowMat(batch, d_)), yb_(batch),
-          A_(L_), H_(L_), Delta_(L_), Dact_(L_), g_(arch.p), loss_(batch) {}
+        : arch_(arch),
+          theta_(theta),
+          vel_(velocity),
+          X_(X),
+          y_(y),
+          order_(order),
+          lr_(lr),
+          mu_(momentum),
+          l2_(l2),
+          bs_(batch),
+          L_(arch.num_layers()),
+          d_(arch.input_dim()),
+          h0_(arch.out(0)),
+          A0_(batch, h0_),
+          H0_(batch, h0_),
+          Delta0_(batch, h0_),
+          Xb_(threads, RowMat(batch, d_)),
+          yb_(batch),
+          A_(L_),
+          H_(L_),
+          Delta_(L_),
+          Dact_(L_),
+          g_(arch.p),
+          loss_(batch) {}
 
     // Steps over samples [s, e) of the permutation on a team of `threads`.
     // Returns false if the team fell back to thread 0 alone on the way.
@@ -252,9 +272,8 @@ class SgdEpoch {
 }  // namespace detail
 
 // Returns the mean over batches of the minibatch loss before each step.
-inline double sgd_epoch(const Architecture& arch, double* theta, double* velocity, const MatRef& X,
-                        const LabelRef& y, const std::vector<Index>& order, double lr, double momentum,
-                        Index batch_size, double l2) {
+inline double sgd_epoch(const Architecture& arch, double* theta, double* velocity, const MatRef& X, const LabelRef& y,
+                        const std::vector<Index>& order, double lr, double momentum, Index batch_size, double l2) {
     const Index n = X.rows(), bs = std::min(batch_size, n);
     const int threads = detail::sgd_threads(arch, bs);
     detail::SgdEpoch epoch(arch, theta, velocity, X, y, order, lr, momentum, bs, l2, threads);

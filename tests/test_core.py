@@ -309,6 +309,6 @@ def test_float32_and_non_contiguous_inputs_are_converted():
 
 def test_parameter_count_overflow_is_refused():
     # (in + 1) * out summed over layers must fit in 64 bits: refused, not wrapped around.
-    with pytest.raises(ValueError, match="64 bits"):
+    with pytest.raises(OverflowError, match="parameter count overflows"):
         _core.num_params([2**40, 2**40, 2])
     assert _core.num_params([3, 4, 2]) == ref.num_params([3, 4, 2])

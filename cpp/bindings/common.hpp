@@ -35,12 +35,10 @@ py::array_t<double> to_numpy(M&& mat) {
         return py::array_t<double>({heap->size()}, {sizeof(double)}, heap->data(), owner);
     } else if constexpr (Plain::IsRowMajor) {
         return py::array_t<double>({heap->rows(), heap->cols()},
-                                   {heap->cols() * Index(sizeof(double)), Index(sizeof(double))}, heap->data(),
-                                   owner);
+                                   {heap->cols() * Index(sizeof(double)), Index(sizeof(double))}, heap->data(), owner);
     } else {
         return py::array_t<double>({heap->rows(), heap->cols()},
-                                   {Index(sizeof(double)), heap->rows() * Index(sizeof(double))}, heap->data(),
-                                   owner);
+                                   {Index(sizeof(double)), heap->rows() * Index(sizeof(double))}, heap->data(), owner);
     }
 }
 
@@ -72,8 +70,8 @@ struct Data {
     Eigen::Map<const IVec> y;
 };
 
-inline Data bind_data(const DArr& theta, const std::vector<Index>& sizes, const std::string& activation,
-                      const DArr& X, const IArr* y) {
+inline Data bind_data(const DArr& theta, const std::vector<Index>& sizes, const std::string& activation, const DArr& X,
+                      const IArr* y) {
     Architecture arch = make_arch(sizes, activation);
     auto th = vector_view(theta, "theta");
     check_theta(arch, th.size());

@@ -1,6 +1,7 @@
 // Self-influence scores from a factored inverse curvature.
-#include "bindings/common.hpp"
 #include "influence.hpp"
+
+#include "bindings/common.hpp"
 
 namespace mlu::bind {
 
@@ -18,7 +19,8 @@ void bind_influence(py::module_& m) {
             Vec s;
             {
                 py::gil_scoped_release release;
-                const double blocks = 2.0 * 8.0 * 256.0 * double(num_threads()) * double(std::max(Mm.rows(), Mm.cols()));
+                const double blocks =
+                    2.0 * 8.0 * 256.0 * double(num_threads()) * double(std::max(Mm.rows(), Mm.cols()));
                 guarded("self_influence", pass_bytes(d.arch, d.X.rows(), 256, blocks),
                         [&] { s = self_influence(d.arch, d.theta.data(), d.X, d.y, Mm, qf); });
             }

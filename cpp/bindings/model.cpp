@@ -16,7 +16,8 @@ void bind_model(py::module_& m) {
             RowMat Z;
             {
                 py::gil_scoped_release release;
-                guarded("logits", pass_bytes(d.arch, d.X.rows(), kChunk), [&] { logits(d.arch, d.theta.data(), d.X, Z); });
+                guarded("logits", pass_bytes(d.arch, d.X.rows(), kChunk),
+                        [&] { logits(d.arch, d.theta.data(), d.X, Z); });
             }
             return to_numpy(std::move(Z));
         },
@@ -46,8 +47,7 @@ void bind_model(py::module_& m) {
 
     m.def(
         "losses",
-        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X,
-           const IArr& y) {
+        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X, const IArr& y) {
             Data d = bind_data(theta, sizes, act, X, &y);
             Vec out;
             {
@@ -79,8 +79,7 @@ void bind_model(py::module_& m) {
 
     m.def(
         "per_sample_gradients",
-        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X,
-           const IArr& y) {
+        [](const DArr& theta, const std::vector<Index>& sizes, const std::string& act, const DArr& X, const IArr& y) {
             Data d = bind_data(theta, sizes, act, X, &y);
             auto G = empty_matrix(d.X.rows(), d.arch.p);
             double* out = G.mutable_data();

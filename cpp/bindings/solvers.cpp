@@ -1,6 +1,7 @@
 // Dense factorizations and solves: Cholesky, eigendecomposition, pseudo-inverse.
-#include "bindings/common.hpp"
 #include "solvers.hpp"
+
+#include "bindings/common.hpp"
 
 namespace mlu::bind {
 
@@ -31,7 +32,8 @@ void bind_solvers(py::module_& m) {
             ColMat X;
             {
                 py::gil_scoped_release release;
-                guarded("cholesky_solve", 8.0 * double(Bm.rows()) * double(Bm.cols()), [&] { X = cholesky_solve(Lm, Bm); });
+                guarded("cholesky_solve", 8.0 * double(Bm.rows()) * double(Bm.cols()),
+                        [&] { X = cholesky_solve(Lm, Bm); });
             }
             return to_numpy(std::move(X));
         },

@@ -1,6 +1,7 @@
 // Training: seeded permutations and one SGD+momentum epoch.
-#include "bindings/common.hpp"
 #include "train.hpp"
+
+#include "bindings/common.hpp"
 
 namespace mlu::bind {
 
@@ -16,8 +17,7 @@ void bind_train(py::module_& m) {
     m.def(
         "sgd_epoch",
         [](const DArr& theta, const DArr& velocity, const std::vector<Index>& sizes, const std::string& act,
-           const DArr& X, const IArr& y, std::uint64_t seed, double lr, double momentum, Index batch_size,
-           double l2) {
+           const DArr& X, const IArr& y, std::uint64_t seed, double lr, double momentum, Index batch_size, double l2) {
             Data d = bind_data(theta, sizes, act, X, &y);
             auto vel = vector_view(velocity, "velocity");
             require(vel.size() == d.arch.p, "velocity must have p entries");
@@ -32,8 +32,7 @@ void bind_train(py::module_& m) {
                     th = d.theta;  // the caller's arrays are never modified
                     v = vel;
                     auto order = permutation(d.X.rows(), seed);
-                    mean_loss =
-                        sgd_epoch(d.arch, th.data(), v.data(), d.X, d.y, order, lr, momentum, batch_size, l2);
+                    mean_loss = sgd_epoch(d.arch, th.data(), v.data(), d.X, d.y, order, lr, momentum, batch_size, l2);
                 });
             }
             return py::make_tuple(to_numpy(std::move(th)), to_numpy(std::move(v)), mean_loss);

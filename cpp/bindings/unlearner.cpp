@@ -17,8 +17,8 @@ py::list to_list(std::vector<RowMat>&& mats) {
 // Checked views of a list of per-layer matrices with the given shapes.
 std::vector<MatRef> layer_views(const std::vector<DArr>& mats, const std::vector<std::pair<Index, Index>>& shapes,
                                 const std::string& name) {
-    require(mats.size() == shapes.size(), name + " must hold " + std::to_string(shapes.size()) + " matrices, got " +
-                                              std::to_string(mats.size()));
+    require(mats.size() == shapes.size(),
+            name + " must hold " + std::to_string(shapes.size()) + " matrices, got " + std::to_string(mats.size()));
     std::vector<MatRef> out;
     for (std::size_t l = 0; l < mats.size(); ++l) {
         auto v = matrix_view(mats[l], name.c_str());
