@@ -19,7 +19,7 @@ inline auto layer_input(const XType& X, const Activations& f, Index l) -> Eigen:
 inline void backprop_step(const Architecture& arch, const double* theta, const Activations& f, Index l,
                           RowMat& Delta) {
     RowMat D;
-    activation_derivative(arch.act, f.A[l], f.H[l], D);
+    activation_derivative(arch.act(l), f.A[l], f.H[l], D);
     RowMat prev = (Delta * arch.W(theta, l + 1)).cwiseProduct(D);
     Delta.swap(prev);
 }

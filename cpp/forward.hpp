@@ -27,7 +27,7 @@ void forward(const Architecture& arch, const double* theta, const XType& X, Acti
         else
             f.A[l].noalias() = f.H[l - 1] * arch.W(theta, l).transpose();
         f.A[l].rowwise() += arch.b(theta, l).transpose();
-        if (l < L - 1) activate(arch.act, f.A[l], f.H[l]);
+        if (l < L - 1) activate(arch.act(l), f.A[l], f.H[l]);
     }
 }
 

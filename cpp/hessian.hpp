@@ -42,11 +42,15 @@ namespace detail {
 inline void syrk_lower(const RowMat& B, MapRM& H) {
     const Index p = H.rows(), panel = 192;
     const Index panels = (p + panel - 1) / panel;
+    RegionErrors errors;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (Index t = 0; t < panels; ++t) {
-        const Index j0 = t * panel, w = std::min(panel, p - j0);
-        H.block(j0, j0, p - j0, w).noalias() += B.middleCols(j0, p - j0).transpose() * B.middleCols(j0, w);
-    }
+    for (Index t = 0; t < panels; ++t)
+        errors.run([&] {
+            check_interrupt();
+            const Index j0 = t * panel, w = std::min(panel, p - j0);
+            H.block(j0, j0, p - j0, w).noalias() += B.middleCols(j0, p - j0).transpose() * B.middleCols(j0, w);
+        });
+    errors.rethrow();
 }
 
 // Upper triangle <- lower, in 64 x 64 tiles (a row-major column walk would
@@ -118,7 +122,7 @@ struct OneHiddenTerms {
 inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* theta, const MatRef& X,
                                        const LabelRef& y, bool exact) {
     const Index n = X.rows(), h = arch.out(0), k = arch.classes();
-    const bool curved = exact && arch.act != Activation::ReLU;
+    const bool curved = exact && arch.curved(0);
     OneHiddenTerms t;
     t.r = ggn_rows_per_sample(arch);
     const Index r = t.r;
@@ -134,7 +138,7 @@ inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* t
         forward(arch, theta, X.middleRows(s, m), f);
         RowMat P, D1, Delta2;
         softmax_cross_entropy(f.A[1], y.segment(s, m), P, nullptr);
-        activation_derivative(arch.act, f.A[0], f.H[0], D1);
+        activation_derivative(arch.act(0), f.A[0], f.H[0], D1);
         t.H.middleRows(s, m) = f.H[0];
         for (Index i = 0; i < m; ++i) detail::output_factor(P.row(i), t.U.middleRows((s + i) * r, r));
         t.V.middleRows(s * r, m * r).noalias() = t.U.middleRows(s * r, m * r) * W2;
@@ -145,7 +149,7 @@ inline OneHiddenTerms one_hidden_terms(const Architecture& arch, const double* t
             t.S.block(s, c * h, m, h) = D1.array().colwise() * Delta2.col(c).array();
         if (curved) {
             RowMat D2;
-            activation_second_derivative(arch.act, f.H[0], D2);
+            activation_second_derivative(arch.act(0), f.H[0], D2);
             t.C.middleRows(s, m).noalias() = Delta2 * W2;
             t.C.middleRows(s, m).array() *= D2.array();
         }
@@ -165,12 +169,19 @@ inline void one_hidden_first_block(const Architecture& arch, const MatRef& X, co
     for (Index q = 0; q < h; ++q)
         for (Index q2 = q + 1; q2 < h; ++q2) pairs.emplace_back(q, q2);
     constexpr Index kRows = 512;  // gathered samples per product: the GEMM depth
+    RegionErrors errors;
 
 #pragma omp parallel
     {
-        RowMat Xs(kRows, d + 1), Cs(kRows, d + 1), S(d + 1, d + 1);
+        RowMat Xs, Cs, S;  // allocated by the first task (inside the error guard)
 #pragma omp for schedule(dynamic, 1)
-        for (Index task = 0; task < static_cast<Index>(pairs.size()); ++task) {
+        for (Index task = 0; task < static_cast<Index>(pairs.size()); ++task) errors.run([&] {
+            check_interrupt();
+            if (S.size() == 0) {
+                Xs.resize(kRows, d + 1);
+                Cs.resize(kRows, d + 1);
+                S.resize(d + 1, d + 1);
+            }
             const auto [q, q2] = pairs[task];
             S.triangularView<Eigen::Lower>().setZero();
             Index m = 0;
@@ -203,8 +214,9 @@ inline void one_hidden_first_block(const Architecture& arch, const MatRef& X, co
                 Hm.col(b1 + q).segment(q2 * d, d) = sb.transpose();
             }
             Hm(b1 + q2, b1 + q) = Hm(b1 + q, b1 + q2) = S(d, d);
-        }
+        });
     }
+    errors.rethrow();
 }
 
 // W2b2 rows and columns: against W1b1 by products over sample chunks (each
@@ -289,6 +301,7 @@ inline void assemble_hessian(const Architecture& arch, const double* theta, cons
         HessianOperator op(arch, theta, X.data(), y.data(), n, l2, curvature);
         Vec e = Vec::Zero(p), col(p);
         for (Index j = 0; j < p; ++j) {
+            check_interrupt();
             e[j] = 1.0;
             op.apply(e.data(), col.data());
             H.col(j) = col;
@@ -302,9 +315,11 @@ inline void assemble_hessian(const Architecture& arch, const double* theta, cons
     // No hidden layer (where the Hessian is the GGN) or a deep GGN: a rank-k
     // update over the GGN rows, in blocks of ~64 MB.
     const Index r = ggn_rows_per_sample(arch);
-    const Index block = std::clamp<Index>((Index(8) << 20) / std::max<Index>(p * r, 1), 16, 2048);
+    const Index block =
+        std::clamp<Index>((Index(8) << 20) / std::max<Index>(checked_mul(p, r, "the GGN rows per sample"), 1), 16, 2048);
     RowMat B;
     for (Index s = 0; s < n; s += block) {
+        check_interrupt();
         const Index e = std::min(n, s + block);
         ggn_factor_rows(arch, theta, X, s, e, B);
         detail::syrk_lower(B, H);

@@ -5,7 +5,8 @@
 // Gauss-Newton part J^T H_out J, three terms that the R-operator keeps:
 //   * delta_l (dH_{l-1})^T in the weight gradient (cross-layer terms),
 //   * dW_l^T delta_l in the backward recursion (their transposes),
-//   * sigma''(A) . dA . (delta W) for curved activations (zero for ReLU).
+//   * sigma''(A) . dA . (delta W) for curved activations (zero for ReLU and identity),
+//     layer by layer, each with its own activation.
 // curvature = GGN drops all three, leaving the positive semi-definite
 // generalized Gauss-Newton matrix.
 //
@@ -37,8 +38,14 @@ class HessianOperator {
         // Chunks are sized for a fixed thread count so that products are repeatable.
         chunks_ = sample_chunks(n_, kChunk);
         blocks_.resize(chunks_.size());
+        RegionErrors errors;
 #pragma omp parallel for schedule(static)
-        for (Index c = 0; c < static_cast<Index>(chunks_.size()); ++c) prepare(c);
+        for (Index c = 0; c < static_cast<Index>(chunks_.size()); ++c)
+            errors.run([&] {
+                check_interrupt();
+                prepare(c);
+            });
+        errors.rethrow();
     }
 
     Index size() const { return arch_.p; }
@@ -48,9 +55,14 @@ class HessianOperator {
     void apply(const double* v, double* out) const {
         const int threads = num_threads();
         std::vector<Vec> partial(threads, Vec::Zero(arch_.p));
+        RegionErrors errors;
 #pragma omp parallel for schedule(static)
         for (Index c = 0; c < static_cast<Index>(chunks_.size()); ++c)
-            apply_block(c, v, partial[omp_get_thread_num()].data());
+            errors.run([&] {
+                check_interrupt();
+                apply_block(c, v, partial[omp_get_thread_num()].data());
+            });
+        errors.rethrow();
         MapVec result(out, arch_.p);
         result.setZero();
         for (auto& part : partial) result += part;
@@ -84,10 +96,10 @@ class HessianOperator {
         b.Delta.resize(L);
         output_error(b.P, y, b.Delta[L - 1]);
         for (Index l = L - 2; l >= 0; --l) {
-            activation_derivative(arch_.act, b.f.A[l], b.f.H[l], b.D[l]);
+            activation_derivative(arch_.act(l), b.f.A[l], b.f.H[l], b.D[l]);
             RowMat back = b.Delta[l + 1] * arch_.W(th, l + 1);
-            if (curvature_ == Curvature::Hessian && arch_.act != Activation::ReLU) {
-                activation_second_derivative(arch_.act, b.f.H[l], b.C[l]);
+            if (curvature_ == Curvature::Hessian && arch_.curved(l)) {
+                activation_second_derivative(arch_.act(l), b.f.H[l], b.C[l]);
                 b.C[l].array() *= back.array();
             }
             b.Delta[l] = back.cwiseProduct(b.D[l]);
@@ -128,7 +140,7 @@ class HessianOperator {
             RowMat back = dDelta * arch_.W(th, l);
             if (exact) back.noalias() += b.Delta[l] * CMapRM(v + arch_.w_off[l], arch_.out(l), arch_.in(l));
             RowMat next = back.cwiseProduct(b.D[l - 1]);
-            if (exact && arch_.act != Activation::ReLU) next += b.C[l - 1].cwiseProduct(dA[l - 1]);
+            if (exact && arch_.curved(l - 1)) next += b.C[l - 1].cwiseProduct(dA[l - 1]);
             dDelta.swap(next);
         }
     }

@@ -19,13 +19,44 @@ inline void omp_set_num_threads(int) {}
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
 #include <vector>
 
+#include "interrupt.hpp"
 #include "types.hpp"
 
 namespace mlu {
 
 inline int num_threads() { return omp_get_max_threads(); }
+
+// An exception must not leave an OpenMP region (the process would abort). Run
+// each iteration's body through run(): the first exception of any thread is
+// kept, later iterations are skipped, and rethrow() raises it after the region.
+class RegionErrors {
+  public:
+    template <class Fn>
+    void run(Fn&& fn) noexcept {
+        if (failed_.load(std::memory_order_relaxed)) return;
+        try {
+            fn();
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!error_) error_ = std::current_exception();
+            failed_.store(true, std::memory_order_relaxed);
+        }
+    }
+    bool failed() const { return failed_.load(std::memory_order_relaxed); }
+    void rethrow() const {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+  private:
+    std::atomic<bool> failed_{false};
+    std::mutex mutex_;
+    std::exception_ptr error_;
+};
 
 // Contiguous [begin, end) sample ranges, at most `max_chunk` long, at least
 // one per thread when there is enough work.
@@ -45,10 +76,15 @@ Vec parallel_sum(Index n, Index m, Index max_chunk, Fn fn) {
     auto chunks = sample_chunks(n, max_chunk);
     const int threads = num_threads();
     std::vector<Vec> partial(threads, Vec::Zero(m));
+    RegionErrors errors;
 #pragma omp parallel for schedule(static)
     for (Index c = 0; c < static_cast<Index>(chunks.size()); ++c) {
-        fn(chunks[c].first, chunks[c].second, partial[omp_get_thread_num()]);
+        errors.run([&] {
+            check_interrupt();
+            fn(chunks[c].first, chunks[c].second, partial[omp_get_thread_num()]);
+        });
     }
+    errors.rethrow();
     Vec total = Vec::Zero(m);
     for (auto& v : partial) total += v;
     return total;
@@ -57,8 +93,14 @@ Vec parallel_sum(Index n, Index m, Index max_chunk, Fn fn) {
 template <class Fn>
 void parallel_for_chunks(Index n, Index max_chunk, Fn fn) {
     auto chunks = sample_chunks(n, max_chunk);
+    RegionErrors errors;
 #pragma omp parallel for schedule(static)
-    for (Index c = 0; c < static_cast<Index>(chunks.size()); ++c) fn(chunks[c].first, chunks[c].second);
+    for (Index c = 0; c < static_cast<Index>(chunks.size()); ++c)
+        errors.run([&] {
+            check_interrupt();
+            fn(chunks[c].first, chunks[c].second);
+        });
+    errors.rethrow();
 }
 
 }  // namespace mlu

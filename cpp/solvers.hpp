@@ -36,21 +36,27 @@ inline bool cholesky_inplace(Eigen::Ref<ColMat> A) {
         const auto L11 = A11.triangularView<Eigen::Lower>();
         auto A21 = A.block(k + b, k, rest, b);
         auto A22 = A.block(k + b, k + b, rest, rest);
+        check_interrupt();
+        RegionErrors errors;
 #pragma omp parallel
         {
 #pragma omp for schedule(static)
-            for (Index r0 = 0; r0 < rest; r0 += rows) {
-                auto block = A21.middleRows(r0, std::min(rows, rest - r0));
-                L11.transpose().solveInPlace<Eigen::OnTheRight>(block);
-            }
+            for (Index r0 = 0; r0 < rest; r0 += rows)
+                errors.run([&] {
+                    auto block = A21.middleRows(r0, std::min(rows, rest - r0));
+                    L11.transpose().solveInPlace<Eigen::OnTheRight>(block);
+                });
 #pragma omp for schedule(dynamic, 1)
-            for (Index j0 = 0; j0 < rest; j0 += panel) {
-                const Index w = std::min(panel, rest - j0), below = rest - j0 - w;
-                const auto Aj = A21.middleRows(j0, w);
-                A22.block(j0, j0, w, w).triangularView<Eigen::Lower>() -= Aj * Aj.transpose();
-                if (below > 0) A22.block(j0 + w, j0, below, w).noalias() -= A21.bottomRows(below) * Aj.transpose();
-            }
+            for (Index j0 = 0; j0 < rest; j0 += panel)
+                errors.run([&] {
+                    const Index w = std::min(panel, rest - j0), below = rest - j0 - w;
+                    const auto Aj = A21.middleRows(j0, w);
+                    A22.block(j0, j0, w, w).triangularView<Eigen::Lower>() -= Aj * Aj.transpose();
+                    if (below > 0)
+                        A22.block(j0 + w, j0, below, w).noalias() -= A21.bottomRows(below) * Aj.transpose();
+                });
         }
+        errors.rethrow();
     }
     return true;
 }
@@ -136,6 +142,7 @@ inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, d
     Vec r = b, d = b, Ad(p);
     double rr = r.squaredNorm();
     while (res.iterations < maxiter) {
+        check_interrupt();
         op.apply(d.data(), Ad.data());
         Ad += damping * d;
         const double curv = d.dot(Ad);

@@ -122,6 +122,8 @@ class SgdEpoch {
     // Returns false if the team fell back to thread 0 alone on the way.
     bool run(Index s, Index e, int threads) {
         bool go_solo = false;  // set by thread 0 between the barriers, read by all after the second
+        bool stop = false;     // likewise: a thread failed (out of memory), all leave together
+        RegionErrors errors;
 #pragma omp parallel num_threads(threads)
         {
             const int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -130,14 +132,15 @@ class SgdEpoch {
             LateWatch watch;
             for (Index b = s; b < e; b += bs_) {
                 const Index m = std::min(bs_, e - b);
-                forward_first(t, b, m, u0, u1);
+                errors.run([&] { forward_first(t, b, m, u0, u1); });
                 if (!solo) {
                     if (t == 0) watch.computed();
 #pragma omp barrier
                     if (t == 0) watch.waited();
                 }
-                if (t == 0) upper_layers(b, m);
+                if (t == 0) errors.run([&] { upper_layers(b, m); });
                 bool switched = false;
+                if (t == 0) stop = errors.failed();
                 if (!solo) {
                     // Decided before the barrier, read by all after it.
                     if (t == 0) {
@@ -148,7 +151,8 @@ class SgdEpoch {
                     solo = switched = go_solo;
                     if (t == 0) watch.waited();
                 }
-                step_first(t, m, u0, u1);
+                if (stop) break;  // the same in every thread (set before the barrier)
+                errors.run([&] { step_first(t, m, u0, u1); });
                 if (switched) {
                     // Every unit's step is done before thread 0 goes on alone with all of them.
 #pragma omp barrier
@@ -158,6 +162,7 @@ class SgdEpoch {
                 }
             }
         }
+        errors.rethrow();
         return !go_solo;
     }
 
@@ -173,7 +178,7 @@ class SgdEpoch {
                               A0_.data(), h0_);
         if (L_ > 1) {
             auto H0t = H0_.block(0, u0, m, u1 - u0);
-            activate(arch_.act, A0_.block(0, u0, m, u1 - u0), H0t);
+            activate(arch_.act(0), A0_.block(0, u0, m, u1 - u0), H0t);
         }
     }
 
@@ -189,7 +194,7 @@ class SgdEpoch {
         for (Index l = 1; l < L_; ++l) {
             A_[l].noalias() = input(l).lazyProduct(arch_.W(th, l).transpose());
             A_[l].rowwise() += arch_.b(th, l).transpose();
-            if (l < L_ - 1) activate(arch_.act, A_[l], H_[l]);
+            if (l < L_ - 1) activate(arch_.act(l), A_[l], H_[l]);
         }
         const auto logits = L_ > 1 ? Eigen::Ref<const RowMat>(A_[L_ - 1]) : Eigen::Ref<const RowMat>(A0_.topRows(m));
         softmax_cross_entropy(logits, yb_.head(m), P_, loss_.data());
@@ -207,11 +212,11 @@ class SgdEpoch {
             // The error one layer down, with the weights from before this step.
             const auto Wl = arch_.W(th, l);
             if (l > 1) {
-                activation_derivative(arch_.act, A_[l - 1], H_[l - 1], Dact_[l - 1]);
+                activation_derivative(arch_.act(l - 1), A_[l - 1], H_[l - 1], Dact_[l - 1]);
                 Delta_[l - 1].noalias() = Delta_[l].lazyProduct(Wl);
                 Delta_[l - 1].array() *= Dact_[l - 1].array();
             } else {
-                activation_derivative(arch_.act, A0_.topRows(m), H0_.topRows(m), Dact_[0]);
+                activation_derivative(arch_.act(0), A0_.topRows(m), H0_.topRows(m), Dact_[0]);
                 Delta0_.topRows(m).noalias() = Delta_[1].lazyProduct(Wl);
                 Delta0_.topRows(m).array() *= Dact_[0].array();
             }
@@ -258,6 +263,7 @@ inline double sgd_epoch(const Architecture& arch, double* theta, double* velocit
     constexpr Index kSteps = 16;
     auto& retry = detail::team_retry();
     for (Index s = 0; s < n; s += kSteps * bs) {
+        check_interrupt();
         const Index e = std::min(n, s + kSteps * bs);
         if (threads == 1 || retry.solo_now())
             epoch.run(s, e, 1);

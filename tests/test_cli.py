@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -44,21 +45,51 @@ TINY_RUN = [
 ]
 
 
-def test_demo(tmp_path, capsys):
+def test_demo_shows_a_test_accuracy_gain(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the demo draws its pictures
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "10 classes" in text and "r = 30%" in text
+    assert "before: trained on the noisy labels" in text and "oracle" in text
+    facts = json.loads((out / "demo.json").read_text())
+    test = facts["test"]
+    # The default case: noise visibly hurts, and the pipeline wins back >= 2 points.
+    assert test["clean_retrain"]["accuracy"] - test["before"]["accuracy"] >= 0.02
+    assert facts["gain"] == test["after"]["accuracy"] - test["before"]["accuracy"] >= 0.02
+    assert f"{100 * facts['gain']:+.1f} points" in text
+    # The report with the suspects' pictures.
+    for name in ("report.html", "report.md", "suspects.png", "suspects.csv", "model.npz"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] > 0.8 and summary["image_shape"] == [8, 8]
+    # Running it again replaces its own earlier report, but never another directory.
+    assert main(["demo", "--out", str(out), "--no-progress", "--ratio", "0.2"]) == 0
+    assert json.loads((out / "demo.json").read_text())["ratio"] == 0.2
+    other = tmp_path / "mine"
+    other.mkdir()
+    assert main(["demo", "--out", str(other)]) == 2
+    assert "not an earlier report" in capsys.readouterr().err
+
+
+def test_demo_sweep(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--sweep", "--out", str(out), "--classes", "0", "1", "--ratio", "20%"]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "noisy model" in text and "pipeline" in text and "retrain on the truly clean" in text
     assert "ROC-AUC" in text
     assert (out / "demo.png").stat().st_size > 10_000
     for name in ("detection.csv", "unlearning.csv", "pipeline.csv", "summary.md"):
         assert (out / name).is_file()
-    rows = list(csv.DictReader(open(out / "pipeline.csv", newline="")))
+    with open(out / "pipeline.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert {r["role"] for r in rows} == {"noisy", "clean_retrain", "unlearn", "retrain_kept"}
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
 
 
 def test_run_tiny_sweep_and_resume(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the run draws plots
     out = tmp_path / "run"
     assert main([*TINY_RUN, "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -83,6 +114,35 @@ def test_run_tiny_sweep_and_resume(tmp_path, capsys):
     (out / "summary.md").unlink()
     assert main(["report", str(out), "--no-plots"]) == 0
     assert (out / "summary.md").is_file()
+
+
+def test_run_on_a_data_file(tmp_path, capsys):
+    # A CSV of digits with string labels: the same sweep as on the named data set.
+    ds = mlu.datasets.load("digits")
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    path = tmp_path / "digits.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["kind", *[f"p{i}" for i in range(64)]])
+        for x, y in zip(ds.X_train, ds.y_train):
+            writer.writerow([names[y], *x])
+    args = [a for a in TINY_RUN if a != "digits"]
+    args[args.index("--dataset") : args.index("--dataset") + 1] = []
+    out = tmp_path / "run"
+    code = main([*args, "--data", str(path), "--label", "kind", "--classes", "one", "seven",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "2 cell(s) computed" in capsys.readouterr().out
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["datasets"] == [str(path)] and meta["config"]["data_label"] == "kind"
+    rows = list(csv.DictReader(open(out / "detection.csv", newline="")))
+    # 20% of the two classes' 2 × ~107 training rows are the test set; flips are of the rest.
+    n_train = {int(r["n_train"]) for r in rows}
+    n_one, n_seven = (ds.y_train == 1).sum(), (ds.y_train == 7).sum()
+    assert n_train == {(n_one + n_seven) - math.ceil(0.2 * (n_one + n_seven))}
+    # Without --label, a CSV is refused with a clear message.
+    assert main([*args, "--data", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "--label" in capsys.readouterr().err
 
 
 def test_config_file_and_overrides(tmp_path, capsys):

@@ -22,6 +22,12 @@ CASES = [
     ((6, 4), "relu", 2),
     ((5, 4), "tanh", 3),
     ((4, 3, 3), "sigmoid", 2),
+    ((6,), "identity", 3),
+    # A different activation per hidden layer (each kernel must use the layer's own).
+    ((5, 4), "tanh,relu", 3),
+    ((5, 4), "relu,sigmoid", 2),
+    ((4, 3, 3), "sigmoid,identity,tanh", 3),
+    ((5, 4), ("identity", "tanh"), 2),
 ]
 
 
@@ -122,13 +128,14 @@ def test_ggn_is_psd_and_last_block_matches(hidden, act, k):
 @settings(max_examples=25, deadline=None)
 @given(
     hidden=st.lists(st.integers(1, 6), min_size=0, max_size=3).map(tuple),
-    act=st.sampled_from(["relu", "tanh", "sigmoid"]),
+    acts=st.lists(st.sampled_from(["relu", "tanh", "sigmoid", "identity"]), min_size=3, max_size=3),
     k=st.integers(2, 5),
     n=st.integers(1, 30),
     d=st.integers(1, 6),
     seed=st.integers(0, 10_000),
 )
-def test_property_core_equals_reference(hidden, act, k, n, d, seed):
+def test_property_core_equals_reference(hidden, acts, k, n, d, seed):
+    act = ",".join(acts[: len(hidden)]) or acts[0]  # one activation per hidden layer
     model, X, y = make_problem(hidden, act, k, n=max(n, k), d=d, seed=seed)
     L = model.layers
     v = np.random.default_rng(seed).normal(size=model.n_params)
@@ -231,15 +238,18 @@ def test_training_lowers_loss_and_is_repeatable(digits01):
     assert m1.score(ds.X_test, ds.y_test) > 0.95
 
 
-def test_sgd_epoch_matches_reference():
-    model, X, y = make_problem((6,), "sigmoid", 3, n=70, seed=8)
+@pytest.mark.parametrize(
+    "hidden, act", [((6,), "sigmoid"), ((6, 5), "tanh,relu"), ((5, 4, 3), "relu,identity,sigmoid")]
+)
+def test_sgd_epoch_matches_reference(hidden, act):
+    model, X, y = make_problem(hidden, act, 3, n=70, seed=8)
     theta, v = model.params, np.zeros(model.n_params)
     new_theta, new_v, _ = _core.sgd_epoch(
-        theta, v, list(model.sizes_), "sigmoid", X, y, 11, 0.05, 0.9, 16, 0.01
+        theta, v, list(model.sizes_), act, X, y, 11, 0.05, 0.9, 16, 0.01
     )
     order = _core.permutation(len(y), 11)
     assert sorted(order.tolist()) == list(range(len(y)))
-    ref_layers, ref_v = ref.sgd_epoch(model.layers, "sigmoid", X, y, 0.05, 0.9, 16, 0.01, v, order)
+    ref_layers, ref_v = ref.sgd_epoch(model.layers, act, X, y, 0.05, 0.9, 16, 0.01, v, order)
     assert rel(new_theta, ref.flatten(ref_layers)) < 1e-12
     assert rel(new_v, ref_v) < 1e-12
     assert np.array_equal(theta, model.params)  # input untouched
@@ -295,3 +305,10 @@ def test_float32_and_non_contiguous_inputs_are_converted():
     Xs = np.zeros((30, 12))
     Xs[:, ::2] = X
     assert rel(model.losses(Xs[:, ::2], y), expected) < 1e-15
+
+
+def test_parameter_count_overflow_is_refused():
+    # (in + 1) * out summed over layers must fit in 64 bits: refused, not wrapped around.
+    with pytest.raises(ValueError, match="64 bits"):
+        _core.num_params([2**40, 2**40, 2])
+    assert _core.num_params([3, 4, 2]) == ref.num_params([3, 4, 2])

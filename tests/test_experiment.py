@@ -51,7 +51,14 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     cfg = ExperimentConfig(**TINY, out=str(out))
     computed = []
-    result = run_experiments(cfg, progress=False, on_cell=computed.append)
+    # matplotlib is optional: without it the sweep runs without plots (test_plots_are_drawn skips)
+    try:
+        import matplotlib  # noqa: F401
+
+        plots = True
+    except ImportError:
+        plots = False
+    result = run_experiments(cfg, progress=False, plots=plots, on_cell=computed.append)
     return cfg, result, computed
 
 
@@ -63,10 +70,14 @@ def test_every_output_file_exists(tiny_run):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     cells = sorted(p.name for p in (out / "cells").glob("*.json"))
     assert cells == ["digits_r10_s0.json", "digits_r30_s0.json"]
-    pngs = {p.name for p in (out / "plots").glob("*.png")}
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_plots_are_drawn(tiny_run):
+    pytest.importorskip("matplotlib")
+    pngs = {p.name for p in (tiny_run[1].out / "plots").glob("*.png")}
     for kind in ("score_histograms", "detection", "unlearning", "pipeline", "times"):
         assert f"digits_{kind}.png" in pngs
-    assert not list(out.rglob("*.tmp")), "temporary files left behind"
 
 
 def test_config_json_has_configuration_and_versions(tiny_run):

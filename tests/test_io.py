@@ -82,6 +82,17 @@ def test_round_trip_of_int_classes_layers_and_torch_dtype(tmp_path, digits):
     assert not hasattr(loaded, "loss_curve_")
 
 
+@pytest.mark.parametrize("activation", [("tanh", "relu"), "sigmoid,identity"])
+def test_round_trip_of_mixed_activations(tmp_path, digits, activation):
+    X, y = digits
+    model = mlu.MLP(hidden=(8, 6), activation=activation, epochs=2).fit(X, y)
+    save_model(model, tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert loaded.activation == activation
+    np.testing.assert_array_equal(loaded.params, model.params)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_round_trip_keeps_feature_names(tmp_path, digits):
     pd = pytest.importorskip("pandas")
     X, y = digits

@@ -28,6 +28,9 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {}
     [mlu.MLP(hidden=(5,), epochs=5)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
+# Some checks feed raw-scale features (root mean square ~100) to test the API, not the fit:
+# the warning is right there (it is asserted in test_scale.py), not a failure of the check.
+@pytest.mark.filterwarnings("ignore::mlu.exceptions.UnscaledFeaturesWarning")
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -99,6 +102,8 @@ def test_pipeline_with_standard_scaler(digits):
     assert pipe.get_params()["mlp__hidden"] == (4,)
 
 
+# numpy < 1.24 warns when scikit-learn stores the grid's tuples of different lengths.
+@pytest.mark.filterwarnings("ignore:Creating an ndarray from ragged nested sequences")
 def test_grid_search_over_hidden(digits):
     X, y = digits
     pipe = Pipeline([("scale", StandardScaler()), ("mlp", mlu.MLP(epochs=5))])
@@ -142,7 +147,7 @@ def fit_sklearn(X, y, **kwargs) -> MLPClassifier:
         return MLPClassifier(max_iter=60, random_state=0, **kwargs).fit(X, y)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
 @pytest.mark.parametrize("hidden", [(8,), (6, 5)])
 @pytest.mark.parametrize("labels", ["binary", "binary-str", "multi", "multi-str"])
 def test_from_sklearn_matches_predictions_and_probabilities(digits, activation, hidden, labels):
@@ -177,8 +182,6 @@ def test_from_sklearn_refusals(digits):
         from_sklearn(mlu.MLP())
     with pytest.raises(NotFittedError):
         from_sklearn(MLPClassifier())
-    with pytest.raises(ValueError, match="'identity' is not supported"):
-        from_sklearn(fit_sklearn(X, y, hidden_layer_sizes=(4,), activation="identity"))
     Y = np.stack([y % 2, y > 4], axis=1).astype(int)  # two labels per sample
     with pytest.raises(ValueError, match="multilabel"):
         from_sklearn(fit_sklearn(X, Y, hidden_layer_sizes=(4,)))

@@ -92,7 +92,7 @@ def test_bad_choices(problem):
 def test_bad_hyper_parameters(problem):
     _, X, y = problem
     for kwargs in ({"lr": 0.0}, {"batch_size": 0}, {"momentum": 1.0}, {"l2": -1.0}):
-        with pytest.raises(ValueError, match="need"):
+        with pytest.raises(ValueError, match="must be"):
             mlu.MLP(epochs=1, **kwargs).fit(X, y)
     with pytest.raises(ValueError, match="positive"):
         mlu.MLP(hidden=(0,), epochs=1).fit(X, y)

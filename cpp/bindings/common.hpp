@@ -7,11 +7,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdio>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "checks.hpp"
+#include "parallel.hpp"
 
 namespace mlu::bind {
 
@@ -45,8 +49,10 @@ py::array_t<double> to_numpy(M&& mat) {
 // multi-GB array ~3x cheaper than 4 KB page faults (the core's own malloc).
 inline py::array_t<double> empty_matrix(Index rows, Index cols) { return py::array_t<double>({rows, cols}); }
 
+// activation: one name for every hidden layer ("tanh"), or one per hidden layer from the
+// input up, comma-separated ("tanh,relu").
 inline Architecture make_arch(const std::vector<Index>& sizes, const std::string& activation) {
-    return Architecture(sizes, parse_activation(activation));
+    return Architecture(sizes, parse_activations(activation));
 }
 
 inline CMapRM matrix_view(const DArr& a, const char* name) {
@@ -80,6 +86,41 @@ inline Data bind_data(const DArr& theta, const std::vector<Index>& sizes, const 
         yp = y->data();
     }
     return {std::move(arch), th, Xv, Eigen::Map<const IVec>(yp, yp ? Xv.rows() : 0)};
+}
+
+// A failed allocation in the core, as Python's MemoryError (module.cpp registers
+// it) naming the operation and roughly how much memory it needed.
+struct OutOfMemory : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+inline std::string gib(double bytes) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(Index(1) << 30));
+    return buf;
+}
+
+// Working memory of a chunked pass over n samples: per thread, the activations,
+// errors and gradient rows of one chunk (about three values per unit), plus
+// `extra` bytes (the result). An estimate for messages, not a bound.
+inline double pass_bytes(const Architecture& arch, Index n, Index chunk, double extra = 0.0) {
+    double width = 0.0;
+    for (Index s : arch.sizes) width += double(s);
+    const double rows = double(std::min(n, chunk)) * double(std::min<Index>(num_threads(), (n + chunk - 1) / chunk));
+    return 3.0 * 8.0 * rows * width + extra;
+}
+
+// Runs the core's work; std::bad_alloc (from any thread: the parallel loops
+// rethrow on the calling thread) becomes OutOfMemory naming `what` and `bytes`.
+template <class Fn>
+decltype(auto) guarded(const std::string& what, double bytes, Fn&& fn) {
+    try {
+        return fn();
+    } catch (const std::bad_alloc&) {
+        throw OutOfMemory("out of memory in " + what + ": it needs about " + gib(bytes) +
+                          " of working memory and the allocation failed. Use fewer samples per call, "
+                          "a smaller model, or free memory.");
+    }
 }
 
 // The argument names shared by every model-level binding.

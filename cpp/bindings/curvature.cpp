@@ -19,7 +19,9 @@ struct PyHessianOperator {
         Data d = bind_data(theta, sizes, activation, X, &y);
         Curvature c = parse_curvature(curvature);
         py::gil_scoped_release release;
-        op = std::make_unique<HessianOperator>(d.arch, d.theta.data(), d.X.data(), d.y.data(), d.X.rows(), l2, c);
+        guarded("HessianOperator (its cached forward pass)", pass_bytes(d.arch, d.X.rows(), d.X.rows()), [&] {
+            op = std::make_unique<HessianOperator>(d.arch, d.theta.data(), d.X.data(), d.y.data(), d.X.rows(), l2, c);
+        });
     }
 
     py::array_t<double> matvec(const DArr& v) const {
@@ -29,7 +31,8 @@ struct PyHessianOperator {
         Vec out(op->size());
         {
             py::gil_scoped_release release;
-            op->apply(vv.data(), out.data());
+            guarded("HessianOperator.matvec", 8.0 * double(num_threads() + 2) * double(op->size()),
+                    [&] { op->apply(vv.data(), out.data()); });
         }
         return to_numpy(std::move(out));
     }
@@ -42,7 +45,8 @@ struct PyHessianOperator {
         CGResult r;
         {
             py::gil_scoped_release release;
-            r = conjugate_gradient(*op, bv, damping, tol, maxiter);
+            guarded("HessianOperator.cg", 8.0 * double(num_threads() + 6) * double(op->size()),
+                    [&] { r = conjugate_gradient(*op, bv, damping, tol, maxiter); });
         }
         py::dict out;
         out["x"] = to_numpy(std::move(r.x));
@@ -67,7 +71,9 @@ void bind_curvature(py::module_& m) {
             MapRM out(H.mutable_data(), d.arch.p, d.arch.p);
             {
                 py::gil_scoped_release release;
-                assemble_hessian(d.arch, d.theta.data(), d.X, d.y, l2, c, out);
+                const double extra = 8.0 * double(d.arch.p) * double(d.arch.p) * (d.arch.num_layers() > 2 ? 1.0 : 0.1);
+                guarded("hessian", pass_bytes(d.arch, d.X.rows(), d.X.rows(), extra),
+                        [&] { assemble_hessian(d.arch, d.theta.data(), d.X, d.y, l2, c, out); });
             }
             return H;
         },

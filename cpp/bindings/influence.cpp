@@ -18,7 +18,9 @@ void bind_influence(py::module_& m) {
             Vec s;
             {
                 py::gil_scoped_release release;
-                s = self_influence(d.arch, d.theta.data(), d.X, d.y, Mm, qf);
+                const double blocks = 2.0 * 8.0 * 256.0 * double(num_threads()) * double(std::max(Mm.rows(), Mm.cols()));
+                guarded("self_influence", pass_bytes(d.arch, d.X.rows(), 256, blocks),
+                        [&] { s = self_influence(d.arch, d.theta.data(), d.X, d.y, Mm, qf); });
             }
             return to_numpy(std::move(s));
         },

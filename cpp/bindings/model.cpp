@@ -16,7 +16,7 @@ void bind_model(py::module_& m) {
             RowMat Z;
             {
                 py::gil_scoped_release release;
-                logits(d.arch, d.theta.data(), d.X, Z);
+                guarded("logits", pass_bytes(d.arch, d.X.rows(), kChunk), [&] { logits(d.arch, d.theta.data(), d.X, Z); });
             }
             return to_numpy(std::move(Z));
         },
@@ -30,11 +30,14 @@ void bind_model(py::module_& m) {
             {
                 py::gil_scoped_release release;
                 const Index L = d.arch.num_layers();
-                F.resize(d.X.rows(), d.arch.in(L - 1));
-                parallel_for_chunks(d.X.rows(), kChunk, [&](Index s, Index e) {
-                    Activations f;
-                    forward(d.arch, d.theta.data(), d.X.middleRows(s, e - s), f);
-                    F.middleRows(s, e - s) = L == 1 ? RowMat(d.X.middleRows(s, e - s)) : f.H[L - 2];
+                const double out_bytes = 8.0 * double(d.X.rows()) * double(d.arch.in(L - 1));
+                guarded("hidden_features", pass_bytes(d.arch, d.X.rows(), kChunk, out_bytes), [&] {
+                    F.resize(d.X.rows(), d.arch.in(L - 1));
+                    parallel_for_chunks(d.X.rows(), kChunk, [&](Index s, Index e) {
+                        Activations f;
+                        forward(d.arch, d.theta.data(), d.X.middleRows(s, e - s), f);
+                        F.middleRows(s, e - s) = L == 1 ? RowMat(d.X.middleRows(s, e - s)) : f.H[L - 2];
+                    });
                 });
             }
             return to_numpy(std::move(F));
@@ -49,7 +52,8 @@ void bind_model(py::module_& m) {
             Vec out;
             {
                 py::gil_scoped_release release;
-                losses(d.arch, d.theta.data(), d.X, d.y, out);
+                guarded("losses", pass_bytes(d.arch, d.X.rows(), kChunk),
+                        [&] { losses(d.arch, d.theta.data(), d.X, d.y, out); });
             }
             return to_numpy(std::move(out));
         },
@@ -64,7 +68,9 @@ void bind_model(py::module_& m) {
             double loss = 0.0;
             {
                 py::gil_scoped_release release;
-                g = mean_gradient(d.arch, d.theta.data(), d.X, d.y, l2, &loss);
+                const double acc = 8.0 * double(num_threads() + 2) * double(d.arch.p);
+                guarded("gradient", pass_bytes(d.arch, d.X.rows(), kChunk, acc),
+                        [&] { g = mean_gradient(d.arch, d.theta.data(), d.X, d.y, l2, &loss); });
             }
             return py::make_tuple(to_numpy(std::move(g)), loss);
         },
@@ -80,7 +86,8 @@ void bind_model(py::module_& m) {
             double* out = G.mutable_data();
             {
                 py::gil_scoped_release release;
-                per_sample_gradients(d.arch, d.theta.data(), d.X, d.y, out);
+                guarded("per_sample_gradients", pass_bytes(d.arch, d.X.rows(), 256),
+                        [&] { per_sample_gradients(d.arch, d.theta.data(), d.X, d.y, out); });
             }
             return G;
         },

@@ -27,6 +27,23 @@ PYBIND11_MODULE(MLU_MODULE, m) {
 
     py::register_exception<NotPositiveDefinite>(m, "NotPositiveDefiniteError",
                                                 py::module_::import("numpy.linalg").attr("LinAlgError"));
+    py::register_exception<bind::OutOfMemory>(m, "CoreMemoryError", PyExc_MemoryError);
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Interrupted&) {
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        } catch (const std::bad_alloc&) {  // outside a guarded call: still MemoryError, with a hint
+            PyErr_SetString(PyExc_MemoryError, "out of memory in the mlu core (a failed allocation)");
+        }
+    });
+    // Long loops ask Python, every ~100 ms, whether Ctrl-C (or another signal) is pending.
+    set_interrupt_hook([]() -> bool {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() == 0) return false;
+        PyErr_Clear();  // re-raised as KeyboardInterrupt by the translator above
+        return true;
+    });
 
     m.def("get_num_threads", &num_threads, "Number of threads the core's parallel loops use.");
     m.def(

@@ -15,7 +15,7 @@ void bind_solvers(py::module_& m) {
             Eigen::Map<ColMat> out(L.mutable_data(), p, p);
             {
                 py::gil_scoped_release release;
-                cholesky_factor(Hv, damping, out);
+                guarded("cholesky", 8.0 * double(p) * double(p), [&] { cholesky_factor(Hv, damping, out); });
             }
             return L;
         },
@@ -31,7 +31,7 @@ void bind_solvers(py::module_& m) {
             ColMat X;
             {
                 py::gil_scoped_release release;
-                X = cholesky_solve(Lm, Bm);
+                guarded("cholesky_solve", 8.0 * double(Bm.rows()) * double(Bm.cols()), [&] { X = cholesky_solve(Lm, Bm); });
             }
             return to_numpy(std::move(X));
         },
@@ -45,7 +45,7 @@ void bind_solvers(py::module_& m) {
             Eigh e;
             {
                 py::gil_scoped_release release;
-                e = symmetric_eig(Hv);
+                guarded("eigh", 3.0 * 8.0 * double(Hv.rows()) * double(Hv.rows()), [&] { e = symmetric_eig(Hv); });
             }
             return py::make_tuple(to_numpy(std::move(e.values)), to_numpy(std::move(e.vectors)));
         },
@@ -62,7 +62,8 @@ void bind_solvers(py::module_& m) {
             PinvResult r;
             {
                 py::gil_scoped_release release;
-                r = eig_pinv_solve(e, Bm, damping, rcond);
+                guarded("eig_pinv_solve", 2.0 * 8.0 * double(Bm.rows()) * double(Bm.cols()),
+                        [&] { r = eig_pinv_solve(e, Bm, damping, rcond); });
             }
             return py::make_tuple(to_numpy(std::move(r.x)), r.dropped);
         },

@@ -22,12 +22,19 @@ void bind_train(py::module_& m) {
             auto vel = vector_view(velocity, "velocity");
             require(vel.size() == d.arch.p, "velocity must have p entries");
             require(batch_size >= 1, "batch_size must be >= 1");
-            Vec th = d.theta, v = vel;  // the caller's arrays are never modified
+            Vec th, v;
             double mean_loss = 0.0;
             {
                 py::gil_scoped_release release;
-                auto order = permutation(d.X.rows(), seed);
-                mean_loss = sgd_epoch(d.arch, th.data(), v.data(), d.X, d.y, order, lr, momentum, batch_size, l2);
+                const Index bs = std::min(batch_size, d.X.rows());
+                const double state = 8.0 * (3.0 * double(d.arch.p) + double(num_threads() * bs) * double(d.arch.in(0)));
+                guarded("sgd_epoch", pass_bytes(d.arch, bs, bs, state), [&] {
+                    th = d.theta;  // the caller's arrays are never modified
+                    v = vel;
+                    auto order = permutation(d.X.rows(), seed);
+                    mean_loss =
+                        sgd_epoch(d.arch, th.data(), v.data(), d.X, d.y, order, lr, momentum, batch_size, l2);
+                });
             }
             return py::make_tuple(to_numpy(std::move(th)), to_numpy(std::move(v)), mean_loss);
         },

@@ -11,6 +11,7 @@ from ._isa import CORE_ISA as core_isa
 # isort: split
 from . import baselines, datasets, exceptions, experiment, experiments, metrics, noise, reference
 from ._version import __version__
+from .clean import CleanResult, clean
 from .detect import (
     ConfidentLearningResult,
     confident_learning,
@@ -37,6 +38,8 @@ __all__ = [
     "__version__",
     "MLP",
     "SISA",
+    "CleanResult",
+    "clean",
     "UnlearningResult",
     "HessianOperator",
     "HessianTooLargeError",

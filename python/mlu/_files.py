@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +46,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# The names atomic_path gives its temporary files: "." + name + "." + mkstemp's 8 characters
+# + ".tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``directory`` (recursively).
+
+    Only names of atomic_path's pattern (``.NAME.XXXXXXXX.tmp``) are touched. Call it when a
+    run starts, before any writer of this process is active. Returns the removed paths.
+    """
+    removed = []
+    root = Path(directory)
+    if not root.is_dir():
+        return removed
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            if _TEMP_NAME.match(name):
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed

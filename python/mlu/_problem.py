@@ -11,14 +11,25 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._validation import PARAMS_CHOICES, as_features, as_labels, check_choice, encode_labels
+from ._validation import (
+    PARAMS_CHOICES,
+    activation_spec,
+    as_features,
+    as_labels,
+    check_choice,
+    encode_labels,
+)
 
 __all__ = ["checked_Xy", "core_args", "core_problem", "scaled"]
 
 
 def core_args(model: Any) -> tuple[np.ndarray, list[int], str]:
-    """(theta of shape (p,), layer sizes, activation): what every core call starts with."""
-    return model.theta_, list(model.sizes_), model.activation
+    """(theta of shape (p,), layer sizes, activation): what every core call starts with.
+
+    The activation is the core's string: one name, or one per hidden layer (``"tanh,relu"``).
+    """
+    activation = activation_spec(model.activation, len(model.sizes_) - 2)
+    return model.theta_, list(model.sizes_), activation
 
 
 def scaled(model: Any, X: np.ndarray) -> np.ndarray:
@@ -38,7 +49,9 @@ def checked_Xy(model: Any, X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, encode_labels(as_labels(y, X.shape[0]), model.classes_)
 
 
-def core_problem(model: Any, X, y, params: str) -> tuple:
+def core_problem(
+    model: Any, X, y, params: str
+) -> tuple[np.ndarray, list[int], str, np.ndarray, np.ndarray]:
     """(theta, sizes, activation, X, y) of the problem that `params` selects.
 
     For params="last" the frozen layers are applied once and the last layer is a

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._validation import activation_spec
+
 _TORCH_HINT = "PyTorch is needed for this: pip install mlu[torch] (or pip install torch)"
 
 __all__ = ["import_torch", "torch_sequential"]
@@ -37,9 +39,17 @@ def torch_sequential(model: Any, dtype: Any = None) -> Any:
         dtype = resolved
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
-    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
+    acts = {
+        "relu": torch.nn.ReLU,
+        "tanh": torch.nn.Tanh,
+        "sigmoid": torch.nn.Sigmoid,
+        "identity": torch.nn.Identity,
+    }
     modules = []
     layers = model.layers
+    # One name per hidden layer (a model may give one for all of them).
+    names = activation_spec(model.activation, len(layers) - 1).split(",")
+    names = names * (len(layers) - 1) if len(names) == 1 else names
     offset = getattr(model, "scale_offset_", None)
     if offset is not None:
         # The input transform (x − o) ⊙ s folds into the first layer: W' = W diag(s), b' = b − W' o
@@ -56,5 +66,5 @@ def torch_sequential(model: Any, dtype: Any = None) -> Any:
             lin.bias.copy_(torch.from_numpy(b))
         modules.append(lin)
         if i < len(layers) - 1:
-            modules.append(acts[model.activation]())
+            modules.append(acts[names[i]]())
     return torch.nn.Sequential(*modules)

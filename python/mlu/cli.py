@@ -8,6 +8,10 @@
     resumable; options override the config file, which overrides the defaults.
 ``mlu report DIR``
     Rebuild the CSVs, plots and ``summary.md`` of DIR from its stored cells.
+``mlu clean DATA [--model MODEL] --out DIR``
+    Your own data (and model): find the mislabeled samples, unlearn them, and write
+    ``suspects.csv``, the fixed model, ``report.md``/``report.html`` and ``summary.json``
+    (see :func:`mlu.clean.clean`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._files import remove_stale_temp_files
 from .unlearn import DEFAULTS
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +53,11 @@ _RUN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
         dict(metavar="N", help="training samples per class (default 1000; 'all' = all)"),
     ),
     ("--data-root", "data_root", dict(metavar="DIR", help="directory of the IDX files")),
+    (
+        "--label",
+        "data_label",
+        dict(metavar="NAME", help="label column of a --data CSV/Parquet file"),
+    ),
     (
         "--data-seed",
         "data_seed",
@@ -156,32 +166,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find mislabeled training samples of an MLP and unlearn them.",
     )
     parser.add_argument("--version", action="store_true", help="print versions and exit")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,run,report}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,run,report,clean}")
 
     demo = sub.add_parser(
         "demo",
-        help="detect and unlearn flipped labels on digits 0 vs 1 (seconds, offline)",
-        description="Train on digits 0 vs 1 with flipped labels, detect them, unlearn them "
-        "and compare with the noisy model and with retraining.",
+        help="flipped labels found and unlearned on digits, 10 classes (seconds, offline)",
+        description="Flip 30%% of the digits' training labels, run `mlu clean` (train, detect, "
+        "unlearn), and compare the test accuracy before and after with retraining on the true "
+        "labels; the report with the suspects' pictures goes to --out.",
     )
     demo.add_argument(
         "--out",
         default="mlu-demo",
         metavar="DIR",
-        help="directory for the plots and tables (default ./mlu-demo)",
+        help="directory for the report (default ./mlu-demo; an earlier report there is replaced)",
     )
     demo.add_argument(
-        "--ratio", default="20%", metavar="R", help="flip ratio, fraction or percent (default 20%%)"
+        "--ratio", default="30%", metavar="R", help="flip ratio, fraction or percent (default 30%%)"
     )
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--dataset", default="digits")
-    demo.add_argument("--classes", nargs="+", default=["0", "1"], metavar="C")
     demo.add_argument(
-        "--detector",
-        default=None,
-        help="detector of the pipeline (default: the library's default pipeline)",
+        "--dataset", default="digits", help="digits (bundled) or fashion-mnist (if installed)"
     )
-    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 20)")
+    demo.add_argument(
+        "--classes", nargs="+", default=None, metavar="C", help="classes to keep (default all)"
+    )
+    demo.add_argument("--n-per-class", type=int, default=None, metavar="N")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: one cell of the paper's sweep (pipelines, baselines, plots)",
+    )
+    demo.add_argument("--detector", default=None, help="--sweep: detector of the pipeline")
+    demo.add_argument("--epochs", type=int, default=None, help="--sweep: training epochs")
     demo.add_argument("--hidden", type=int, nargs="*", default=None, metavar="H")
 
     run = sub.add_parser(
@@ -190,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run (or resume) the sweep. Settings: defaults < --config file < options.",
     )
     run.add_argument("--config", metavar="FILE", help="JSON or TOML file with the same keys")
+    run.add_argument(
+        "--data",
+        nargs="+",
+        metavar="FILE",
+        help="your own data set(s) instead of (or besides) --dataset: .npz with X and y, "
+        ".csv/.parquet with --label, or an IDX images file; split 80/20 into train and test; "
+        "all classes unless --classes",
+    )
     for flag, key, kwargs in _RUN_OPTIONS:
         run.add_argument(flag, dest=key, default=None, **kwargs)
     run.add_argument(
@@ -208,7 +234,144 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild tables, plots and summary.md of a run directory")
     rep.add_argument("dir", metavar="DIR", help="output directory of an earlier `mlu run`")
     rep.add_argument("--no-plots", action="store_true")
+    _add_clean_parser(sub)
     return parser
+
+
+def _add_clean_parser(sub) -> None:
+    cl = sub.add_parser(
+        "clean",
+        help="find and unlearn the mislabeled samples of your own data (and model)",
+        description="Hold out a seeded validation split, score and flag suspects, unlearn "
+        "them from the model, compare before and after, and write suspects.csv, the fixed "
+        "model, report.md, report.html and summary.json into DIR.",
+    )
+    cl.add_argument(
+        "data",
+        metavar="DATA",
+        help=".npz with X and y, .csv/.parquet with --label, or an IDX images file",
+    )
+    cl.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="an mlu .npz, or a PyTorch nn.Sequential state dict (.pt) with --hidden/"
+        "--activation; default: train one with the paper's settings",
+    )
+    cl.add_argument("--out", required=True, metavar="DIR", help="output directory (new)")
+    cl.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    cl.add_argument("--label", metavar="NAME", help="label column of a CSV/Parquet file")
+    cl.add_argument(
+        "--true-label",
+        metavar="NAME",
+        help="column of known-true labels, to report the suspects' precision (not a feature)",
+    )
+    cl.add_argument(
+        "--labels-file", metavar="FILE", help="IDX labels file (default: beside the images)"
+    )
+    cl.add_argument(
+        "--hidden", type=int, nargs="*", metavar="H", help="hidden widths of a state dict"
+    )
+    cl.add_argument(
+        "--activation",
+        default="relu",
+        metavar="ACT",
+        help="a state dict's activation(s): relu, tanh, sigmoid, identity, or one per hidden "
+        "layer as tanh,relu (default relu)",
+    )
+    cl.add_argument(
+        "--detector", default="loss", help="anomaly score for mlu.detect (default loss)"
+    )
+    cl.add_argument(
+        "--fraction",
+        type=float,
+        metavar="F",
+        help="flag the top F of the scores (default: automatic threshold)",
+    )
+    cl.add_argument(
+        "--holdout", type=float, default=0.2, metavar="F", help="held-out fraction (default 0.2)"
+    )
+    cl.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    cl.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _ratio(text: str) -> float:
+    """``0.3`` or ``30%`` -> 0.3."""
+    text = str(text).strip()
+    try:
+        return float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(
+            f"ratio must be a fraction or a percent (0.3 or 30%), got {text!r}"
+        ) from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.sweep:
+        from .experiments import run_demo
+
+        run_demo(
+            out=args.out,
+            ratio=args.ratio,
+            seed=args.seed,
+            dataset=args.dataset,
+            classes=args.classes,
+            detector=args.detector,
+            epochs=args.epochs,
+            hidden=args.hidden,
+        )
+        return 0
+    from .demo import demo
+
+    classes = args.classes
+    if classes is not None:
+        classes = [int(c) if c.lstrip("-").isdigit() else c for c in classes]
+    demo(
+        out=args.out,
+        dataset=args.dataset,
+        ratio=_ratio(args.ratio),
+        seed=args.seed,
+        classes=classes,
+        n_per_class=args.n_per_class,
+        progress=False if args.no_progress else None,
+    )
+    return 0
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from .clean import clean
+    from .userdata import load_data
+
+    data = load_data(args.data, label=args.label, labels_path=args.labels_file,
+                     true_label=args.true_label)  # fmt: skip
+    result = clean(
+        data,
+        model=args.model,
+        hidden=tuple(args.hidden) if args.hidden is not None else None,
+        activation=args.activation,
+        detector=args.detector,
+        fraction=args.fraction,
+        holdout=args.holdout,
+        seed=args.seed,
+        out=args.out,
+        force=args.force,
+        progress=False if args.no_progress else None,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    b, a = result.before, result.after
+    print(
+        f"{len(result.suspects)} suspect(s) of {len(result.train_index)} samples"
+        + (
+            f" (precision {result.precision:.1%} against the known flips)"
+            if result.precision is not None
+            else ""
+        )
+    )
+    print(
+        f"held-out split ({len(result.holdout_index)} samples): accuracy "
+        f"{100 * b.accuracy:.1f}% -> {100 * a.accuracy:.1f}%, loss {b.loss:.4f} -> {a.loss:.4f}"
+    )
+    print(f"wrote {args.out}/: " + ", ".join(sorted(p.name for p in Path(args.out).iterdir())))
+    return 0
 
 
 def _none_or(value, convert):
@@ -235,6 +398,11 @@ def resolve_config(args: argparse.Namespace):
         elif key == "n_per_class":
             value = _none_or(value, int)
         data[key] = value
+    if getattr(args, "data", None):
+        named = tuple(args.datasets) if args.datasets is not None else ()
+        data["datasets"] = named + tuple(args.data)
+        if "classes" not in data:
+            data["classes"] = None  # a file's own classes, not the paper's 0 vs 1
     return ExperimentConfig.from_dict(data)
 
 
@@ -257,6 +425,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if not args.fresh:
+        # A run killed mid-write leaves .NAME.XXXXXXXX.tmp files: clean them before resuming.
+        for path in remove_stale_temp_files(cfg.out):
+            print(f"removed a leftover temporary file: {path}", file=sys.stderr)
     result = run_experiments(
         cfg,
         progress=not args.no_progress,
@@ -307,6 +479,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_os_error(exc: OSError) -> str:
+    """One line: what failed and on which file ("Permission denied: 'out/x.csv'")."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        what += f": {str(exc.filename)!r}"
+    return what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlu`` console script (and ``python -m mlu``).
 
@@ -330,25 +510,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            from .experiments import run_demo
-
-            run_demo(
-                out=args.out,
-                ratio=args.ratio,
-                seed=args.seed,
-                dataset=args.dataset,
-                classes=args.classes,
-                detector=args.detector,
-                epochs=args.epochs,
-                hidden=args.hidden,
-            )
-            return 0
+            return _cmd_demo(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "clean":
+            return _cmd_clean(args)
         return _cmd_report(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"mlu {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable output directory, a full disk, ...
+        print(f"mlu {args.command}: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"mlu {args.command}: error: out of memory: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"\nmlu {args.command}: interrupted; finished cells are kept, run again to resume",

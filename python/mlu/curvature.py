@@ -120,7 +120,7 @@ class Problem:
         X = np.ascontiguousarray(self.X[rows])
         return Problem(self.theta, self.sizes, self.activation, X, self.y[rows], self.l2)
 
-    def core_args(self, rows=slice(None)) -> tuple:
+    def core_args(self, rows=slice(None)) -> tuple[np.ndarray, list[int], str, np.ndarray]:
         if self.source is not None:
             return self.subset(rows).core_args()
         return self.theta, list(self.sizes), self.activation, np.ascontiguousarray(self.X[rows])
@@ -368,7 +368,7 @@ class DenseCurvature(Curvature):
         A[np.diag_indices_from(A)] += self.l2
         self._A = A
         try:
-            self._L = _core.cholesky(A, self.damping)
+            self._L: np.ndarray | None = _core.cholesky(A, self.damping)
             self._eig = None
             self.solver = "cholesky"
         except _core.NotPositiveDefiniteError:
@@ -384,6 +384,7 @@ class DenseCurvature(Curvature):
     def _solve(self, V, BV=None):
         if self._L is not None:
             return _core.cholesky_solve(self._L, np.ascontiguousarray(V))
+        assert self._eig is not None  # no Cholesky factor: the eigendecomposition
         w, U = self._eig
         X, _ = _core.eig_pinv_solve(w, U, np.ascontiguousarray(V), self.damping, _PINV_RCOND)
         return X

@@ -41,7 +41,7 @@ IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dims (n, rows, cols)
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dim (n,)
 
 # IDX type code (third magic byte) -> big-endian dtype
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -746,6 +746,7 @@ def select(
         if np.isnan(threshold):
             raise ValueError("threshold is NaN")
         return s > threshold
+    assert method is not None  # the only criterion left
     check_choice(method, "method", ("auto", "gmm"))
     rate, separation = _gmm_noise_rate(s, transform, seed)
     _warn_if_overlapping(rate, separation)

@@ -1,8 +1,9 @@
 """Conversion between :class:`mlu.MLP` and PyTorch / scikit-learn networks.
 
-- :func:`from_torch` reads a PyTorch ``nn.Sequential`` of ``Linear`` layers and one kind of
-  activation; :func:`to_torch` (also ``MLP.to_torch``) writes one back. The MLP's logits are the
-  module's outputs, so the module must end with a ``Linear`` (no Softmax).
+- :func:`from_torch` reads a PyTorch ``nn.Sequential`` of ``Linear`` layers and their
+  activations (one per hidden layer, each its own); :func:`to_torch` (also ``MLP.to_torch``)
+  writes one back. The MLP's logits are the module's outputs, so the module must end with a
+  ``Linear`` (no Softmax).
 - :func:`from_sklearn` reads a fitted scikit-learn ``MLPClassifier``.
 
 PyTorch is optional: it is imported only when a PyTorch function is called, and missing it
@@ -59,17 +60,19 @@ def _where(i: int, name: str, layer) -> str:
     return f"layer {i} ({name!r}: {layer!r})"
 
 
-def _parse_layers(leaves, torch) -> tuple[list, str | None, list[int]]:
+def _parse_layers(leaves, torch) -> tuple[list, str | tuple[str, ...] | None, list[int]]:
     """Check the layer grammar ``[Flatten] Linear (act Linear)*`` and return its parts.
 
-    Returns the Linear modules, the activation name (None without hidden layers) and the
-    positions of the Linears (for error messages). Dropout and Identity are skipped: they are
+    Returns the Linear modules, the activation (one name when all hidden layers share it, else
+    a tuple of one name per hidden layer; None without hidden layers) and the positions of the
+    Linears (for error messages). Dropout and Identity are skipped: they are
     the identity at evaluation time, which is what the converted model computes.
     """
     nn = torch.nn
     acts = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
-    linears, positions = [], []
-    activations = []  # (position, name, layer, kind), checked for mixing at the end
+    linears: list[Any] = []
+    positions: list[int] = []
+    activations = []  # (position, name, layer, kind), one per hidden layer
     expect_linear = True  # the next layer that computes must be a Linear
     for i, (name, layer) in enumerate(leaves):
         kind = type(layer)
@@ -128,13 +131,9 @@ def _parse_layers(leaves, torch) -> tuple[list, str | None, list[int]]:
             f"{_where(i, name, layer)}: an activation after the last Linear is not supported "
             "(the last Linear's outputs are the logits; apply it to the outputs yourself)"
         )
-    for i, name, layer, kind in activations[1:]:
-        if kind != activations[0][3]:
-            raise ValueError(
-                f"{_where(i, name, layer)}: mixed activations are not supported; earlier "
-                f"layers use {activations[0][3]!r}"
-            )
-    return linears, activations[0][3] if activations else None, positions
+    names = tuple(kind for *_, kind in activations)
+    # One name when every hidden layer agrees (the common case, and the model's default form).
+    return linears, (names[0] if len(set(names)) == 1 else names) if names else None, positions
 
 
 def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
@@ -145,9 +144,10 @@ def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
     module : torch.nn.Module
         An ``nn.Sequential`` (nested Sequentials are flattened), or a module whose only child is
         one, of the form ``[Flatten] Linear (act Linear)*`` with ``act`` one of ``ReLU``,
-        ``Tanh``, ``Sigmoid`` (the same throughout). ``Dropout`` and ``Identity`` are accepted
-        and dropped: the model computes the module's evaluation-mode function. The last layer
-        must be a ``Linear`` with k >= 2 outputs: its outputs become the MLP's logits.
+        ``Tanh``, ``Sigmoid`` (each hidden layer may have its own). ``Dropout`` and
+        ``Identity`` are accepted and dropped: the model computes the module's evaluation-mode
+        function. The last layer must be a ``Linear`` with k >= 2 outputs: its outputs become
+        the MLP's logits.
     classes : array-like of shape (k,), optional
         Labels of the k outputs (default ``0..k-1``).
     **params
@@ -167,13 +167,15 @@ def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
     TypeError
         ``module`` is not a ``torch.nn.Module``.
     ValueError
-        A layer is not supported (the message gives its position and name), the layers'
+        A layer is not supported (the message gives its position and name), a module has
+        forward or backward hooks (the converted model could not run them), the layers'
         sizes do not chain, the parameters are not finite or mix dtypes, or a wrapper module's
         forward does not give the outputs of its Sequential.
     """
     torch = import_torch()
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    _refuse_hooks(module, torch)
     seq, wrapped = _unwrap(module, torch)
     linears, activation, positions = _parse_layers(_flatten_modules(seq, torch), torch)
 
@@ -210,6 +212,34 @@ def from_torch(module: torch.nn.Module, classes=None, **params) -> MLP:
     if wrapped:
         _check_wrapper_forward(module, model, torch, dtype)
     return model
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def _refuse_hooks(module, torch) -> None:
+    """Hooks change what a module computes, and the converted model cannot run them."""
+    for name, sub in module.named_modules():
+        hooks = [attr for attr in _HOOK_DICTS if getattr(sub, attr, None)]
+        if hooks:
+            where = f"submodule {name!r} ({type(sub).__name__})" if name else "the module"
+            raise ValueError(
+                f"{where} has {', '.join(h.strip('_').replace('_', ' ') for h in hooks)}; "
+                "mlu cannot reproduce what a hook does: remove them (handle.remove()) before "
+                "converting"
+            )
+    registered = torch.nn.modules.module
+    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+        if getattr(registered, attr, None):
+            raise ValueError(
+                f"global module hooks are registered ({attr.strip('_').replace('_', ' ')}); "
+                "mlu cannot reproduce what a hook does: remove them before converting"
+            )
 
 
 def _check_wrapper_forward(module, model: MLP, torch, dtype) -> None:
@@ -282,7 +312,8 @@ def from_sklearn(clf, **params) -> MLP:
     Parameters
     ----------
     clf : sklearn.neural_network.MLPClassifier
-        Fitted, single-label, with activation ``"relu"``, ``"tanh"`` or ``"logistic"``.
+        Fitted, single-label, with any of its activations: ``"identity"``, ``"logistic"`` (mlu's
+        ``"sigmoid"``), ``"tanh"`` or ``"relu"``.
     **params
         Hyper-parameters of the MLP. ``alpha`` is not carried over: scikit-learn's penalty
         ``alpha/(2n)·‖W‖²`` skips the biases and depends on n, so set ``l2`` yourself.
@@ -294,18 +325,18 @@ def from_sklearn(clf, **params) -> MLP:
     sklearn.exceptions.NotFittedError
         ``clf`` is not fitted.
     ValueError
-        Activation ``"identity"`` or a multilabel classifier.
+        A multilabel classifier.
     """
     from sklearn.neural_network import MLPClassifier
 
     if not isinstance(clf, MLPClassifier):
         raise TypeError(f"clf must be a scikit-learn MLPClassifier, got {type(clf).__name__}")
     check_is_fitted(clf, "coefs_")
-    acts = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid"}
+    acts = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
     if clf.activation not in acts:
         raise ValueError(
             f"MLPClassifier activation {clf.activation!r} is not supported; mlu supports "
-            "'relu', 'tanh' and 'logistic' (as 'sigmoid')"
+            f"{sorted(acts)}"
         )
     binarizer = getattr(clf, "_label_binarizer", None)
     if getattr(binarizer, "y_type_", None) == "multilabel-indicator":

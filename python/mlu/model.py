@@ -32,14 +32,18 @@ from ._optional import progress_bar
 from ._problem import checked_Xy, core_args, core_problem, scaled
 from ._torch import torch_sequential
 from ._validation import (
-    ACTIVATIONS,
     CURVATURE_CHOICES,
+    activation_spec,
     as_features,
     as_labels,
+    as_real_array,
     as_vector,
     check_choice,
+    check_fits,
+    check_hyperparams,
     check_matrix_fits,
     encode_labels,
+    rows_that_fit,
 )
 from .exceptions import UnscaledFeaturesWarning
 
@@ -111,13 +115,28 @@ class HessianOperator:
         return self._op.cg(as_vector(b, self.size, "b"), float(damping), float(tol), maxiter)
 
 
-def _check_hidden(hidden) -> tuple[int, ...]:
-    if isinstance(hidden, (int, np.integer)):
-        hidden = (int(hidden),)
-    hidden = tuple(int(h) for h in hidden)
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden layer sizes must be positive, got {hidden}")
-    return hidden
+def _num_params(sizes: Sequence[int]) -> int:
+    """p of layer sizes (d, h1, ..., k), in Python integers (no overflow)."""
+    return sum((int(a) + 1) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _pass_bytes_per_row(sizes: Sequence[int]) -> float:
+    """Bytes per sample of a chunked pass in the core: activations, errors, a gradient row."""
+    return 3.0 * 8.0 * float(sum(sizes))
+
+
+def _check_model_fits(sizes: Sequence[int], what: str) -> int:
+    """p of ``sizes``, after checking that the model's parameters fit the memory budget.
+
+    Training holds theta, its velocity and the copies the core returns (about six p-vectors).
+    """
+    p = _num_params(sizes)
+    check_fits(
+        6.0 * 8.0 * p,
+        f"{what}: a model with layer sizes {tuple(sizes)} (p = {p:,} parameters)",
+        "Use smaller hidden layers.",
+    )
+    return p
 
 
 def _torch_default_init(sizes: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -146,8 +165,10 @@ class MLP(ClassifierMixin, BaseEstimator):
     ----------
     hidden : tuple of int
         Widths of the hidden layers; ``()`` gives multinomial logistic regression.
-    activation : {"relu", "tanh", "sigmoid"}
-        Hidden-layer activation.
+    activation : str or tuple of str
+        Hidden-layer activation, ``"relu"``, ``"tanh"``, ``"sigmoid"`` or ``"identity"``: one
+        for every hidden layer, or one per hidden layer from the input up (``("tanh", "relu")``,
+        or the same as ``"tanh,relu"``).
     l2 : float
         L2 coefficient λ of the objective ``mean loss + (λ/2)‖θ‖²`` (all parameters).
     epochs, lr, momentum, batch_size : training settings (PyTorch-style momentum).
@@ -186,7 +207,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         self,
         *,
         hidden: Sequence[int] = (50,),
-        activation: str = "relu",
+        activation: str | tuple[str, ...] = "relu",
         l2: float = 0.0,
         epochs: int = 20,
         lr: float = 0.01,
@@ -214,7 +235,11 @@ class MLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_layers(
-        cls, layers: Sequence[Layer], activation: str = "relu", classes=None, **params
+        cls,
+        layers: Sequence[Layer],
+        activation: str | Sequence[str] = "relu",
+        classes=None,
+        **params,
     ) -> MLP:
         """Build a fitted model from given layers ``[(W1, b1), …]``, W shaped (out, in).
 
@@ -227,8 +252,8 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError("each W must be 2-D (out, in)")
         parts = []
         for i, (W, b) in enumerate(layers):
-            W = np.asarray(W, dtype=np.float64)
-            b = np.asarray(b, dtype=np.float64)
+            W = as_real_array(W, f"layer {i} W").astype(np.float64)
+            b = as_real_array(b, f"layer {i} b").astype(np.float64)
             if W.ndim != 2 or b.shape != (W.shape[0],):
                 raise ValueError(
                     f"layer {i}: W must be (out, in) and b (out,), got {W.shape}, {b.shape}"
@@ -250,12 +275,13 @@ class MLP(ClassifierMixin, BaseEstimator):
         defaults to ``0..k-1``; the keyword arguments are hyper-parameters.
         """
         model = cls(**hyperparams)
+        model.set_params(**check_hyperparams(model.get_params(deep=False)))
         model._set_architecture(tuple(int(s) for s in sizes), classes)
         model.params = params
         return model
 
     def _set_architecture(self, sizes: tuple[int, ...], classes) -> None:
-        check_choice(self.activation, "activation", ACTIVATIONS)
+        activation_spec(self.activation, len(sizes) - 2)
         if sizes[-1] < 2:
             raise ValueError(f"a softmax classifier needs k >= 2 outputs, got {sizes[-1]}")
         self.sizes_ = tuple(int(s) for s in sizes)
@@ -264,8 +290,9 @@ class MLP(ClassifierMixin, BaseEstimator):
         if classes.shape != (sizes[-1],) or len(np.unique(classes)) != sizes[-1]:
             raise ValueError(f"classes must be {sizes[-1]} distinct labels, got {classes}")
         self.classes_ = np.sort(classes)
-        self.theta_ = np.zeros(_core.num_params(list(self.sizes_)))
-        self.scale_offset_ = self.scale_factor_ = None
+        self.theta_ = np.zeros(_check_model_fits(self.sizes_, "the model"))
+        self.scale_offset_: np.ndarray | None = None
+        self.scale_factor_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -327,8 +354,12 @@ class MLP(ClassifierMixin, BaseEstimator):
         dask DataFrame with y naming its label column: minibatches are then streamed one row
         chunk at a time (see :func:`mlu._dask.sgd_epoch` for the order; a single chunk gives
         bit for bit the NumPy fit), so X never has to fit in memory.
+
+        The model changes only on success: if fit raises (bad input or hyper-parameters,
+        divergence, MemoryError, KeyboardInterrupt), every fitted attribute is as it was before
+        the call.
         """
-        return self._train(X, y, classes, int(self.epochs), resume=False)
+        return self._train(X, y, classes, None, resume=False)
 
     def partial_fit(self, X, y, classes=None) -> MLP:
         """One more training epoch over X (n, d) and y (n,), continuing where training stopped.
@@ -341,7 +372,20 @@ class MLP(ClassifierMixin, BaseEstimator):
         """
         return self._train(X, y, classes, 1, resume=True)
 
-    def _train(self, X, y, classes, n_epochs: int, resume: bool) -> MLP:
+    def _train(self, X, y, classes, n_epochs: int | None, resume: bool) -> MLP:
+        """fit (``n_epochs=None``: the ``epochs`` hyper-parameter) or partial_fit; the model
+        changes only on success."""
+        before = dict(self.__dict__)
+        try:
+            return self._train_unguarded(X, y, classes, n_epochs, resume)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _train_unguarded(self, X, y, classes, n_epochs: int | None, resume: bool) -> MLP:
+        hyper = check_hyperparams(self.get_params(deep=False))
+        n_epochs = hyper["epochs"] if n_epochs is None else n_epochs
         streamed = _dask.is_dask(X, y)  # minibatches streamed one row chunk at a time
         resume = resume and hasattr(self, "theta_")
         if streamed:
@@ -359,18 +403,23 @@ class MLP(ClassifierMixin, BaseEstimator):
                 f"need at least two classes to train a classifier, got {len(classes)} class: "
                 f"{classes}"
             )
-        if int(self.epochs) < 0 or int(self.batch_size) < 1 or not float(self.lr) > 0:
-            raise ValueError("need epochs >= 0, batch_size >= 1 and lr > 0")
-        if float(self.l2) < 0 or not 0 <= float(self.momentum) < 1:
-            raise ValueError("need l2 >= 0 and 0 <= momentum < 1")
         if streamed and self.track:
             raise ValueError("track=True is not supported when X is a dask array")
-        hidden = _check_hidden(self.hidden)
+        hidden = hyper["hidden"]
         sizes = (X.shape[1], *hidden, len(classes))
         if resume and self.sizes_ != sizes:
             raise ValueError(
                 f"partial_fit: the data give layer sizes {sizes}, the model has {self.sizes_}"
             )
+        p = _check_model_fits(sizes, "fit")
+        check_fits(
+            6.0 * 8.0 * p
+            + min(int(hyper["batch_size"]), X.shape[0])
+            * (_core.get_num_threads() * 8.0 * X.shape[1] + _pass_bytes_per_row(sizes))
+            + (X.shape[0] * _pass_bytes_per_row(sizes) if self.track else 0.0),
+            f"fit of a model with layer sizes {sizes} (p = {p:,}) on n = {X.shape[0]} samples",
+            "Use smaller hidden layers" + (" or track=False." if self.track else "."),
+        )
         warm = (self.warm_start or resume) and hasattr(self, "theta_") and self.sizes_ == sizes
         if warm and not np.array_equal(self.classes_, classes):
             raise ValueError("warm_start: the classes differ from those the model was trained on")
@@ -410,14 +459,14 @@ class MLP(ClassifierMixin, BaseEstimator):
                 theta,
                 velocity,
                 list(sizes),
-                self.activation,
+                self._activation_spec(),
                 X,
                 yk,
-                _epoch_seed(self.seed, epoch),
-                float(self.lr),
-                float(self.momentum),
-                int(self.batch_size),
-                float(self.l2),
+                _epoch_seed(hyper["seed"], epoch),
+                hyper["lr"],
+                hyper["momentum"],
+                hyper["batch_size"],
+                hyper["l2"],
             )
             if not np.isfinite(loss):
                 raise FloatingPointError(
@@ -425,7 +474,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                 )
             self.loss_curve_.append(float(loss))
             if self.track:
-                Z = _core.logits(theta, list(sizes), self.activation, X)
+                Z = _core.logits(theta, list(sizes), self._activation_spec(), X)
                 trace_loss.append(_losses_from_logits(Z, yk))
                 trace_margin.append(_margins_from_logits(Z, yk))
         self.theta_ = theta
@@ -447,6 +496,10 @@ class MLP(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "theta_")
         return checked_Xy(self, X, y)
 
+    def _activation_spec(self) -> str:
+        """The activation(s) as the core takes them: ``"relu"`` or ``"tanh,relu"``."""
+        return activation_spec(self.activation, len(self.sizes_) - 2)
+
     def _check_X(self, X, reset: bool) -> np.ndarray:
         """X for fit (reset=True) and for the scikit-learn prediction methods.
 
@@ -464,22 +517,35 @@ class MLP(ClassifierMixin, BaseEstimator):
                 f"X must be 2-D (n_samples, n_features), got shape {arr.shape}. Reshape your "
                 "data: X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for one sample"
             )
-        if arr.dtype == object:  # numbers stored as objects (e.g. from pandas) are fine
-            try:
-                arr = arr.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"X must hold numbers: {exc}") from exc
         if reset and np.iscomplexobj(arr):
             raise ValueError(f"Complex data not supported: X must be real, got {arr.dtype}")
+        # numbers stored as objects (e.g. from pandas) are fine, strings are not: the one rule
+        arr = as_real_array(arr, "X")
         as_features(arr)  # dtype, shape, emptiness, NaN/inf
         # feature count and names (recorded in fit), from the caller's X
         X = validate_data(self, X, reset=reset, dtype=np.float64, order="C")
         return as_features(X)
 
+    def _chunks(self, n: int, what: str, out_per_row: float = 0.0) -> list[slice]:
+        """Row slices of [0, n) whose core pass fits the memory budget (one slice if n fits)."""
+        per_row = _pass_bytes_per_row(self.sizes_) + out_per_row
+        rows = rows_that_fit(n, per_row, 2.0 * 8.0 * self.theta_.shape[0], what)
+        return [slice(s, min(n, s + rows)) for s in range(0, n, rows)]
+
+    def _logits(self, X: np.ndarray) -> np.ndarray:
+        parts = [
+            _core.logits(*core_args(self), X[c])
+            for c in self._chunks(X.shape[0], "logits", 8.0 * self.sizes_[-1])
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     def logits(self, X) -> np.ndarray:
-        """Logits (the network's outputs), shape (n, k), columns in the order of ``classes_``."""
+        """Logits (the network's outputs), shape (n, k), columns in the order of ``classes_``.
+
+        Large inputs are processed in chunks of rows that fit the memory budget.
+        """
         X = self._check_X(X, reset=False)
-        return _core.logits(*core_args(self), scaled(self, X))
+        return self._logits(scaled(self, X))
 
     def decision_function(self, X) -> np.ndarray:
         """Confidence scores in scikit-learn's convention.
@@ -510,14 +576,19 @@ class MLP(ClassifierMixin, BaseEstimator):
         if _dask.is_dask(X, y):  # row chunks on a cluster: a dask array back
             return _dask.losses(self, X, y)
         X, yk = self._checked_Xy(X, y)
-        return _core.losses(*core_args(self), scaled(self, X), yk)
+        X = scaled(self, X)
+        parts = [
+            _core.losses(*core_args(self), X[c], yk[c])
+            for c in self._chunks(X.shape[0], "losses", 8.0)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def margins(self, X, y) -> np.ndarray:
         """Logit of the given label minus the largest other logit, shape (n,)."""
         if _dask.is_dask(X, y):
             return _dask.margins(self, X, y)
         X, yk = self._checked_Xy(X, y)
-        return _margins_from_logits(_core.logits(*core_args(self), scaled(self, X)), yk)
+        return _margins_from_logits(self._logits(scaled(self, X)), yk)
 
     def objective(self, X, y) -> float:
         """Mean loss plus (l2/2)‖θ‖²."""
@@ -537,7 +608,12 @@ class MLP(ClassifierMixin, BaseEstimator):
         if _dask.is_dask(X, y):
             return _dask.gradients(self, X, y, params)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
-        check_matrix_fits(int(np.sqrt(X.shape[0] * theta.shape[0])) + 1, what="the n x p gradients")
+        n, p = X.shape[0], theta.shape[0]
+        check_fits(
+            8.0 * n * p + n * _pass_bytes_per_row(sizes) / max(1, n // 256),
+            f"the n x p per-sample gradients (n = {n:,}, p = {p:,}, float64)",
+            "Use params='last' or fewer samples per call.",
+        )
         return _core.per_sample_gradients(theta, sizes, act, X, yk)
 
     def hessian_operator(
@@ -548,6 +624,14 @@ class MLP(ClassifierMixin, BaseEstimator):
             return _dask.hessian_operator(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
+        # The operator caches the forward pass and the errors of all n samples; a CG solve
+        # adds a handful of p-vectors.
+        check_fits(
+            2.0 * X.shape[0] * _pass_bytes_per_row(sizes) + 8.0 * 8.0 * theta.shape[0],
+            f"the Hessian-vector-product operator (n = {X.shape[0]:,}, layer sizes "
+            f"{tuple(sizes)})",
+            "Use fewer samples or params='last'.",
+        )
         op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)
         return HessianOperator(op, params, curvature)
 

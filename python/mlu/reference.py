@@ -12,7 +12,8 @@ An MLP is a list of layers ``[(W_1, b_1), ..., (W_L, b_L)]`` with ``W_l`` of sha
 
     z_l = W_l a_{l-1} + b_l,        a_l = σ(z_l)   for l < L,        f(x; θ) = z_L  (k logits)
 
-so σ is applied after every layer except the last. ``L = 1`` (no hidden layer) is multinomial
+so σ is applied after every layer except the last; each hidden layer may have its own σ
+(``activation="tanh,relu"``). ``L = 1`` (no hidden layer) is multinomial
 logistic regression. In matrix form over n samples (rows), ``Z_l = A_{l-1} W_lᵀ + b_l``.
 
 Objective over a data set of n samples, with ℓ the softmax cross-entropy::
@@ -89,13 +90,42 @@ _ACTIVATIONS: dict[str, _Activation] = {
     ),
     "tanh": _Activation(f=np.tanh, d1=_tanh_d1, d2=_tanh_d2),
     "sigmoid": _Activation(f=expit, d1=_sigmoid_d1, d2=_sigmoid_d2),
+    "identity": _Activation(f=lambda z: z, d1=np.ones_like, d2=np.zeros_like),
 }
 
 
-def _activation(name: str) -> _Activation:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]
+def activation_names(activation: str | Sequence[str], hidden_layers: int) -> tuple[str, ...]:
+    """One activation name per hidden layer.
+
+    Parameters
+    ----------
+    activation : str or sequence of str
+        One name for every hidden layer (``"tanh"``), or one per hidden layer from the input
+        up, as a sequence (``("tanh", "relu")``) or a comma-separated string (``"tanh,relu"``).
+    hidden_layers : int
+        Number of hidden layers, ``L - 1``.
+
+    Returns
+    -------
+    tuple of str, length ``hidden_layers``
+    """
+    names = tuple(activation.split(",")) if isinstance(activation, str) else tuple(activation)
+    for name in names:
+        if name not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    if len(names) == 1:
+        return names * hidden_layers
+    if len(names) != hidden_layers:
+        raise ValueError(
+            f"got {len(names)} activations for {hidden_layers} hidden layers: "
+            "give one, or one per hidden layer"
+        )
+    return names
+
+
+def _activations(activation: str | Sequence[str], layers: Layers) -> list[_Activation]:
+    """σ of every hidden layer: ``acts[l]`` follows ``layers[l]`` (l < L - 1)."""
+    return [_ACTIVATIONS[name] for name in activation_names(activation, len(layers) - 1)]
 
 
 def _check_choice(value: str, argname: str, allowed: Sequence[str]) -> None:
@@ -184,7 +214,7 @@ def unflatten(theta: np.ndarray, sizes: Sequence[int]) -> Layers:
 
 
 def _forward_pass(
-    layers: Layers, act: _Activation, X: np.ndarray
+    layers: Layers, acts: Sequence[_Activation], X: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Forward pass keeping what backprop needs.
 
@@ -203,25 +233,27 @@ def _forward_pass(
         Z = inputs[l] @ W.T + b
         pre.append(Z)
         if l < len(layers) - 1:
-            inputs.append(act.f(Z))
+            inputs.append(acts[l].f(Z))
     return inputs, pre
 
 
-def forward(layers: Layers, activation: str, X: np.ndarray) -> np.ndarray:
+def forward(layers: Layers, activation: str | Sequence[str], X: np.ndarray) -> np.ndarray:
     """Logits of the MLP.
 
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
-        Hidden activation, applied after every layer except the last.
+    activation : str or sequence of str
+        Hidden activation(s), applied after every layer except the last: one name
+        (``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"identity"``) or one per hidden layer
+        (see :func:`activation_names`).
     X : ndarray, shape (n, d)
 
     Returns
     -------
     ndarray, shape (n, k)
     """
-    _, pre = _forward_pass(layers, _activation(activation), X)
+    _, pre = _forward_pass(layers, _activations(activation, layers), X)
     return pre[-1]
 
 
@@ -244,13 +276,15 @@ def _one_hot(y: np.ndarray, k: int, dtype: np.dtype) -> np.ndarray:
     return Y
 
 
-def losses(layers: Layers, activation: str, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def losses(
+    layers: Layers, activation: str | Sequence[str], X: np.ndarray, y: np.ndarray
+) -> np.ndarray:
     """Per-sample softmax cross-entropy ``ℓ_i = logsumexp(z_i) - z_{i, y_i}``.
 
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
         Labels in ``0 .. k-1``.
@@ -265,14 +299,14 @@ def losses(layers: Layers, activation: str, X: np.ndarray, y: np.ndarray) -> np.
 
 
 def objective(
-    layers: Layers, activation: str, X: np.ndarray, y: np.ndarray, l2: float = 0.0
+    layers: Layers, activation: str | Sequence[str], X: np.ndarray, y: np.ndarray, l2: float = 0.0
 ) -> float:
     """``L(θ) = (1/n) Σ_i ℓ_i + (l2/2) ‖θ‖²``.
 
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     l2 : float
@@ -292,7 +326,7 @@ def objective(
 
 
 def _backprop(
-    layers: Layers, act: _Activation, pre: list[np.ndarray], delta_out: np.ndarray
+    layers: Layers, acts: Sequence[_Activation], pre: list[np.ndarray], delta_out: np.ndarray
 ) -> list[np.ndarray]:
     """Propagate an output error back through the layers.
 
@@ -311,7 +345,7 @@ def _backprop(
     deltas = [delta_out]
     for l in range(len(layers) - 1, 0, -1):
         W, _ = layers[l]
-        deltas.insert(0, (deltas[0] @ W) * act.d1(pre[l - 1]))
+        deltas.insert(0, (deltas[0] @ W) * acts[l - 1].d1(pre[l - 1]))
     return deltas
 
 
@@ -339,7 +373,7 @@ def _restrict(vector: np.ndarray, layers: Layers, params: str) -> np.ndarray:
 
 def gradient(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     l2: float = 0.0,
@@ -353,7 +387,7 @@ def gradient(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     l2 : float
@@ -364,17 +398,21 @@ def gradient(
     -------
     ndarray, shape (p,) or (p_last,)
     """
-    act = _activation(activation)
-    inputs, pre = _forward_pass(layers, act, X)
+    acts = _activations(activation, layers)
+    inputs, pre = _forward_pass(layers, acts, X)
     P = softmax(pre[-1])
     n, k = P.shape
-    deltas = _backprop(layers, act, pre, (P - _one_hot(np.asarray(y), k, P.dtype)) / n)
+    deltas = _backprop(layers, acts, pre, (P - _one_hot(np.asarray(y), k, P.dtype)) / n)
     grad = _summed_param_grads(deltas, inputs) + l2 * flatten(layers)
     return _restrict(grad, layers, params)
 
 
 def per_sample_gradients(
-    layers: Layers, activation: str, X: np.ndarray, y: np.ndarray, params: str = "all"
+    layers: Layers,
+    activation: str | Sequence[str],
+    X: np.ndarray,
+    y: np.ndarray,
+    params: str = "all",
 ) -> np.ndarray:
     """Gradients ``∇_θ ℓ(f(x_i; θ), y_i)`` of each sample's loss alone.
 
@@ -383,7 +421,7 @@ def per_sample_gradients(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     params : {"all", "last"}
@@ -392,14 +430,14 @@ def per_sample_gradients(
     -------
     ndarray, shape (n, p) or (n, p_last)
     """
-    act = _activation(activation)
-    inputs, pre = _forward_pass(layers, act, X)
+    acts = _activations(activation, layers)
+    inputs, pre = _forward_pass(layers, acts, X)
     P = softmax(pre[-1])
-    deltas = _backprop(layers, act, pre, P - _one_hot(np.asarray(y), P.shape[1], P.dtype))
+    deltas = _backprop(layers, acts, pre, P - _one_hot(np.asarray(y), P.shape[1], P.dtype))
     return _restrict(_per_sample_param_grads(deltas, inputs), layers, params)
 
 
-def output_jacobians(layers: Layers, activation: str, X: np.ndarray) -> np.ndarray:
+def output_jacobians(layers: Layers, activation: str | Sequence[str], X: np.ndarray) -> np.ndarray:
     """Per-sample Jacobians ``J_i = ∂ f(x_i; θ) / ∂θ`` of the logits.
 
     Backprop with the unit output error ``e_c`` for every class c at once.
@@ -407,7 +445,7 @@ def output_jacobians(layers: Layers, activation: str, X: np.ndarray) -> np.ndarr
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
 
     Returns
@@ -415,11 +453,11 @@ def output_jacobians(layers: Layers, activation: str, X: np.ndarray) -> np.ndarr
     ndarray, shape (n, k, p)
         ``J[i, c, j] = ∂ z_{L, i c} / ∂θ_j``.
     """
-    act = _activation(activation)
-    inputs, pre = _forward_pass(layers, act, X)
+    acts = _activations(activation, layers)
+    inputs, pre = _forward_pass(layers, acts, X)
     n, k = pre[-1].shape
     unit_errors = np.broadcast_to(np.eye(k, dtype=pre[-1].dtype)[:, None, :], (k, n, k))
-    deltas = _backprop(layers, act, pre, unit_errors)  # deltas[l]: (k, n, out_l)
+    deltas = _backprop(layers, acts, pre, unit_errors)  # deltas[l]: (k, n, out_l)
     return _per_sample_param_grads(deltas, inputs).transpose(1, 0, 2)
 
 
@@ -438,7 +476,7 @@ def _softmax_hessian_times(P: np.ndarray, U: np.ndarray) -> np.ndarray:
 
 def _tangent_pass(
     layers: Layers,
-    act: _Activation,
+    acts: Sequence[_Activation],
     inputs: list[np.ndarray],
     pre: list[np.ndarray],
     direction: Layers,
@@ -459,13 +497,13 @@ def _tangent_pass(
         RZ = R_inputs[l] @ W.T + inputs[l] @ V.T + c
         R_pre.append(RZ)
         if l < len(layers) - 1:
-            R_inputs.append(act.d1(pre[l]) * RZ)
+            R_inputs.append(acts[l].d1(pre[l]) * RZ)
     return R_inputs, R_pre
 
 
 def _hessian_vector(
     layers: Layers,
-    act: _Activation,
+    acts: Sequence[_Activation],
     inputs: list[np.ndarray],
     pre: list[np.ndarray],
     Y: np.ndarray,
@@ -482,7 +520,7 @@ def _hessian_vector(
     The terms in δ_l (``δ_lᵀ R{A_{l-1}}``, ``δ_l V_l`` and the σ'' term) are what the exact
     Hessian has beyond the Gauss-Newton part; the first two are present for ReLU nets too.
     """
-    R_inputs, R_pre = _tangent_pass(layers, act, inputs, pre, direction)
+    R_inputs, R_pre = _tangent_pass(layers, acts, inputs, pre, direction)
     n = Y.shape[0]
     P = softmax(pre[-1])
     delta = (P - Y) / n
@@ -493,7 +531,7 @@ def _hessian_vector(
         V, _ = direction[l]
         R_grads.insert(0, (R_delta.T @ inputs[l] + delta.T @ R_inputs[l], R_delta.sum(axis=0)))
         if l > 0:
-            d1, d2 = act.d1(pre[l - 1]), act.d2(pre[l - 1])
+            d1, d2 = acts[l - 1].d1(pre[l - 1]), acts[l - 1].d2(pre[l - 1])
             back = delta @ W
             R_delta = (R_delta @ W + delta @ V) * d1 + back * d2 * R_pre[l - 1]
             delta = back * d1
@@ -502,7 +540,7 @@ def _hessian_vector(
 
 def _ggn_vector(
     layers: Layers,
-    act: _Activation,
+    acts: Sequence[_Activation],
     inputs: list[np.ndarray],
     pre: list[np.ndarray],
     direction: Layers,
@@ -511,15 +549,15 @@ def _ggn_vector(
 
     ``J v`` is the tangent ``R{Z_L}``; ``Jᵀ u`` is ordinary backprop of the output error u.
     """
-    _, R_pre = _tangent_pass(layers, act, inputs, pre, direction)
+    _, R_pre = _tangent_pass(layers, acts, inputs, pre, direction)
     P = softmax(pre[-1])
     u = _softmax_hessian_times(P, R_pre[-1]) / P.shape[0]
-    return _summed_param_grads(_backprop(layers, act, pre, u), inputs)
+    return _summed_param_grads(_backprop(layers, acts, pre, u), inputs)
 
 
 def _curvature_columns(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     vectors: np.ndarray,
@@ -535,9 +573,9 @@ def _curvature_columns(
     """
     _check_choice(curvature, "curvature", _CURVATURES)
     _check_choice(params, "params", _PARAMS)
-    act = _activation(activation)
+    acts = _activations(activation, layers)
     sizes = layer_sizes(layers)
-    inputs, pre = _forward_pass(layers, act, X)
+    inputs, pre = _forward_pass(layers, acts, X)
     Y = _one_hot(np.asarray(y), sizes[-1], pre[-1].dtype)
     out = np.empty(vectors.shape, dtype=np.result_type(vectors, pre[-1]))
     for j, v in enumerate(vectors):
@@ -548,16 +586,16 @@ def _curvature_columns(
             v_full = v
         direction = unflatten(v_full, sizes)
         if curvature == "hessian":
-            Hv = _hessian_vector(layers, act, inputs, pre, Y, direction)
+            Hv = _hessian_vector(layers, acts, inputs, pre, Y, direction)
         else:
-            Hv = _ggn_vector(layers, act, inputs, pre, direction)
+            Hv = _ggn_vector(layers, acts, inputs, pre, direction)
         out[j] = _restrict(Hv, layers, params) + l2 * v
     return out
 
 
 def hvp(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     v: np.ndarray,
@@ -570,7 +608,7 @@ def hvp(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     v : ndarray, shape (p,) or (p_last,)
@@ -594,7 +632,7 @@ def hvp(
 
 def hessian(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     l2: float = 0.0,
@@ -611,7 +649,7 @@ def hessian(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     l2 : float
@@ -657,7 +695,7 @@ def _forget_mask(forget: np.ndarray, n: int) -> np.ndarray:
 
 def self_influence(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     l2: float = 0.0,
@@ -673,7 +711,7 @@ def self_influence(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     l2, damping : float
@@ -692,7 +730,7 @@ def self_influence(
 
 def influence_update(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     forget: np.ndarray,
@@ -707,7 +745,7 @@ def influence_update(
     ----------
     layers : list of (W, b)
         The trained model θ̂.
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
         The full training set D.
     y : ndarray of int, shape (n,)
@@ -739,7 +777,7 @@ def influence_update(
 
 def newton_update(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     forget: np.ndarray,
@@ -756,7 +794,7 @@ def newton_update(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     forget : ndarray
@@ -788,7 +826,7 @@ def newton_update(
 
 def sgd_epoch(
     layers: Layers,
-    activation: str,
+    activation: str | Sequence[str],
     X: np.ndarray,
     y: np.ndarray,
     lr: float,
@@ -809,7 +847,7 @@ def sgd_epoch(
     Parameters
     ----------
     layers : list of (W, b)
-    activation : {"relu", "tanh", "sigmoid"}
+    activation : str or sequence of str
     X : ndarray, shape (n, d)
     y : ndarray of int, shape (n,)
     lr, momentum : float

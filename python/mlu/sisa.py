@@ -133,6 +133,7 @@ class SISA(ClassifierMixin, BaseEstimator):
             if theta is None:
                 model = clone(self._template())
             else:
+                assert model is not None  # a checkpoint exists, so its model does
                 model.params = theta  # resume exactly from the checkpoint
             model.set_params(
                 epochs=schedule[j], seed=_stage_seed(self.seed, s, j), warm_start=theta is not None
@@ -244,7 +245,7 @@ class SISA(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "estimators_")
         X = as_features(X, self.n_features_in_)
         models = [m for m in self.estimators_ if m is not None]
-        return sum(m.predict_proba(X) for m in models) / len(models)
+        return np.mean([m.predict_proba(X) for m in models], axis=0)
 
     def predict(self, X) -> np.ndarray:
         """Labels of the largest mean probability, shape (n,)."""

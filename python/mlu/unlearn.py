@@ -528,11 +528,14 @@ def unlearn(
         new.theta_ = full
         return new.objective(X_R, y_R), new.gradient(X_R, y_R, params=params)
 
-    def apply(direction: np.ndarray, g_R: np.ndarray, f_R: float, curv: str, label: str) -> bool:
+    def apply(
+        direction: np.ndarray, g_R: np.ndarray | None, f_R: float, curv: str, label: str
+    ) -> bool:
         """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied."""
         if not safeguard:
             theta[where] += direction
             return True
+        assert g_R is not None  # computed whenever safeguard is on
         new.theta_ = theta
         hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
         predicted = float(g_R @ direction + 0.5 * direction @ hd)

@@ -27,14 +27,16 @@ import os
 import tempfile
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
 from . import _core, _dask
 from ._files import atomic_path
-from ._safeguard import checked_update
+from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
     PARAMS_CHOICES,
+    activation_spec,
     as_features,
     as_labels,
     check_choice,
@@ -67,6 +69,11 @@ the check does not grow with n."""
 _MATRICES = ("ggn", "hessian")
 
 
+def _act(model: MLP) -> str:
+    """The model's activation(s) as the core takes them (``"tanh,relu"`` for mixed layers)."""
+    return activation_spec(model.activation, len(model.sizes_) - 2)
+
+
 def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tuple[Problem, slice]:
     """The problem over the parameters ``params`` selects, and where they sit in θ."""
     sizes = tuple(int(s) for s in model.sizes_)
@@ -78,11 +85,11 @@ def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tupl
         act = model.activation if params == "all" else "relu"
         return Problem(theta, sub, act, source.data.X, yk, float(model.l2), source), where
     if params == "all":
-        return Problem(model.theta_.copy(), sizes, model.activation, X, yk, float(model.l2)), slice(
+        return Problem(model.theta_.copy(), sizes, _act(model), X, yk, float(model.l2)), slice(
             None
         )
     where = model.last_layer_slice()
-    F = _core.hidden_features(model.theta_, list(sizes), model.activation, X)
+    F = _core.hidden_features(model.theta_, list(sizes), _act(model), X)
     return Problem(model.theta_[where].copy(), sizes[-2:], "relu", F, yk, float(model.l2)), where
 
 
@@ -252,7 +259,7 @@ class Unlearner:
         """θ ↦ (L_R(θ), ∇L_R(θ)) on the retained rows of the fixed check subsample."""
         keep = alive[self._check_rows]
         X, y = np.ascontiguousarray(self._check_X[keep]), self._check_y[keep]
-        sizes, act, l2 = list(self.model.sizes_), self.model.activation, float(self.model.l2)
+        sizes, act, l2 = list(self.model.sizes_), _act(self.model), float(self.model.l2)
 
         def objective_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
             g, mean_loss = _core.gradient(theta, sizes, act, X, y, l2)  # g includes λθ
@@ -327,7 +334,7 @@ class Unlearner:
         # Safeguard (mlu._safeguard): L_R must not rise along the update. Checked on a fixed
         # seeded subsample of R (at most CHECK_ROWS rows): a full pass per request would make
         # its cost grow with n.
-        checks = ()
+        checks: tuple[UpdateCheck, ...] = ()
         if safeguard:
             objective, rows_checked = self._subsample_objective(alive)
             theta, check = checked_update(theta_before, theta - theta_before, objective)
@@ -382,7 +389,8 @@ class Unlearner:
             "build_time": self.build_time,
             "data_hash": self._hash,
         }
-        arrays: dict[str, np.ndarray] = {
+        # Any: numpy's stub of savez(**arrays) would have "allow_pickle" be a bool.
+        arrays: dict[str, Any] = {
             "format": np.array(FORMAT_TAG),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
             "meta": np.array(json.dumps(meta)),

@@ -38,9 +38,14 @@ __all__ = [
 
 def load_dataset(cfg: ExperimentConfig, name: str):
     """Load ``name`` with the config's classes, capping ``n_per_class`` at what exists."""
-    from .. import datasets
+    from .. import datasets, userdata
 
-    kwargs = dict(classes=cfg.classes, seed=cfg.data_seed)
+    if userdata.is_data_file(name):
+        data = userdata.load_data(name, label=cfg.data_label)
+        return userdata.to_dataset(
+            data, classes=cfg.classes, n_per_class=cfg.n_per_class, seed=cfg.data_seed
+        )
+    kwargs: dict[str, Any] = dict(classes=cfg.classes, seed=cfg.data_seed)
     if cfg.data_root is not None and name != "digits":
         kwargs["root"] = cfg.data_root
     n = cfg.n_per_class

@@ -63,6 +63,9 @@ def run_demo(
         detector's row at the automatic threshold), ``cell``, ``files`` and ``wall_time``.
     """
     t0 = time.perf_counter()
+    # matplotlib only here; a missing one fails before the work, not after it
+    from . import plots
+
     default = ExperimentConfig()
     main = PipelineSpec.parse(default.pipelines[0])
     if detector is not None:
@@ -76,7 +79,7 @@ def run_demo(
     r = parse_ratio(ratio)
     cfg = ExperimentConfig(
         datasets=(dataset,),
-        classes=classes,
+        classes=None if classes is None else tuple(classes),
         n_per_class=None if dataset == "digits" else default.n_per_class,
         ratios=(r,),
         seeds=(int(seed),),
@@ -116,8 +119,6 @@ def run_demo(
         for row in cell["detection"]
         if row["detector"] == main.detector and row["threshold"] == main.threshold
     )
-    from . import plots  # matplotlib only here
-
     bars = [
         (name, row["test_acc"], row["test_loss"])
         for name, row in (

@@ -11,17 +11,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .._files import atomic_path
 from .._optional import import_optional
+from .report import aggregate, fmt_pct, mean_std, ordered_unique
+from .spec import PAPER_PIPELINE
 
-matplotlib = import_optional("matplotlib", "the plots of mlu run / mlu demo")
+# matplotlib is an extra: a missing one fails here, naming it.
+matplotlib = import_optional("matplotlib", "the plots of mlu run and mlu demo")
 matplotlib.use("Agg")  # headless: never open a window, never need a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .._files import atomic_path  # noqa: E402
-from .report import aggregate, fmt_pct, mean_std, ordered_unique  # noqa: E402
-from .spec import PAPER_PIPELINE  # noqa: E402
+plt = import_optional("matplotlib.pyplot", "the plots of mlu run and mlu demo")
 
 __all__ = [
     "plot_accuracy",

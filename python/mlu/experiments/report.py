@@ -309,7 +309,7 @@ def summary(
         ]
     if wall_time is not None:
         lines += [f"Wall time of this run: {fmt_time(wall_time)}.", ""]
-    for dataset in ordered_unique(r["dataset"] for r in unl + pipe + det):
+    for dataset in ordered_unique(r["dataset"] for r in [*unl, *pipe, *det]):
         lines += [f"## {dataset}", ""]
         if main:
             lines += _pipeline_section(cfg, pipe, unl, dataset, main)

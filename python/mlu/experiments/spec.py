@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,10 @@ class ExperimentConfig:
         every seed sees the same data and only the noise and initialisation vary).
     data_root : str or None
         Directory of the IDX files (default: :func:`mlu.datasets.default_search_paths`).
+    data_label : str or None
+        Label column of the CSV/Parquet files among ``datasets`` (a data set may be a file
+        :func:`mlu.userdata.load_data` reads: ``.npz``, ``.csv``, ``.parquet``, IDX; it is split
+        into train and test, 20% test, seeded by ``data_seed``).
     hidden, activation, l2, epochs, lr, momentum, batch_size
         The MLP (the paper: 50 ReLU units, SGD lr 0.01, momentum 0.9, batch 32, 20 epochs).
     ratios : tuple of float
@@ -283,6 +288,7 @@ class ExperimentConfig:
     n_per_class: int | None = 1000
     data_seed: int = 0
     data_root: str | None = None
+    data_label: str | None = None
     hidden: tuple[int, ...] = (50,)
     activation: str = "relu"
     l2: float = 0.0
@@ -462,10 +468,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".toml":
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ModuleNotFoundError:  # Python < 3.11
-            import tomli as tomllib  # type: ignore[no-redef]
+        else:
+            import tomli as tomllib
         data = tomllib.loads(text)
     elif path.suffix.lower() == ".json":
         data = json.loads(text)
