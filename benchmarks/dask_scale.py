@@ -7,7 +7,11 @@ labels from a fixed random linear teacher) to ``--dir`` (default /tmp), then on 
 * self-influence scores (``params="last"``): the last-layer GGN is tree-summed, factored once,
   and every chunk's scores are computed on its worker; only the scores (n floats, d times
   smaller than X) come back;
-* the gradient sum and the GGN sum (``params="last"``), tree-reduced.
+* the gradient sum and the GGN sum (``params="last"``), tree-reduced;
+* ``mlu.Unlearner(curvature="kfac")`` over all parameters: the K-FAC factor sums tree-reduced
+  on the workers (``kfac_build_s``: the curvature alone; ``unlearner_s``: the whole
+  construction, with the gradient-sum pass, the labels and the safeguard's row subsample),
+  then one deletion request of 100 rows (``forget_s``: only those rows are read).
 
 Each worker reads its chunks straight from the file through a memory map, so no chunk
 passes through the client. The peak resident
@@ -133,6 +137,13 @@ def run(model, Xd, yd, client) -> dict:
         t = time.perf_counter()
         H = model.hessian(Xd, yd, params="last", curvature="ggn")
         out["ggn_sum_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        unlearner = mlu.Unlearner(model, Xd, yd, curvature="kfac")
+        out["unlearner_s"] = time.perf_counter() - t
+        out["kfac_build_s"] = unlearner.build_time
+        t = time.perf_counter()
+        unlearner.forget(np.arange(0, Xd.shape[0], Xd.shape[0] // 100)[:100])
+        out["forget_s"] = time.perf_counter() - t
     out["gradient_norm"] = float(np.linalg.norm(g))
     out["ggn_trace"] = float(np.trace(H))
     out["worker_peak_rss_gb"] = mem.peak / 1e9
@@ -213,6 +224,13 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         model.hessian(X1, y1, params="last", curvature="ggn")
         local["ggn_sum_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        unlearner = mlu.Unlearner(model, X1, y1, curvature="kfac")
+        local["unlearner_s"] = time.perf_counter() - t
+        local["kfac_build_s"] = unlearner.build_time
+        t = time.perf_counter()
+        unlearner.forget(np.arange(0, m, m // 100)[:100])
+        local["forget_s"] = time.perf_counter() - t
         results["numpy_1thread_fit_rows"] = local
         print(f"NumPy path, 1 thread, first {m} rows: {json.dumps(local)}", flush=True)
     finally:

@@ -334,6 +334,7 @@ class Payload:
     curvature: str = "hessian"
     matrix: np.ndarray | None = None  # a factor (self-influence) or a vector (HVP)
     kind: str = ""
+    fn: Callable | None = None  # a chunk's contribution (RowSource.sum)
 
 
 # --------------------------------------------------------------------------- chunk functions
@@ -534,6 +535,103 @@ class DaskHessianOperator:
             rr = rr_new
         residual = float(np.linalg.norm(b - (self.matvec(x) + damping * x)) / bnorm)
         return {**out, "x": x, "relative_residual": residual}
+
+
+# --------------------------------------------------------------------------- curvature
+
+
+def _add_lists(*parts: list) -> list[np.ndarray]:
+    return [_add(*terms) for terms in zip(*parts)]
+
+
+def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
+    X, yk = _chunk_Xy(pl.model, X, y, start)
+    return pl.fn(*pl.model.problem(X, yk, pl.params))
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """The rows of a :class:`mlu.curvature.Problem` on dask data (its ``source``).
+
+    ``sum(fn)`` is ``Σ_chunks fn(theta, sizes, activation, X_c, yk_c)`` for a function
+    returning a list of arrays, run on the workers and tree-summed (the model and ``fn``, with
+    whatever it carries, broadcast once); ``rows(indices)`` gathers only the given rows.
+    """
+
+    data: DaskData
+    model: ChunkModel
+    params: str
+
+    def sum(self, fn: Callable) -> list[np.ndarray]:
+        dask, _ = _dask_modules()
+        sent = broadcast(Payload(self.model, self.params, fn=fn))
+        parts = [
+            dask.delayed(_source_chunk, pure=True)(sent, xb, yb, start)
+            for xb, yb, start, _ in self.data.blocks()
+        ]
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(_add_lists, pure=True)(*parts[i : i + SPLIT_EVERY])
+                for i in range(0, len(parts), SPLIT_EVERY)
+            ]
+        return [np.asarray(a) for a in parts[0].compute()]
+
+    def rows(self, rows) -> tuple:
+        """``(theta, sizes, activation, X, yk)`` of the given rows, computed in memory (only
+        the chunks holding them are read)."""
+        index = np.arange(self.data.n)[rows]
+        if index.size == 0:
+            X = np.zeros((0, self.data.X.shape[1]))
+            return self.model.problem(X, np.zeros(0, np.int64), self.params)
+        X, y = self.data.X[index], self.data.y[index]
+        X, y = (np.asarray(a) for a in _dask_modules()[0].compute(X, y))
+        X, yk = _chunk_Xy(self.model, X, y, 0)
+        return self.model.problem(X, yk, self.params)
+
+
+def row_source(model, X, y, params: str) -> tuple[RowSource, np.ndarray]:
+    """The :class:`RowSource` of dask (X, y) for ``model`` and the labels encoded 0..k-1,
+    gathered (n integers: what a deletion request checks against)."""
+    data = as_dask_data(model, X, y)
+    cm = ChunkModel.of(model)
+    return RowSource(data, cm, params), encoded_labels(data, cm)
+
+
+def encoded_labels(data: DaskData, cm: ChunkModel) -> np.ndarray:
+    """The encoded labels, checked chunk by chunk (unknown labels: the NumPy path's error)."""
+    dask, _ = _dask_modules()
+    parts = dask.compute(
+        *[
+            dask.delayed(_encode_chunk, pure=True)(cm, yb, start)
+            for _, yb, start, _ in data.blocks()
+        ]
+    )
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _encode_chunk(cm: ChunkModel, y, start: int) -> np.ndarray:
+    y = np.asarray(y)
+    _, yk = _chunk_Xy(cm, np.zeros((len(y), 0)), y, start)
+    return yk
+
+
+def _influence_rows(pl: Payload, X, yk):
+    G = _core.per_sample_gradients(*pl.model.problem(X, yk, pl.params))
+    return -(G @ pl.matrix)
+
+
+def influence_columns(source: RowSource, P: np.ndarray):
+    """``−Gᵀ P`` transposed: the (n_test, n) influence matrix as a lazy dask array whose column
+    chunks are the training rows' chunks, from the solved test gradients ``P`` (p, n_test)."""
+    payload = Payload(source.model, source.params, matrix=np.ascontiguousarray(P))
+    return chunk_map(source.data, _influence_rows, payload, columns=P.shape[1]).T
+
+
+def gathered(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """A small dask (X, y) (a test set) computed into memory."""
+    dask, _ = _dask_modules()
+    X, y = _as_arrays(X, y)
+    return tuple(np.asarray(a) for a in dask.compute(X, y))
 
 
 # --------------------------------------------------------------------------- detection

@@ -28,7 +28,10 @@ solves ``(H_R + δI) x = v`` from its factors (docs/design.md, "Unlearner"):
     corrections of every retained sample again, a pass over the data).
 
 The sums are computed by the C++ core over any set of rows ("contribution of these rows"),
-the factoring and solves here.
+the factoring and solves here. On dask data (docs/design.md, "Dask inputs") the same
+contributions run per row chunk on the workers and are tree-summed (:mod:`mlu._dask`);
+a downdate gathers only the removed rows. Woodbury is not offered there: its Gram matrix pairs
+every chunk with every other (n·r × n·r on one machine), the very size dask data avoid.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class Problem:
         Labels encoded 0..k-1.
     l2 : float
         λ of the objective.
+    source : mlu._dask.RowSource or None
+        For dask data: where the rows live (``X`` is then the row-chunked dask array, ``y``
+        the encoded labels gathered, and the sums run per chunk on the workers).
     """
 
     theta: np.ndarray
@@ -91,6 +97,7 @@ class Problem:
     X: np.ndarray
     y: np.ndarray
     l2: float
+    source: object = None
 
     @property
     def p(self) -> int:
@@ -106,11 +113,25 @@ class Problem:
         k = self.sizes[-1]
         return 1 if k == 2 else k
 
+    def subset(self, rows) -> Problem:
+        """The problem over the given rows only, in memory (for dask data: those rows gathered)."""
+        if self.source is not None:
+            theta, sizes, act, X, yk = self.source.rows(rows)
+            return Problem(theta, tuple(sizes), act, X, yk, self.l2)
+        X = np.ascontiguousarray(self.X[rows])
+        return Problem(self.theta, self.sizes, self.activation, X, self.y[rows], self.l2)
+
     def core_args(self, rows=slice(None)) -> tuple[np.ndarray, list[int], str, np.ndarray]:
+        if self.source is not None:
+            return self.subset(rows).core_args()
         return self.theta, list(self.sizes), self.activation, np.ascontiguousarray(self.X[rows])
 
     def gradient_sum(self, rows=slice(None)) -> np.ndarray:
         """Σ ∇ℓ_i(θ̂) over the given rows (no λ term), shape (p,)."""
+        if self.source is not None:
+            if isinstance(rows, slice) and rows == slice(None):
+                return _sum_over_chunks(self, _gradient_sum, "gradient sum", 0.0)[0]
+            return self.subset(rows).gradient_sum()
         X = np.ascontiguousarray(self.X[rows])
         y = np.ascontiguousarray(self.y[rows])
         if X.shape[0] == 0:
@@ -120,6 +141,8 @@ class Problem:
 
     def per_sample_gradients(self, rows=slice(None)) -> np.ndarray:
         """∇ℓ_i(θ̂) for the given rows, shape (len(rows), p)."""
+        if self.source is not None:
+            return self.subset(rows).per_sample_gradients()
         X = np.ascontiguousarray(self.X[rows])
         y = np.ascontiguousarray(self.y[rows])
         return _core.per_sample_gradients(self.theta, list(self.sizes), self.activation, X, y)
@@ -146,14 +169,21 @@ def _chunks(n: int) -> list[slice]:
     return [slice(s, min(n, s + _CHUNK)) for s in range(0, n, _CHUNK)]
 
 
-def _sum_over_chunks(problem: Problem, fn, desc: str, work: float):
-    """Σ fn(rows) over sample chunks (lists of arrays summed elementwise), with a progress bar."""
+def _sum_over_chunks(problem: Problem, fn, desc: str, work: float, args: tuple = ()):
+    """Σ fn(chunk, *args) over sample chunks (lists of arrays summed elementwise), with a
+    progress bar; ``chunk`` is the :class:`Problem` over the chunk's rows.
+
+    ``fn`` is a module-level function so that, on dask data, it runs on the workers: every
+    row chunk of the dask array is one call there, and the results are tree-summed.
+    """
+    if problem.source is not None:
+        return problem.source.sum(_ChunkCall(fn, args, problem.l2))
     chunks = _chunks(problem.n)
     bar = _progress(len(chunks), desc, work)
     total = None
     try:
         for rows in chunks:
-            part = fn(rows)
+            part = fn(problem.subset(rows), *args)
             total = part if total is None else [a + b for a, b in zip(total, part)]
             if bar is not None:
                 bar.update(1)
@@ -161,6 +191,42 @@ def _sum_over_chunks(problem: Problem, fn, desc: str, work: float):
         if bar is not None:
             bar.close()
     return total
+
+
+@dataclass(frozen=True)
+class _ChunkCall:
+    """``fn`` on the Problem of one dask chunk (what :meth:`mlu._dask.RowSource.sum` calls)."""
+
+    fn: object
+    args: tuple
+    l2: float
+
+    def __call__(self, theta, sizes, activation, X, yk) -> list[np.ndarray]:
+        return self.fn(Problem(theta, tuple(sizes), activation, X, yk, self.l2), *self.args)
+
+
+# Contributions of the rows of a problem (sums over its samples, no λ term).
+
+
+def _gradient_sum(rows: Problem) -> list[np.ndarray]:
+    return [rows.gradient_sum()]
+
+
+def _dense_sum(rows: Problem, matrix: str) -> list[np.ndarray]:
+    if rows.n == 0:
+        return [np.zeros((rows.p, rows.p))]
+    H = _core.hessian(*rows.core_args(), rows.y, 0.0, matrix)
+    H *= rows.n
+    return [H]
+
+
+def _kfac_sum(rows: Problem) -> list[np.ndarray]:
+    A, G = _core.kfac_sums(*rows.core_args())
+    return list(A) + list(G)
+
+
+def _ekfac_sum(rows: Problem, QA, QG) -> list[np.ndarray]:
+    return list(_core.ekfac_sums(*rows.core_args(), QA, QG))
 
 
 def estimate_bytes(kind: str, problem: Problem) -> int:
@@ -199,7 +265,8 @@ def choose_representation(problem: Problem) -> tuple[str, str]:
     if p <= _DENSE_AUTO_MAX_P and estimate_bytes("dense", problem) <= avail:
         return "dense", f"p = {p} <= {_DENSE_AUTO_MAX_P}: the exact GGN, factored densely"
     if (
-        n * r < p
+        problem.source is None  # not on dask data (see the module docs)
+        and n * r < p
         and n * r <= _WOODBURY_AUTO_MAX_ROWS
         and estimate_bytes("woodbury", problem) <= avail
     ):
@@ -284,9 +351,10 @@ class DenseCurvature(Curvature):
             _check_fits("dense", problem)
             C = _sum_over_chunks(
                 problem,
-                lambda rows: [self._contribution(rows)],
+                _dense_sum,
                 "dense curvature",
                 problem.n * problem.p * problem.p,
+                (matrix,),
             )[0]
         self.C = C
         if m is not None:
@@ -294,13 +362,7 @@ class DenseCurvature(Curvature):
         self._factor()
 
     def _contribution(self, rows) -> np.ndarray:
-        X = np.ascontiguousarray(self.problem.X[rows])
-        y = np.ascontiguousarray(self.problem.y[rows])
-        if X.shape[0] == 0:
-            return np.zeros((self.problem.p, self.problem.p))
-        H = _core.hessian(*self.problem.core_args(rows)[:3], X, y, 0.0, self.matrix)
-        H *= X.shape[0]
-        return H
+        return _dense_sum(self.problem.subset(rows), self.matrix)[0]
 
     def _factor(self) -> None:
         A = self.C / self.m
@@ -352,6 +414,12 @@ class WoodburyCurvature(Curvature):
         super().__init__(problem, damping)
         sizes = list(problem.sizes)
         if state is None:
+            if problem.source is not None:
+                raise NotImplementedError(
+                    "curvature='woodbury' does not take dask data: its n·r × n·r Gram matrix "
+                    "pairs every row chunk with every other and is held on one machine. Use "
+                    "curvature='dense' (p <= ~2000), 'ekfac' or 'kfac' (or 'auto')"
+                )
             _check_fits("woodbury", problem)
             X = np.ascontiguousarray(problem.X)
             G, hidden = _core.gn_terms(problem.theta, sizes, problem.activation, X)
@@ -505,15 +573,14 @@ class KFACCurvature(Curvature):
         L = len(problem.sizes) - 1
         total = _sum_over_chunks(
             problem,
-            lambda rows: self._kfac_contribution(rows),
+            _kfac_sum,
             f"{self.kind} factors",
             6.0 * problem.n * problem.p * problem.rows_per_sample,
         )
         return total[:L], total[L:]
 
     def _kfac_contribution(self, rows) -> list[np.ndarray]:
-        A, G = _core.kfac_sums(*self.problem.core_args(rows))
-        return list(A) + list(G)
+        return _kfac_sum(self.problem.subset(rows))
 
     def _decompose(self, state) -> None:
         self.eig_A = _eigh_factors(self.A)
@@ -579,15 +646,17 @@ class EKFACCurvature(KFACCurvature):
         self.QA = [Q for _, Q in _eigh_factors(self.A)]
         self.QG = [Q for _, Q in _eigh_factors(self.G)]
         problem = self.problem
+        # the second pass (on dask data, a second tree sum): the bases must exist first
         self.S = _sum_over_chunks(
             problem,
-            lambda rows: self._ekfac_contribution(rows),
+            _ekfac_sum,
             "ekfac corrections",
             4.0 * problem.n * problem.p * problem.rows_per_sample,
+            (self.QA, self.QG),
         )
 
     def _ekfac_contribution(self, rows) -> list[np.ndarray]:
-        return list(_core.ekfac_sums(*self.problem.core_args(rows), self.QA, self.QG))
+        return _ekfac_sum(self.problem.subset(rows), self.QA, self.QG)
 
     def _bases(self):
         return list(zip(self.QG, self.QA))

@@ -5,12 +5,18 @@ Koh & Liang's influence of up-weighting a training sample z on the loss of a tes
 training objective (including λI) held in one of the representations of :mod:`mlu.curvature`
 (docs/design.md, "Unlearner"). The test gradients are solved in blocks, and the matrix is filled
 in blocks of training samples, so memory stays bounded by ``max_block_bytes``.
+
+On dask training data (docs/design.md, "Dask inputs") the curvature is tree-summed over the row
+chunks on the workers, the test gradients are solved once on the client (the test set is
+gathered: n_test rows), and the matrix comes back as a lazy dask array whose column chunks are
+the training rows' chunks, each computed on its worker.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _dask
 from ._validation import (
     PARAMS_CHOICES,
     as_features,
@@ -33,6 +39,8 @@ _BLOCK_BYTES = 256 << 20
 def _prepare(model, X, y, params):
     check_model(model)
     check_choice(params, "params", PARAMS_CHOICES)
+    if _dask.is_dask(X, y):  # rows stay in their chunks (mlu._dask.RowSource)
+        return make_problem(model, X, y, params)[0]
     X = as_features(X, model.n_features_in_)
     yk = encode_labels(as_labels(y, X.shape[0]), model.classes_)
     return make_problem(model, X, yk, params)[0]
@@ -56,6 +64,9 @@ def influence(
 ) -> np.ndarray:
     """Influence of each training sample on each test sample's loss.
 
+    Dask inputs: ``X_train`` / ``y_train`` may be row-chunked dask arrays (or a dask DataFrame
+    and its label column); the test set may be dask too and is gathered.
+
     Parameters
     ----------
     model : mlu.MLP
@@ -75,16 +86,28 @@ def influence(
 
     Returns
     -------
-    ndarray, shape (n_test, n)
+    ndarray or dask.array.Array, shape (n_test, n)
+        A dask array chunked by training rows along axis 1 when the training data are dask.
         ``I[t, i] = −∇ℓ(z_test_t)ᵀ (H + δI)⁻¹ ∇ℓ(z_i)``. Negative: up-weighting z_i lowers the
         test loss (a helpful sample).
     """
     check_choice(curvature, "curvature", REPRESENTATIONS)
     damping = check_damping(damping)
     train = _prepare(model, X_train, y_train, params)
+    if _dask.is_dask(X_test, y_test):
+        X_test, y_test = _dask.gathered(X_test, y_test)
     test = _prepare(model, X_test, y_test, params)
     curv, _ = build_curvature(train, curvature, float(damping))
     rows = _block_rows(train.p, max_block_bytes)
+    if train.source is not None:
+        P = np.concatenate(
+            [
+                curv.solve(test.per_sample_gradients(slice(t0, min(test.n, t0 + rows))).T)
+                for t0 in range(0, test.n, rows)
+            ],
+            axis=1,
+        )  # (p, n_test): broadcast once; each training chunk's columns computed on its worker
+        return _dask.influence_columns(train.source, P)
     out = np.empty((test.n, train.n))
     for t0 in range(0, test.n, rows):
         t1 = min(test.n, t0 + rows)
@@ -109,6 +132,7 @@ def self_influence(
     representation of H (see :func:`influence`)."""
     check_choice(curvature, "curvature", REPRESENTATIONS)
     damping = check_damping(damping)
+    _dask.reject(X, y, "mlu.influence.self_influence (use mlu.detect(method='self_influence'))")
     train = _prepare(model, X, y, params)
     curv, _ = build_curvature(train, curvature, float(damping))
     rows = _block_rows(train.p, max_block_bytes // 2)

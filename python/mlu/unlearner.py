@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _dask
 from ._files import atomic_path
 from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
@@ -77,6 +77,13 @@ def _act(model: MLP) -> str:
 def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tuple[Problem, slice]:
     """The problem over the parameters ``params`` selects, and where they sit in θ."""
     sizes = tuple(int(s) for s in model.sizes_)
+    if _dask.is_dask(X):  # rows stay in their chunks on the workers (mlu._dask.RowSource)
+        source, yk = _dask.row_source(model, X, yk, params)
+        where = slice(None) if params == "all" else model.last_layer_slice()
+        theta = model.theta_[where].copy()
+        sub = sizes if params == "all" else sizes[-2:]
+        act = model.activation if params == "all" else "relu"
+        return Problem(theta, sub, act, source.data.X, yk, float(model.l2), source), where
     if params == "all":
         return Problem(model.theta_.copy(), sizes, _act(model), X, yk, float(model.l2)), slice(
             None
@@ -162,15 +169,21 @@ class Unlearner:
         check_choice(params, "params", PARAMS_CHOICES)
         check_choice(matrix, "matrix", _MATRICES)
         damping = check_damping(damping)
-        X = as_features(X, model.n_features_in_)
-        y = as_labels(y, X.shape[0])
-        yk = encode_labels(y, model.classes_)
+        if _dask.is_dask(X, y):
+            # labels gathered (n integers), features left in their chunks; no hash (save refuses)
+            self._problem, self._where = make_problem(model, X, y, params)
+            X, y = self._problem.X, self._problem.y
+            yk, self._hash = y, None
+        else:
+            X = as_features(X, model.n_features_in_)
+            y = as_labels(y, X.shape[0])
+            yk = encode_labels(y, model.classes_)
+            self._hash = _data_hash(X, y)
+            self._problem, self._where = make_problem(model, X, yk, params)
         self._X, self._y, self._yk = X, y, yk
-        self._hash = _data_hash(X, y)
         self.params = params
         self.damping = damping
         self._theta_hat = model.theta_.copy()
-        self._problem, self._where = make_problem(model, X, yk, params)
         if _state is None:
             self._base_model = copy.deepcopy(model)
             self.model = copy.deepcopy(model)
@@ -184,7 +197,10 @@ class Unlearner:
         else:
             self.__dict__.update(_state)
         self._check_rows = np.sort(np.random.default_rng(0).permutation(X.shape[0])[:CHECK_ROWS])
-        self._check_X = np.ascontiguousarray(X[self._check_rows])
+        self._check_X = np.ascontiguousarray(
+            X[self._check_rows].compute() if _dask.is_dask(X) else X[self._check_rows],
+            dtype=np.float64,
+        )
         self._check_y = yk[self._check_rows]
         # (Σ loss, Σ ∇loss) of the current model on the retained check rows: the next request's
         # L_R before its update comes from these minus its own rows, saving a pass per request
@@ -412,6 +428,11 @@ class Unlearner:
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the Unlearner to ``path`` as a pickle-free ``.npz`` (replaced atomically)."""
+        if self._hash is None:
+            raise NotImplementedError(
+                "Unlearner.save does not take an Unlearner built on dask data (its data hash "
+                "would be a full pass over the chunks); build it again from the data"
+            )
         meta = {
             "curvature": self._curv.kind,
             "params": self.params,
