@@ -106,7 +106,6 @@ def test_never_increases_on_random_nonconvex(seed, scale):
 # ------------------------------------------------------------------ every path of mlu.unlearn
 
 
-
 @pytest.fixture(scope="module")
 def digits_small():
     """A real small problem: digits 0-vs-1 ... 3-vs-8 subsets, trained briefly (not converged)."""

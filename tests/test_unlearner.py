@@ -438,3 +438,16 @@ def test_safeguard_reuses_the_previous_requests_objective(binary):
     # the check subsample holds every row of this small data set
     assert prev.objective(X[keep], y[keep]) == pytest.approx(check.objective_before, rel=1e-12)
     assert res.model.objective(X[keep], y[keep]) == pytest.approx(check.objective_after, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", ["standard", "minmax"])
+def test_a_scaled_model_matches_mlu_unlearn(scale):
+    # The curvature and the check are of the network on the model's transformed inputs.
+    ds = mlu.datasets.load("digits", classes=(0, 1))
+    X, y = ds.X_train[:50] * 16.0, ds.y_train[:50]
+    model = mlu.MLP(hidden=(4,), l2=1e-3, epochs=30, seed=0, scale=scale).fit(X, y)
+    F = np.array([2, 11, 30])
+    res = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(F, safeguard=False)
+    expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky",
+                           damping=DAMPING, steps=1, safeguard=False)  # fmt: skip
+    assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10

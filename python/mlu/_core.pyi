@@ -215,7 +215,8 @@ def gn_vjp(
 
 # cpu.cpp (also the body of the baseline-only mlu._cpu module)
 def x86_64_level() -> int:
-    """The x86-64 micro-architecture level this CPU (and OS) runs, by cpuid: 1 = x86-64, 2 = x86-64-v2, 3 = x86-64-v3 (AVX2, FMA, ...) or higher; 0 on other architectures."""
+    """The x86-64 micro-architecture level this CPU (and OS) runs, by cpuid: 1 = x86-64,
+    2 = x86-64-v2, 3 = x86-64-v3 (AVX2, FMA, ...) or higher; 0 on other architectures."""
 
 def cpu_features() -> dict[str, bool]:
     """The cpuid features that decide x86_64_level, by name (empty on other architectures)."""

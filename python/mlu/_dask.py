@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from ._problem import scaled as _scaled_numpy
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
+    activation_spec,
     as_vector,
     check_choice,
     check_matrix_fits,
@@ -110,14 +112,16 @@ class ChunkModel:
         return cls(
             theta=np.array(model.theta_, dtype=np.float64),
             sizes=tuple(int(s) for s in model.sizes_),
-            activation=str(model.activation),
+            activation=activation_spec(model.activation, len(model.sizes_) - 2),
             classes=np.asarray(model.classes_),
             last=model.last_layer_slice(),
             scale_offset_=getattr(model, "scale_offset_", None),
             scale_factor_=getattr(model, "scale_factor_", None),
         )
 
-    def problem(self, X: np.ndarray, yk: np.ndarray, params: str):
+    def problem(
+        self, X: np.ndarray, yk: np.ndarray, params: str
+    ) -> tuple[np.ndarray, list[int], str, np.ndarray, np.ndarray]:
         """``(theta, sizes, activation, X, y)`` of the problem ``params`` selects.
 
         For params="last" the frozen layers are applied once and the last layer is a
@@ -139,8 +143,8 @@ class DaskData:
     chunk by chunk when a computation runs, and reported with their global row index.
     """
 
-    X: object
-    y: object
+    X: Any  # a dask array chunked by rows
+    y: Any
 
     @property
     def n(self) -> int:
@@ -332,9 +336,9 @@ class Payload:
     model: ChunkModel
     params: str = "all"
     curvature: str = "hessian"
-    matrix: np.ndarray | None = None  # a factor (self-influence) or a vector (HVP)
+    matrix: Any = None  # a factor (self-influence) or a vector (HVP)
     kind: str = ""
-    fn: Callable | None = None  # a chunk's contribution (RowSource.sum)
+    fn: Any = None  # a chunk's contribution (RowSource.sum)
 
 
 # --------------------------------------------------------------------------- chunk functions
@@ -631,7 +635,8 @@ def gathered(X, y) -> tuple[np.ndarray, np.ndarray]:
     """A small dask (X, y) (a test set) computed into memory."""
     dask, _ = _dask_modules()
     X, y = _as_arrays(X, y)
-    return tuple(np.asarray(a) for a in dask.compute(X, y))
+    Xc, yc = dask.compute(X, y)
+    return np.asarray(Xc), np.asarray(yc)
 
 
 # --------------------------------------------------------------------------- detection
@@ -660,7 +665,7 @@ def self_influence(
     return chunk_map(data, _self_influence, Payload(cm, params, curvature, M, "projection"))
 
 
-def checked_pair(model, X, y) -> tuple[object, object]:
+def checked_pair(model, X, y) -> tuple[Any, Any]:
     """(X, y) as aligned row-chunked dask arrays, checked against the model (for unlearn).
 
     Unlike the per-sample maps, this checks every chunk now (one pass): unlearn goes on to

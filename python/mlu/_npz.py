@@ -270,9 +270,7 @@ def _read_checked(zf: zipfile.ZipFile, path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: 'loss_curve' must be 1-D float64")
     for key in ("trace_loss", "trace_margin"):
         if key in shapes and len(shapes[key]) != 2:
-            raise ValueError(
-                f"{path}: 'trace_loss'/'trace_margin' must be 2-D float64, same shape"
-            )
+            raise ValueError(f"{path}: 'trace_loss'/'trace_margin' must be 2-D float64, same shape")
     check_fits(
         2.0 * total,  # the inflated arrays and the model's copies of them
         f"{path}: reading the model file (its arrays declare {total:,} bytes)",

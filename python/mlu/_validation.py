@@ -41,9 +41,7 @@ def activation_spec(activation, hidden_layers: int) -> str:
     elif isinstance(activation, (tuple, list)) and all(isinstance(a, str) for a in activation):
         names = tuple(activation)
     else:
-        raise TypeError(
-            f"activation must be a string or a sequence of strings, got {activation!r}"
-        )
+        raise TypeError(f"activation must be a string or a sequence of strings, got {activation!r}")
     for name in names:
         check_choice(name, "activation", ACTIVATIONS)
     if len(names) != 1 and len(names) != hidden_layers:
@@ -52,7 +50,6 @@ def activation_spec(activation, hidden_layers: int) -> str:
             "name for all of them, or one per hidden layer"
         )
     return ",".join(names)
-
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -237,8 +234,15 @@ def check_integer(value, name: str, minimum: int | None = None) -> int:
     return value
 
 
-def check_real(value, name: str, low: float, high: float = math.inf, *, open_low: bool = False,
-               open_high: bool = False) -> float:
+def check_real(
+    value,
+    name: str,
+    low: float,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
     """``value`` as a finite float in [low, high] (bounds made open by the flags)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class Problem:
     X: np.ndarray
     y: np.ndarray
     l2: float
-    source: object = None
+    source: Any = None
 
     @property
     def p(self) -> int:
@@ -197,7 +198,7 @@ def _sum_over_chunks(problem: Problem, fn, desc: str, work: float, args: tuple =
 class _ChunkCall:
     """``fn`` on the Problem of one dask chunk (what :meth:`mlu._dask.RowSource.sum` calls)."""
 
-    fn: object
+    fn: Any
     args: tuple
     l2: float
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # only for annotations: importing mlu must not import torch
 
 __all__ = ["from_sklearn", "from_torch", "to_torch"]
 
+
 # ---------------------------------------------------------------------------- PyTorch → mlu
 def _flatten_modules(module, torch, prefix: str = "") -> list[tuple[str, Any]]:
     """The leaf modules of (nested) Sequentials in call order, each with its dotted name."""

@@ -618,7 +618,7 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def hessian_operator(
         self, X, y, params: str = "all", curvature: str = "hessian"
-    ) -> HessianOperator:
+    ) -> HessianOperator | _dask.DaskHessianOperator:
         """The operator v ↦ (H + l2·I) v over (X, y), forward pass cached (for many products)."""
         if _dask.is_dask(X, y):  # chunks persisted on the workers, one map-reduce per product
             return _dask.hessian_operator(self, X, y, params, curvature)
@@ -628,8 +628,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         # adds a handful of p-vectors.
         check_fits(
             2.0 * X.shape[0] * _pass_bytes_per_row(sizes) + 8.0 * 8.0 * theta.shape[0],
-            f"the Hessian-vector-product operator (n = {X.shape[0]:,}, layer sizes "
-            f"{tuple(sizes)})",
+            f"the Hessian-vector-product operator (n = {X.shape[0]:,}, layer sizes {tuple(sizes)})",
             "Use fewer samples or params='last'.",
         )
         op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)

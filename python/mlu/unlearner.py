@@ -33,6 +33,7 @@ import numpy as np
 
 from . import _core, _dask
 from ._files import atomic_path
+from ._problem import scaled
 from ._safeguard import UpdateCheck, checked_update
 from ._validation import (
     PARAMS_CHOICES,
@@ -82,12 +83,11 @@ def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tupl
         where = slice(None) if params == "all" else model.last_layer_slice()
         theta = model.theta_[where].copy()
         sub = sizes if params == "all" else sizes[-2:]
-        act = model.activation if params == "all" else "relu"
+        act = _act(model) if params == "all" else "relu"
         return Problem(theta, sub, act, source.data.X, yk, float(model.l2), source), where
+    X = scaled(model, X)  # the network's input: the model's fixed transform (MLP(scale=...))
     if params == "all":
-        return Problem(model.theta_.copy(), sizes, _act(model), X, yk, float(model.l2)), slice(
-            None
-        )
+        return Problem(model.theta_.copy(), sizes, _act(model), X, yk, float(model.l2)), slice(None)
     where = model.last_layer_slice()
     F = _core.hidden_features(model.theta_, list(sizes), _act(model), X)
     return Problem(model.theta_[where].copy(), sizes[-2:], "relu", F, yk, float(model.l2)), where
@@ -197,9 +197,12 @@ class Unlearner:
         else:
             self.__dict__.update(_state)
         self._check_rows = np.sort(np.random.default_rng(0).permutation(X.shape[0])[:CHECK_ROWS])
-        self._check_X = np.ascontiguousarray(
-            X[self._check_rows].compute() if _dask.is_dask(X) else X[self._check_rows],
-            dtype=np.float64,
+        self._check_X = scaled(
+            model,
+            np.ascontiguousarray(
+                X[self._check_rows].compute() if _dask.is_dask(X) else X[self._check_rows],
+                dtype=np.float64,
+            ),
         )
         self._check_y = yk[self._check_rows]
         # (Σ loss, Σ ∇loss) of the current model on the retained check rows: the next request's
@@ -282,7 +285,7 @@ class Unlearner:
             g, mean_loss = _core.gradient(
                 theta,
                 list(self.model.sizes_),
-                self.model.activation,
+                _act(self.model),
                 np.ascontiguousarray(self._check_X[gone]),
                 self._check_y[gone],
                 0.0,
