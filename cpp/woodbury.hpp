@@ -53,9 +53,14 @@ inline RowMat woodbury_gram(const Architecture& arch, const MatRef& X, const std
         RowMat Aa = RowMat::Ones(n, n);
         Aa.noalias() += in * in.transpose();
         RowMat GG = G[l] * G[l].transpose();
+        RegionErrors errors;  // no exception may leave an OpenMP region: rethrown below
 #pragma omp parallel for schedule(static)
         for (Index a = 0; a < nr; ++a)
-            for (Index b = 0; b < nr; ++b) K(a, b) += GG(a, b) * Aa(a / r, b / r);
+            errors.run([&] {
+                if (a % 256 == 0) check_interrupt();
+                for (Index b = 0; b < nr; ++b) K(a, b) += GG(a, b) * Aa(a / r, b / r);
+            });
+        errors.rethrow();
     }
     return K;
 }
@@ -68,13 +73,17 @@ inline RowMat gn_jvp(const Architecture& arch, const MatRef& X, const std::vecto
     for (Index l = 0; l < arch.num_layers(); ++l) {
         auto in = gn_input(X, hidden, l);
         const Index o = arch.out(l), d = arch.in(l);
+        RegionErrors errors;
 #pragma omp parallel for schedule(dynamic, 1)
-        for (Index c = 0; c < m; ++c) {
-            CMapRM W(V.row(c).data() + arch.w_off[l], o, d);
-            RowMat Y = in * W.transpose();  // n x out_l
-            Y.rowwise() += CMapVec(V.row(c).data() + arch.b_off[l], o).transpose();
-            for (Index a = 0; a < nr; ++a) out(a, c) += G[l].row(a).dot(Y.row(a / r));
-        }
+        for (Index c = 0; c < m; ++c)
+            errors.run([&] {
+                check_interrupt();
+                CMapRM W(V.row(c).data() + arch.w_off[l], o, d);
+                RowMat Y = in * W.transpose();  // n x out_l
+                Y.rowwise() += CMapVec(V.row(c).data() + arch.b_off[l], o).transpose();
+                for (Index a = 0; a < nr; ++a) out(a, c) += G[l].row(a).dot(Y.row(a / r));
+            });
+        errors.rethrow();
     }
     return out;
 }
@@ -84,17 +93,21 @@ inline RowMat gn_vjp(const Architecture& arch, const MatRef& X, const std::vecto
                      const std::vector<MatRef>& hidden, const MatRef& Z) {
     const Index n = X.rows(), nr = G[0].rows(), r = nr / n, m = Z.cols();
     RowMat out(m, arch.p);
+    RegionErrors errors;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (Index c = 0; c < m; ++c) {
-        for (Index l = 0; l < arch.num_layers(); ++l) {
-            auto in = gn_input(X, hidden, l);
-            const Index o = arch.out(l), d = arch.in(l);
-            RowMat D = RowMat::Zero(n, o);
-            for (Index a = 0; a < nr; ++a) D.row(a / r) += Z(a, c) * G[l].row(a);
-            MapRM(out.row(c).data() + arch.w_off[l], o, d).noalias() = D.transpose() * in;
-            MapVec(out.row(c).data() + arch.b_off[l], o) = D.colwise().sum().transpose();
-        }
-    }
+    for (Index c = 0; c < m; ++c)
+        errors.run([&] {
+            check_interrupt();
+            for (Index l = 0; l < arch.num_layers(); ++l) {
+                auto in = gn_input(X, hidden, l);
+                const Index o = arch.out(l), d = arch.in(l);
+                RowMat D = RowMat::Zero(n, o);
+                for (Index a = 0; a < nr; ++a) D.row(a / r) += Z(a, c) * G[l].row(a);
+                MapRM(out.row(c).data() + arch.w_off[l], o, d).noalias() = D.transpose() * in;
+                MapVec(out.row(c).data() + arch.b_off[l], o) = D.colwise().sum().transpose();
+            }
+        });
+    errors.rethrow();
     return out;
 }
 

@@ -50,6 +50,22 @@ TermViews term_views(const std::vector<Index>& sizes, const DArr& X, const std::
     return {std::move(arch), Xv, std::move(Gv), std::move(Hv)};
 }
 
+// Working memory, for the message of an allocation failure: the per-thread factor
+// accumulators (K-FAC, EK-FAC), or the Gauss-Newton terms of n samples.
+double factor_bytes(const Architecture& arch) {
+    double per_thread = 0.0;
+    for (Index l = 0; l < arch.num_layers(); ++l)
+        per_thread +=
+            8.0 * (double(arch.in(l) + 1) * double(arch.in(l) + 1) + double(arch.out(l)) * double(arch.out(l)));
+    return per_thread * double(num_threads() + 1);
+}
+
+double term_bytes(const Architecture& arch, Index n) {
+    double width = 0.0;
+    for (Index l = 0; l < arch.num_layers(); ++l) width += double(arch.out(l));
+    return 8.0 * double(n) * double(ggn_rows_per_sample(arch) + 1) * width;
+}
+
 }  // namespace
 
 void bind_unlearner(py::module_& m) {
@@ -60,7 +76,7 @@ void bind_unlearner(py::module_& m) {
             KFACSums s;
             {
                 py::gil_scoped_release release;
-                s = kfac_sums(d.arch, d.theta.data(), d.X);
+                s = guarded("kfac_sums", factor_bytes(d.arch), [&] { return kfac_sums(d.arch, d.theta.data(), d.X); });
             }
             return py::make_tuple(to_list(std::move(s.A)), to_list(std::move(s.G)));
         },
@@ -83,7 +99,8 @@ void bind_unlearner(py::module_& m) {
             std::vector<RowMat> S;
             {
                 py::gil_scoped_release release;
-                S = ekfac_sums(d.arch, d.theta.data(), d.X, qa, qg);
+                S = guarded("ekfac_sums", factor_bytes(d.arch),
+                            [&] { return ekfac_sums(d.arch, d.theta.data(), d.X, qa, qg); });
             }
             return to_list(std::move(S));
         },
@@ -98,7 +115,8 @@ void bind_unlearner(py::module_& m) {
             GNTerms t;
             {
                 py::gil_scoped_release release;
-                t = gn_terms(d.arch, d.theta.data(), d.X);
+                t = guarded("gn_terms", term_bytes(d.arch, d.X.rows()),
+                            [&] { return gn_terms(d.arch, d.theta.data(), d.X); });
             }
             return py::make_tuple(to_list(std::move(t.G)), to_list(std::move(t.hidden)));
         },
@@ -114,7 +132,8 @@ void bind_unlearner(py::module_& m) {
             RowMat K;
             {
                 py::gil_scoped_release release;
-                K = woodbury_gram(t.arch, t.X, t.G, t.hidden);
+                K = guarded("woodbury_gram", 3.0 * 8.0 * double(t.G[0].rows()) * double(t.G[0].rows()),
+                            [&] { return woodbury_gram(t.arch, t.X, t.G, t.hidden); });
             }
             return to_numpy(std::move(K));
         },
@@ -131,7 +150,9 @@ void bind_unlearner(py::module_& m) {
             RowMat out;
             {
                 py::gil_scoped_release release;
-                out = gn_jvp(t.arch, t.X, t.G, t.hidden, Vv);
+                out =
+                    guarded("gn_jvp", 8.0 * double(t.G[0].rows()) * double(Vv.rows()) + term_bytes(t.arch, t.X.rows()),
+                            [&] { return gn_jvp(t.arch, t.X, t.G, t.hidden, Vv); });
             }
             return to_numpy(std::move(out));
         },
@@ -148,7 +169,8 @@ void bind_unlearner(py::module_& m) {
             RowMat out;
             {
                 py::gil_scoped_release release;
-                out = gn_vjp(t.arch, t.X, t.G, t.hidden, Zv);
+                out = guarded("gn_vjp", 8.0 * double(Zv.cols()) * double(t.arch.p) + term_bytes(t.arch, t.X.rows()),
+                              [&] { return gn_vjp(t.arch, t.X, t.G, t.hidden, Zv); });
             }
             return to_numpy(std::move(out));
         },
