@@ -310,11 +310,11 @@ def state(un: Unlearner):
     ("request_", "match"),
     [
         ([], "empty"),
-        ([3, 3], "repeats index 3"),
+        ([3, 3], "duplicated indices, e.g. 3"),
         ([50], "out of range"),
         ([-1], "out of range"),
         ([4], "already removed"),
-        ([1.5], "integers"),
+        ([1.5], "integer indices"),
         (np.ones(50, bool), "integers"),
         ([[1, 2]], "1-D"),
     ],

@@ -42,6 +42,7 @@ from ._validation import (
     as_labels,
     check_choice,
     check_damping,
+    check_forget,
     check_model,
     encode_labels,
 )
@@ -221,27 +222,11 @@ class Unlearner:
 
     # ------------------------------------------------------------------ requests
     def _check_request(self, indices) -> np.ndarray:
-        n = self._X.shape[0]
         arr = np.asarray(indices)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1:
-            raise ValueError(f"indices must be 1-D, got shape {arr.shape}")
-        if arr.size == 0:
-            raise ValueError("the request is empty: give at least one index to forget")
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(
-                f"indices must be integers into the training data, got dtype {arr.dtype}"
-            )
-        bad = (arr < 0) | (arr >= n)
-        if bad.any():
-            raise ValueError(
-                f"index {int(arr[np.flatnonzero(bad)[0]])} is out of range for {n} samples "
-                f"(indices must be in 0..{n - 1})"
-            )
-        uniq, counts = np.unique(arr, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(f"the request repeats index {int(uniq[np.argmax(counts > 1)])}")
+        if arr.dtype == bool:  # a request names samples; a mask of D would be ambiguous here
+            raise TypeError("indices must be integers into the training data, not a boolean mask")
+        # empty, not integer, not 1-D, out of range, duplicated: the check every entry point uses
+        arr = np.flatnonzero(check_forget(arr, self._X.shape[0], allow_all=True))
         gone = ~self._alive[arr]
         if gone.any():
             i = int(arr[np.flatnonzero(gone)[0]])
