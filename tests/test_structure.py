@@ -35,8 +35,12 @@ MODULES = _modules()
 # Compiled private modules (the C++ core) have no source to parse but are modules all the same;
 # mlu._core is the name under which mlu/_isa.py registers the build of the core
 # (_core_baseline, _core_x86_64_v3) that this CPU runs.
+# Compiled modules are known by their type stubs too, so that a source tree that is not built
+# (CI reads the checkout, the built package lives in site-packages) has the same graph.
 EXTENSIONS = {
-    "mlu." + path.name.split(".")[0] for path in PACKAGE.iterdir() if path.suffix in (".so", ".pyd")
+    "mlu." + path.name.split(".")[0]
+    for path in PACKAGE.iterdir()
+    if path.suffix in (".so", ".pyd", ".pyi")
 } | {"mlu._core"}
 
 

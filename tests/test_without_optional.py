@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import mlu
+
 HIDDEN = ("matplotlib", "cleanlab", "tqdm", "torch", "torchvision", "pandas", "dask", "distributed")
 
 SCRIPT = textwrap.dedent(
@@ -73,7 +75,8 @@ SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def hidden_run(tmp_path_factory) -> dict:
     out_dir = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "python")}
+    # the mlu under test (installed, or a built source tree on PYTHONPATH), not the checkout
+    env = {**os.environ, "PYTHONPATH": str(Path(mlu.__file__).parents[1])}
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(out_dir)],
