@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mlu
-import mlu.io
-from mlu.clean import clean, holdout_split
-from mlu.cli import main
-from mlu.userdata import load_data, load_model
+# the report draws its pictures (matplotlib); tables are read with pandas
+pytest.importorskip("matplotlib")
+pytest.importorskip("pandas")
+
+import mlu  # noqa: E402
+import mlu.io  # noqa: E402
+from mlu.clean import clean, holdout_split  # noqa: E402
+from mlu.cli import main  # noqa: E402
+from mlu.userdata import load_data, load_model  # noqa: E402
 
 try:
     import torch

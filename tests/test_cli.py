@@ -73,6 +73,7 @@ def test_demo_shows_a_test_accuracy_gain(tmp_path, capsys):
 
 
 def test_demo_sweep(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the sweep's plots
     out = tmp_path / "demo"
     args = ["demo", "--sweep", "--out", str(out), "--classes", "0", "1", "--ratio", "20%"]
     assert main(args) == 0
@@ -117,6 +118,7 @@ def test_run_tiny_sweep_and_resume(tmp_path, capsys):
 
 
 def test_run_on_a_data_file(tmp_path, capsys):
+    pytest.importorskip("pandas")  # CSV files are read with pandas
     # A CSV of digits with string labels: the same sweep as on the named data set.
     ds = mlu.datasets.load("digits")
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
