@@ -146,7 +146,7 @@ class Unlearner:
     model : mlu.MLP
         The current model (a new object after every request).
     removed : list of ndarray
-        The indices removed, request by request.
+        The indices removed (sorted), request by request.
     choice : str
         The representation used and why.
     build_time : float
