@@ -230,7 +230,7 @@ def test_model_is_broadcast_once_per_computation(client, problem, monkeypatch):
     monkeypatch.setattr(_dask, "broadcast", lambda obj: sent.append(obj) or real(obj))
     model.hessian(Xd, yd)
     assert len(sent) == 1 and isinstance(sent[0].model, _dask.ChunkModel)
-    assert isinstance(real(sent[0]), distributed.Future)  # scattered to the workers
+    assert isinstance(real(sent[0]), distributed.Future)  # one task the chunks depend on
 
 
 @pytest.mark.parametrize("rows", [4, 1])

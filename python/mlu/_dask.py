@@ -6,8 +6,8 @@ Hessian/GGN, Hessian-vector products; later the K-FAC factors and Gram blocks). 
 ``dask.array`` chunked by rows (or a ``dask.dataframe`` with a label column) each chunk is
 handed to the C++ core on a worker, and sums are reduced in a tree (:func:`tree_sum`), so that
 no chunk is ever gathered whole and no worker holds more than a few chunks. The model's
-parameters are sent once per computation (:func:`broadcast`: scattered to every worker when a
-``distributed`` client is active, else one task of the graph), never once per chunk.
+parameters are sent once per computation (:func:`broadcast`: one task whose result the
+workers fetch, recomputed like any other if a worker is lost), never once per chunk.
 
 The math is the one of docs/design.md ("Dask inputs"): the mean over n samples is the sum of
 the chunks' sums divided by n, so the results equal the NumPy path up to the order of the sums.
@@ -20,6 +20,7 @@ protocol (``__dask_graph__``) without importing dask.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,17 +79,26 @@ def _client():
         return None
 
 
+def _identity(obj):
+    return obj
+
+
 def broadcast(obj):
     """Put ``obj`` once where every chunk task can read it.
 
-    With an active ``distributed`` client it is scattered to all workers (one transfer per
-    worker); otherwise it becomes a single task of the graph. Either way the chunk tasks
-    depend on one key instead of carrying a copy each.
+    With an active ``distributed`` client it becomes one submitted task that returns it (sent
+    once to the scheduler, then fetched by each worker that needs it); otherwise one task of
+    the graph. Either way the chunk tasks depend on one key instead of carrying a copy each.
+    Not ``client.scatter``: scattered data has no task behind it, so when the worker holding
+    it leaves (and the scheduler's memory manager drops spare replicas, so even a broadcast
+    scatter can end on one worker) it is lost for good; a task is simply recomputed.
     """
     dask, _ = _dask_modules()
     client = _client()
     if client is not None:
-        return client.scatter(obj, broadcast=True, hash=False)
+        with warnings.catch_warnings():  # sending it once is the point, large or not
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return client.submit(_identity, obj, pure=False)
     return dask.delayed(obj, pure=True)
 
 
