@@ -285,6 +285,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path, noisy_digits):
     assert 0.005 < dark < 0.5
 
 
+@pytest.mark.filterwarnings("ignore::mlu.exceptions.UpdateShortenedWarning")  # incidental here
 def test_given_mlp_with_mixed_activations_and_nothing_flagged(noisy_digits):
     images, given, _ = noisy_digits
     X = images.reshape(len(images), -1)[:400]

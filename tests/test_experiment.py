@@ -181,6 +181,7 @@ def test_resume_skips_finished_cells(tiny_run):
     assert again.unlearning == result.unlearning
 
 
+@pytest.mark.filterwarnings("ignore::mlu.exceptions.UpdateShortenedWarning")  # incidental here
 def test_interrupted_sweep_resumes(tmp_path):
     cfg = ExperimentConfig(
         **{

@@ -509,6 +509,7 @@ def _entry_points(model, X, y):
     }
 
 
+@pytest.mark.filterwarnings("ignore::mlu.exceptions.UpdateShortenedWarning")  # incidental here
 def test_numeric_object_arrays_are_accepted_everywhere_and_strings_nowhere():
     model, X, y = make_problem((4,), "tanh", 3)
     for name, call in _entry_points(model, X, y).items():

@@ -484,12 +484,12 @@ def test_inputs_are_never_modified(small):
 def test_defaults_are_the_one_shared_set(small):
     model, X, y = small
     assert dict(unlearn_module.DEFAULTS) == {
-        "method": "newton", "curvature": "ggn", "damping": 0.01, "steps": 2,
+        "method": "newton", "curvature": "ggn", "damping": 0.01, "steps": 8,
     }  # fmt: skip
     plain = unlearn(model, X, y, [3, 4, 5])
     explicit = unlearn(model, X, y, [3, 4, 5], **unlearn_module.DEFAULTS)
     assert np.array_equal(plain.model.params, explicit.model.params)
     assert (plain.method, plain.curvature, plain.damping) == ("newton", "ggn", 0.01)
-    assert plain.steps <= 2 and len(plain.checks) == plain.steps
+    assert plain.steps <= 8 and len(plain.checks) == plain.steps
     # influence keeps one step without being told
     assert unlearn(model, X, y, [3], method="influence").steps == 1

@@ -24,7 +24,7 @@ the training epochs) ranks flipped labels best at high noise (ROC-AUC 0.98 at r 
 Fashion-MNIST, against 0.91 for the final loss), and flagging the samples with a negative mean
 margin estimates the number of flips far better than a Gaussian mixture when few labels are
 flipped (at r = 1% the mixture flagged 180-800 of 2000 samples for ~20 flips); Newton with
-the GGN, damping 0.1 and two steps is the unlearning (see :class:`ExperimentConfig`).
+the GGN with :data:`mlu.unlearn.DEFAULTS` is the unlearning (see :class:`ExperimentConfig`).
 
 Modules, each importing only those above it: :mod:`~mlu.experiments.spec` (the configuration),
 :mod:`~mlu.experiments.store` (files), :mod:`~mlu.experiments.report` and
