@@ -20,7 +20,6 @@ recovered, where that gap exceeds one test sample).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,7 +32,13 @@ import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_table import DATASETS, DEFAULT_RATES, MAX_DROP, MIN_RECOVERED, RATES  # noqa: E402
+from pipeline_table import (  # noqa: E402
+    DATASETS,
+    MAX_DROP,
+    MIN_RECOVERED,
+    RATES,
+    cell_arguments,
+)
 
 OUT = Path(__file__).resolve().parent / "results"
 MAX_STEPS = 20
@@ -127,11 +132,7 @@ def summarise(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--rates", nargs="+", type=float, default=list(DEFAULT_RATES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--out", default="newton_steps", help="file stem under results/")
+    parser = cell_arguments(__doc__.splitlines()[0], "newton_steps")
     parser.add_argument("--summarise", nargs="+", metavar="JSONL", help="only summarise runs")
     args = parser.parse_args(argv)
     if args.summarise:

@@ -27,14 +27,19 @@ unlearning step, not detection, limits the pipeline.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-from pipeline_table import DATASETS, DEFAULT_RATES, MAX_DROP, MIN_RECOVERED, RATES
+from pipeline_table import (
+    DATASETS,
+    MAX_DROP,
+    MIN_RECOVERED,
+    RATES,
+    cell_arguments,
+)
 
 import mlu
 
@@ -135,11 +140,7 @@ def summary(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--rates", nargs="+", type=float, default=list(DEFAULT_RATES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--out", default="pipeline_rules")
+    parser = cell_arguments(__doc__.splitlines()[0], "pipeline_rules")
     parser.add_argument("--combine", nargs="+", metavar="CSV", help="only join earlier CSVs")
     args = parser.parse_args(argv)
     rows: list[dict] = []

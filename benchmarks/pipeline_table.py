@@ -136,12 +136,19 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cell_arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """A parser with the options that pick the cells of the table and the output file stem,
+    shared by the benchmarks that run over these cells."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--rates", nargs="+", type=float, default=list(DEFAULT_RATES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--out", default="pipeline_table", help="file stem under results/")
+    parser.add_argument("--out", default=out, help="file stem under results/")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = cell_arguments(__doc__.splitlines()[0], "pipeline_table")
     parser.add_argument(
         "--accept", type=float, default=0.0, metavar="V", help="hold out V for an acceptance check"
     )

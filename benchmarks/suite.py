@@ -745,6 +745,7 @@ def _unlearn(pb, params):
             params=params,
             damping=DAMPING,
             tol=CG_TOL,
+            safeguard=False,  # the formula as the reference applies it; the check is not timed
         )
         return res
 

@@ -42,7 +42,9 @@ def main() -> None:
     print(f"n={args.n} epochs={args.epochs} flipped={len(flipped)}")
     print(f"test accuracy before: {np.mean(model.predict(Xt) == yt):.4f}")
     start = time.perf_counter()
-    exact = mlu.unlearn(model, X, y, flipped, method="newton", curvature="ggn", solver="cg")
+    exact = mlu.unlearn(
+        model, X, y, flipped, method="newton", curvature="ggn", solver="cg", steps=1
+    )
     pred_cg = exact.model.predict(Xt)
     print(
         f"CG Newton (default damping): accuracy "

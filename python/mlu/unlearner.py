@@ -12,7 +12,7 @@ Each request k removes F_k from the retained set. With R_k = D minus everything 
 
 always from θ̂ with the cumulative removed set and the downdated curvature. So requests F1 then
 F2 give exactly the model of one request F1 ∪ F2 (to rounding, for the exact representations),
-and the first request is ``mlu.unlearn(method="newton", curvature="ggn")``.
+and the first request is ``mlu.unlearn(method="newton", curvature="ggn", steps=1)``.
 ``method="influence"`` takes the first-order step of Koh & Liang from the current model,
 ``θ_k = θ_{k−1} + (1/m_{k−1})(H_{R_{k−1}} + δI)⁻¹ Σ_{F_k} ∇ℓ(θ̂)`` (the first request is
 ``mlu.unlearn(method="influence", curvature="ggn")``); it is not additive over requests.
