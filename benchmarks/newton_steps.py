@@ -2,7 +2,9 @@
 
     OMP_NUM_THREADS=1 python benchmarks/newton_steps.py                 # ~15 min, 3 processes
     OMP_NUM_THREADS=1 python benchmarks/newton_steps.py --datasets digits-0v1 --out steps_digits
-    python benchmarks/newton_steps.py --summarise results/newton_steps_*.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/newton_steps.py --damping 0.1 --max-steps 10 \
+        --kinds pipeline --out newton_steps_d0.1
+    python benchmarks/newton_steps.py --summarise results/newton_steps.jsonl --out newton_steps
 
 For every cell of benchmarks/pipeline_table.py (data set, noise rate r, seed; each judged on its
 own): train the paper's model on the noisy labels and the clean retraining on the truly clean
@@ -30,6 +32,7 @@ import numpy as np
 
 import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
+from mlu.unlearn import DEFAULT_DAMPING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_table import (  # noqa: E402
@@ -45,15 +48,15 @@ MAX_STEPS = 20
 SHOWN = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20)
 
 
-def step_curve(model, X, y, forget, Xt, yt) -> list[dict]:
-    """One record per checked Newton step on the retained objective, until MAX_STEPS or a stop."""
+def step_curve(model, X, y, forget, Xt, yt, damping: float, max_steps: int) -> list[dict]:
+    """One record per checked Newton step on the retained objective, until max_steps or a stop."""
     out: list[dict] = []
     if not forget.any() or forget.all():
         return out
     current = model
-    for _ in range(MAX_STEPS):
+    for _ in range(max_steps):
         start = time.perf_counter()
-        res = mlu.unlearn(current, X, y, forget, steps=1)
+        res = mlu.unlearn(current, X, y, forget, steps=1, damping=damping)
         check = res.checks[-1] if res.checks else None
         out.append(
             dict(
@@ -73,7 +76,9 @@ def step_curve(model, X, y, forget, Xt, yt) -> list[dict]:
     return out
 
 
-def run_cell(name: str, r: float, seed: int) -> dict:
+def run_cell(
+    name: str, r: float, seed: int, damping: float, max_steps: int, kinds: tuple[str, ...]
+) -> dict:
     loader, classes, per_class = DATASETS[name]
     ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
     X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
@@ -95,8 +100,12 @@ def run_cell(name: str, r: float, seed: int) -> dict:
             noisy=model.score(Xt, yt),
             clean=clean.score(Xt, yt),
             fit_seconds=fit_seconds,
-            pipeline=step_curve(model, X, y, flags, Xt, yt),
-            oracle=step_curve(model, X, y, flipped, Xt, yt),
+            damping=damping,
+            **{
+                kind: step_curve(model, X, y, forget, Xt, yt, damping, max_steps)
+                for kind, forget in (("pipeline", flags), ("oracle", flipped))
+                if kind in kinds
+            },
         )
 
 
@@ -117,8 +126,9 @@ def summarise(rows: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     fit = np.array([row["fit_seconds"] for row in rows])
-    for kind in ("pipeline", "oracle"):
-        for s in SHOWN:
+    for kind in [k for k in ("pipeline", "oracle") if all(k in row for row in rows)]:
+        longest = max(len(row[kind]) for row in rows)
+        for s in [s for s in SHOWN if s <= longest]:
             acc = np.array([_accuracy_after(row, kind, s) for row in rows])
             gain = acc - noisy
             below = gain < -MAX_DROP - 1e-12
@@ -133,12 +143,19 @@ def summarise(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = cell_arguments(__doc__.splitlines()[0], "newton_steps")
+    parser.add_argument("--damping", type=float, default=DEFAULT_DAMPING)
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    parser.add_argument(
+        "--kinds", nargs="+", default=["pipeline", "oracle"], choices=["pipeline", "oracle"]
+    )
     parser.add_argument("--summarise", nargs="+", metavar="JSONL", help="only summarise runs")
     args = parser.parse_args(argv)
     if args.summarise:
         rows = [json.loads(line) for name in args.summarise for line in open(name) if line.strip()]
         text = summarise(rows)
-        (OUT / "newton_steps.md").write_text("# Newton steps of the default unlearning\n\n" + text)
+        damping = sorted({row.get("damping", DEFAULT_DAMPING) for row in rows})
+        title = f"# Newton steps of the default unlearning (damping {', '.join(map(str, damping))})"
+        (OUT / f"{args.out}.md").write_text(title + "\n\n" + text)
         print(text)
         return
     OUT.mkdir(exist_ok=True)
@@ -146,7 +163,8 @@ def main(argv=None) -> None:
         for name in args.datasets:
             for r in RATES.get(name, args.rates):
                 for seed in args.seeds:
-                    fh.write(json.dumps(run_cell(name, r, seed)) + "\n")
+                    row = run_cell(name, r, seed, args.damping, args.max_steps, args.kinds)
+                    fh.write(json.dumps(row) + "\n")
                     fh.flush()
 
 

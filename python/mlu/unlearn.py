@@ -97,7 +97,9 @@ benchmarks/results/newton_steps.md) on all 65 cells of the pipeline table (those
 r = 10-40%, seeds 0-4): cells missing a per-seed target fell from 27 (1 step) and 23 (2 steps)
 to 15 (5 steps) and 14 (8 steps) and stayed at 14-16 up to 20 steps; cells more than 0.2
 points below the noisy model fell from 12 (2 steps) to 3 (8 steps); with the truly flipped
-samples as the forget set, from 13 (2 steps) to 8 (8 steps). The price is time: each step is
+samples as the forget set, from 13 (2 steps) to 8 (8 steps). The same step curve with δ = 0.1
+(results/newton_steps_d0.1.md) missed 16-17 at 4-10 steps and with δ = 0.001 16 at 8-10, so
+δ = 0.01 stays. The price is time: each step is
 one solve, so eight steps cost about four times two (on these small sets, about four
 retrainings). The model is trained by SGD that stopped short of a minimum, so later steps
 also finish optimising L_R; the line-search check (``safeguard``) keeps every step from
