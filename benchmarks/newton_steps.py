@@ -1,6 +1,6 @@
 """How many Newton steps the default unlearning should take (issue 12): the step curve per cell.
 
-    OMP_NUM_THREADS=1 python benchmarks/newton_steps.py    # ~40 min; split by --datasets/--out
+    OMP_NUM_THREADS=1 python benchmarks/newton_steps.py    # ~20 min; split by --datasets/--out
     OMP_NUM_THREADS=1 python benchmarks/newton_steps.py --datasets digits-0v1 --out steps_digits
     OMP_NUM_THREADS=1 python benchmarks/newton_steps.py --damping 0.1 --max-steps 10 \
         --kinds pipeline --out newton_steps_d0.1
