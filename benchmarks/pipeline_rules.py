@@ -39,6 +39,7 @@ from pipeline_table import (
     MIN_RECOVERED,
     RATES,
     cell_arguments,
+    outcome,
 )
 
 import mlu
@@ -72,7 +73,6 @@ def run_cell(name: str, r: float, seed: int) -> list[dict]:
     model = mlu.MLP(hidden=(50,), seed=seed, track=True).fit(X, y)
     oracle = mlu.MLP(hidden=(50,), seed=seed).fit(X[~flipped], y[~flipped])
     noisy_acc, oracle_acc = model.score(Xt, yt), oracle.score(Xt, yt)
-    gap = oracle_acc - noisy_acc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aum = mlu.detect(model, X, y, method="aum")
@@ -96,22 +96,13 @@ def run_cell(name: str, r: float, seed: int) -> list[dict]:
         for rule, flag in flags.items():
             ok = flag.any() and not flag.all()
             acc = mlu.unlearn(model, X, y, flag).model.score(Xt, yt) if ok else noisy_acc
-            tp = int((flag & flipped).sum())
             rows.append(
                 dict(
                     dataset=name,
                     r=r,
                     seed=seed,
                     rule=rule,
-                    n_flipped=int(flipped.sum()),
-                    n_flagged=int(flag.sum()),
-                    precision=tp / max(int(flag.sum()), 1),
-                    recall=tp / max(int(flipped.sum()), 1),
-                    noisy_acc=noisy_acc,
-                    pipeline_acc=acc,
-                    oracle_acc=oracle_acc,
-                    gain=acc - noisy_acc,
-                    recovered=(acc - noisy_acc) / gap if gap > 1.0 / len(yt) else float("nan"),
+                    **outcome(flag, flipped, noisy_acc, acc, oracle_acc, len(yt)),
                 )
             )
     return rows

@@ -61,6 +61,26 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
+def outcome(flags, flipped, noisy_acc: float, acc: float, oracle_acc: float, n_test: int) -> dict:
+    """Detection precision/recall of ``flags`` against ``flipped`` and the accuracy outcome: the
+    gain over the noisy model and the share of the gap to clean retraining recovered (NaN when
+    the gap is within one test sample)."""
+    tp = int((flags & flipped).sum())
+    gap = oracle_acc - noisy_acc
+    return dict(
+        n_flipped=int(flipped.sum()),
+        n_flagged=int(flags.sum()),
+        precision=tp / max(int(flags.sum()), 1),
+        recall=tp / max(int(flipped.sum()), 1),
+        noisy_acc=noisy_acc,
+        pipeline_acc=acc,
+        oracle_acc=oracle_acc,
+        gain=acc - noisy_acc,
+        gap=gap,
+        recovered=(acc - noisy_acc) / gap if gap > 1.0 / n_test else float("nan"),
+    )
+
+
 def run_cell(name: str, r: float, seed: int, accept: float = 0.0) -> dict:
     loader, classes, per_class = DATASETS[name]
     ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
@@ -89,25 +109,13 @@ def run_cell(name: str, r: float, seed: int, accept: float = 0.0) -> dict:
     flipped = flipped & ~held  # detection is judged on the samples the pipeline saw
     seconds = time.perf_counter() - start
     noisy_acc, oracle_acc = model.score(Xt, yt), oracle.score(Xt, yt)
-    acc = final.score(Xt, yt)
-    gap = oracle_acc - noisy_acc
-    tp = int((flags & flipped).sum())
     return dict(
         dataset=name,
         r=r,
         seed=seed,
         n_train=len(y),
         n_test=len(yt),
-        n_flipped=int(flipped.sum()),
-        n_flagged=int(flags.sum()),
-        precision=tp / max(int(flags.sum()), 1),
-        recall=tp / max(int(flipped.sum()), 1),
-        noisy_acc=noisy_acc,
-        pipeline_acc=acc,
-        oracle_acc=oracle_acc,
-        gain=acc - noisy_acc,
-        gap=gap,
-        recovered=(acc - noisy_acc) / gap if gap > 1.0 / len(yt) else float("nan"),
+        **outcome(flags, flipped, noisy_acc, final.score(Xt, yt), oracle_acc, len(yt)),
         shortened=bool(result is not None and result.shortened),
         accepted=accepted,
         n_flipped_all=int(flipped_all.sum()),
