@@ -74,7 +74,8 @@ inline RowMat gn_jvp(const Architecture& arch, const MatRef& X, const std::vecto
         auto in = gn_input(X, hidden, l);
         const Index o = arch.out(l), d = arch.in(l);
         RegionErrors errors;
-#pragma omp parallel for schedule(dynamic, 1)
+        // One column (a single request): no region, so Eigen's product uses every thread.
+#pragma omp parallel for schedule(dynamic, 1) if (m > 1)
         for (Index c = 0; c < m; ++c)
             errors.run([&] {
                 check_interrupt();
@@ -94,7 +95,8 @@ inline RowMat gn_vjp(const Architecture& arch, const MatRef& X, const std::vecto
     const Index n = X.rows(), nr = G[0].rows(), r = nr / n, m = Z.cols();
     RowMat out(m, arch.p);
     RegionErrors errors;
-#pragma omp parallel for schedule(dynamic, 1)
+    // One column (a single request): no region, so Eigen's product uses every thread.
+#pragma omp parallel for schedule(dynamic, 1) if (m > 1)
     for (Index c = 0; c < m; ++c)
         errors.run([&] {
             check_interrupt();

@@ -56,3 +56,29 @@ def test_training_in_threads_is_bit_identical(fitted):
     with ThreadPoolExecutor(THREADS) as pool:
         for params in pool.map(train, range(THREADS)):
             np.testing.assert_array_equal(params, expected)
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_serial_blas_limits_blas_inside_and_restores_it():
+    from mlu._threads import serial_blas
+
+    before = _blas_threads()
+    with serial_blas():
+        assert all(n == 1 for n in _blas_threads())
+    assert _blas_threads() == before
+
+
+def test_a_request_restores_blas_threads_even_when_refused(fitted):
+    model, X, y = fitted
+    before = _blas_threads()
+    un = mlu.Unlearner(model, X, y, curvature="kfac")
+    un.forget([0, 1, 2])
+    assert _blas_threads() == before
+    with pytest.raises(ValueError, match="already removed"):
+        un.forget([1])
+    assert _blas_threads() == before

@@ -35,6 +35,7 @@ from . import _core, _dask
 from ._files import atomic_path
 from ._problem import scaled
 from ._safeguard import UpdateCheck, checked_update
+from ._threads import serial_blas
 from ._validation import (
     PARAMS_CHOICES,
     activation_spec,
@@ -328,6 +329,14 @@ class Unlearner:
         start = time.perf_counter()
         check_choice(method, "method", METHODS)
         rows = self._check_request(indices)
+        # small NumPy products between core calls: threaded BLAS would slow the core (_threads)
+        with serial_blas():
+            return self._forget(rows, method, safeguard, start)
+
+    def _forget(
+        self, rows: np.ndarray, method: str, safeguard: bool, start: float
+    ) -> UnlearningResult:
+        """The request ``rows`` (checked by :meth:`_check_request`); see :meth:`forget`."""
         problem, curv = self._problem, self._curv
         g_F = problem.gradient_sum(rows)
         new_curv = curv.downdated(rows)
@@ -384,7 +393,7 @@ class Unlearner:
             )
             if check.shortened and check.significant:
                 msg = f"Unlearner.forget: {check.describe()}"
-                warnings.warn(msg, UpdateShortenedWarning, stacklevel=2)
+                warnings.warn(msg, UpdateShortenedWarning, stacklevel=3)  # the caller of forget
         notes.insert(0, f"curvature {self.choice}")
         new = copy.deepcopy(self._base_model)
         new.theta_ = theta
