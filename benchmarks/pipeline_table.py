@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py      # ~25 min on a loaded 2-core box
     OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --datasets digits-0v1 --seeds 0
     OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --accept 0.2 --out pipeline_accept
+    OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --solver ekfac --out pipeline_ekfac
 
 ``--accept v`` measures the acceptance check: the pipeline trains on a stratified (1 − v) of the
 training set, holds out v with its noisy labels, and keeps the unlearned model only if its
@@ -34,6 +35,7 @@ import numpy as np
 
 import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
+from mlu.unlearn import SOLVERS
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -81,7 +83,7 @@ def outcome(flags, flipped, noisy_acc: float, acc: float, oracle_acc: float, n_t
     )
 
 
-def run_cell(name: str, r: float, seed: int, accept: float = 0.0) -> dict:
+def run_cell(name: str, r: float, seed: int, accept: float = 0.0, solver: str = "auto") -> dict:
     loader, classes, per_class = DATASETS[name]
     ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
     X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
@@ -97,7 +99,11 @@ def run_cell(name: str, r: float, seed: int, accept: float = 0.0) -> dict:
         warnings.simplefilter("ignore")  # NoiseRateWarning etc.: the table reports the outcome
         scores = mlu.detect(base, Xp, yp, method=DEFAULT_PIPELINE_DETECTOR)
         flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
-        result = mlu.unlearn(base, Xp, yp, flags) if flags.any() and not flags.all() else None
+        result = (
+            mlu.unlearn(base, Xp, yp, flags, solver=solver)
+            if flags.any() and not flags.all()
+            else None
+        )
     final = result.model if result is not None else base
     accepted = True
     if accept and result is not None:
@@ -160,6 +166,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--accept", type=float, default=0.0, metavar="V", help="hold out V for an acceptance check"
     )
+    parser.add_argument("--solver", default="auto", choices=SOLVERS, help="mlu.unlearn's solver")
     parser.add_argument(
         "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
     )
@@ -179,7 +186,7 @@ def main(argv=None) -> None:
         cells = tqdm(cells, desc="cells")
     rows: list[dict] = []
     for cell in cells:
-        rows.append(run_cell(*cell, accept=args.accept))
+        rows.append(run_cell(*cell, accept=args.accept, solver=args.solver))
         _write(rows, args.out)  # after every cell: partial runs count
     print(markdown(rows))
 

@@ -109,6 +109,56 @@ def test_matches_reference(small, method, params, curvature, solver):
     assert np.array_equal(model.params, before)
 
 
+@pytest.mark.parametrize("solver", ["kfac", "ekfac"])
+@pytest.mark.parametrize("method", ["influence", "newton"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_factored_solvers_are_the_reference_where_kfac_is_exact(k, method, solver):
+    """No hidden layer and W = 0: every sample has the same output curvature, so K-FAC and
+    EK-FAC are the exact GGN (tests/test_unlearner.py) and the update is the reference's."""
+    rng = np.random.default_rng(k)
+    X = rng.standard_normal((30, 4))
+    y = np.arange(30) % k
+    model = mlu.MLP.from_layers([(np.zeros((k, 4)), rng.standard_normal(k))], l2=1e-3)
+    forget = np.array([0, 5, 11, 12])
+    result = unlearn(
+        model, X, y, forget, method=method, solver=solver, damping=REF_DAMPING, steps=1,
+        safeguard=False,
+    )  # fmt: skip
+    spec = ref.influence_update if method == "influence" else ref.newton_update
+    expected = spec(
+        model.layers, "relu", X, y, forget, l2=model.l2, damping=REF_DAMPING, curvature="ggn"
+    )
+    assert rel(result.model.params - model.params, expected - model.params) < 1e-10
+    assert result.solver == solver and result.curvature == "ggn"
+    assert "built once" in result.notes[0]
+
+
+@pytest.mark.parametrize("solver", ["kfac", "ekfac"])
+def test_factored_newton_steps_reuse_the_curvature_built_at_the_trained_model(small, solver):
+    """Its defining formula: θ_{t+1} = θ_t − C⁻¹ ∇L_R(θ_t) with C the factored GGN + δI of
+    θ̂ over R, built once (not at every θ_t)."""
+    model, X, y = small
+    forget = np.arange(0, 60, 5)
+    keep = np.setdiff1d(np.arange(len(y)), forget)
+    result = unlearn(
+        model, X, y, forget, solver=solver, damping=REF_DAMPING, steps=3, safeguard=False
+    )
+    yk = mlu._validation.encode_labels(y[keep], model.classes_)
+    problem, _ = mlu.curvature.make_problem(model, X[keep], yk, "all")
+    curv, _ = mlu.curvature.build_curvature(problem, solver, REF_DAMPING)
+    current = copy.deepcopy(model)
+    for _ in range(3):
+        current.theta_ = current.theta_ - curv.solve(current.gradient(X[keep], y[keep]))
+    assert result.steps == 3
+    assert rel(result.model.params - model.params, current.params - model.params) < 1e-12
+
+
+def test_factored_solvers_refuse_the_exact_hessian(small):
+    model, X, y = small
+    with pytest.raises(ValueError, match="form of the GGN: use curvature='ggn'"):
+        unlearn(model, X, y, [0], solver="ekfac", curvature="hessian")
+
+
 def test_last_layer_update_is_the_reference_to_1e10(small):
     model, X, y = small
     forget = np.arange(0, 60, 7)

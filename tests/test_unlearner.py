@@ -12,8 +12,8 @@ import pytest
 import mlu
 from mlu import _core, curvature
 from mlu import reference as ref
-from mlu.curvature import EKFACCurvature, KFACCurvature
-from mlu.unlearner import Unlearner, make_problem
+from mlu.curvature import EKFACCurvature, KFACCurvature, make_problem
+from mlu.unlearner import Unlearner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

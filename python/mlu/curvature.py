@@ -39,13 +39,17 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core, _linalg
-from ._validation import HessianTooLargeError, available_memory_bytes
+from . import _core, _dask, _linalg
+from ._problem import scaled
+from ._validation import HessianTooLargeError, activation_spec, available_memory_bytes
 from .exceptions import NotPositiveDefiniteError
+
+if TYPE_CHECKING:
+    from .model import MLP
 
 __all__ = [
     "REPRESENTATIONS",
@@ -59,6 +63,7 @@ __all__ = [
     "choose_representation",
     "curvature_from_arrays",
     "estimate_bytes",
+    "make_problem",
 ]
 
 REPRESENTATIONS = ("auto", "dense", "woodbury", "kfac", "ekfac")
@@ -685,6 +690,27 @@ _CLASSES = {
     "kfac": KFACCurvature,
     "ekfac": EKFACCurvature,
 }
+
+
+def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tuple[Problem, slice]:
+    """The problem over the parameters ``params`` selects, and where they sit in θ.
+
+    ``X`` is the training data as the user passes it (numpy, or a row-chunked dask array whose
+    rows stay on the workers: :class:`mlu._dask.RowSource`); ``yk`` its labels encoded 0..k-1.
+    """
+    sizes = tuple(int(s) for s in model.sizes_)
+    act = activation_spec(model.activation, len(sizes) - 2)
+    where = slice(None) if params == "all" else model.last_layer_slice()
+    theta, l2 = model.theta_[where].copy(), float(model.l2)
+    if _dask.is_dask(X):
+        source, yk = _dask.row_source(model, X, yk, params)
+        sub, sub_act = (sizes, act) if params == "all" else (sizes[-2:], "relu")
+        return Problem(theta, sub, sub_act, source.data.X, yk, l2, source), where
+    X = scaled(model, X)  # the network's input: the model's fixed transform (MLP(scale=...))
+    if params == "all":
+        return Problem(theta, sizes, act, X, yk, l2), where
+    F = _core.hidden_features(model.theta_, list(sizes), act, X)
+    return Problem(theta, sizes[-2:], "relu", F, yk, l2), where
 
 
 def build_curvature(

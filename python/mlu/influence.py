@@ -26,10 +26,9 @@ from ._validation import (
     check_model,
     encode_labels,
 )
-from .curvature import REPRESENTATIONS, build_curvature
+from .curvature import REPRESENTATIONS, build_curvature, make_problem
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING
-from .unlearner import make_problem
 
 __all__ = ["influence", "self_influence"]
 

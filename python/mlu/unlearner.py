@@ -50,17 +50,17 @@ from ._validation import (
 from .curvature import (
     REPRESENTATIONS,
     Curvature,
-    Problem,
     WoodburyCurvature,
     build_curvature,
     curvature_from_arrays,
+    make_problem,
 )
 from .exceptions import UpdateShortenedWarning
 from .io import load_model, save_model
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING, METHODS, UnlearningResult
 
-__all__ = ["FORMAT_TAG", "Unlearner", "make_problem"]
+__all__ = ["FORMAT_TAG", "Unlearner"]
 
 FORMAT_TAG = "mlu-unlearner"
 FORMAT_VERSION = 1
@@ -75,24 +75,6 @@ _MATRICES = ("ggn", "hessian")
 def _act(model: MLP) -> str:
     """The model's activation(s) as the core takes them (``"tanh,relu"`` for mixed layers)."""
     return activation_spec(model.activation, len(model.sizes_) - 2)
-
-
-def make_problem(model: MLP, X: np.ndarray, yk: np.ndarray, params: str) -> tuple[Problem, slice]:
-    """The problem over the parameters ``params`` selects, and where they sit in θ."""
-    sizes = tuple(int(s) for s in model.sizes_)
-    if _dask.is_dask(X):  # rows stay in their chunks on the workers (mlu._dask.RowSource)
-        source, yk = _dask.row_source(model, X, yk, params)
-        where = slice(None) if params == "all" else model.last_layer_slice()
-        theta = model.theta_[where].copy()
-        sub = sizes if params == "all" else sizes[-2:]
-        act = _act(model) if params == "all" else "relu"
-        return Problem(theta, sub, act, source.data.X, yk, float(model.l2), source), where
-    X = scaled(model, X)  # the network's input: the model's fixed transform (MLP(scale=...))
-    if params == "all":
-        return Problem(model.theta_.copy(), sizes, _act(model), X, yk, float(model.l2)), slice(None)
-    where = model.last_layer_slice()
-    F = _core.hidden_features(model.theta_, list(sizes), _act(model), X)
-    return Problem(model.theta_[where].copy(), sizes[-2:], "relu", F, yk, float(model.l2)), where
 
 
 def _data_hash(X: np.ndarray, y: np.ndarray) -> str:
