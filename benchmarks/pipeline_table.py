@@ -83,7 +83,9 @@ def outcome(flags, flipped, noisy_acc: float, acc: float, oracle_acc: float, n_t
     )
 
 
-def run_cell(name: str, r: float, seed: int, accept: float = 0.0, solver: str = "auto") -> dict:
+def run_cell(
+    name: str, r: float, seed: int, accept: float = 0.0, solver: str = "auto", tol: float = 1e-6
+) -> dict:
     loader, classes, per_class = DATASETS[name]
     ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
     X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
@@ -100,7 +102,7 @@ def run_cell(name: str, r: float, seed: int, accept: float = 0.0, solver: str = 
         scores = mlu.detect(base, Xp, yp, method=DEFAULT_PIPELINE_DETECTOR)
         flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
         result = (
-            mlu.unlearn(base, Xp, yp, flags, solver=solver)
+            mlu.unlearn(base, Xp, yp, flags, solver=solver, tol=tol)
             if flags.any() and not flags.all()
             else None
         )
@@ -167,6 +169,7 @@ def main(argv=None) -> None:
         "--accept", type=float, default=0.0, metavar="V", help="hold out V for an acceptance check"
     )
     parser.add_argument("--solver", default="auto", choices=SOLVERS, help="mlu.unlearn's solver")
+    parser.add_argument("--tol", type=float, default=1e-6, help="mlu.unlearn's CG tolerance")
     parser.add_argument(
         "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
     )
@@ -186,7 +189,7 @@ def main(argv=None) -> None:
         cells = tqdm(cells, desc="cells")
     rows: list[dict] = []
     for cell in cells:
-        rows.append(run_cell(*cell, accept=args.accept, solver=args.solver))
+        rows.append(run_cell(*cell, accept=args.accept, solver=args.solver, tol=args.tol))
         _write(rows, args.out)  # after every cell: partial runs count
     print(markdown(rows))
 

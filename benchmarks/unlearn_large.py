@@ -1,6 +1,8 @@
 """The default pipeline on a large network: exact-GGN CG steps against EK-FAC steps (issue 12).
 
     OMP_NUM_THREADS=1 python benchmarks/unlearn_large.py --seeds 0 1 2 --out unlearn_large_a
+    OMP_NUM_THREADS=1 python benchmarks/unlearn_large.py --seeds 3 4 --out unlearn_large_b
+    python benchmarks/unlearn_large.py --combine results/unlearn_large_{a,b}.csv
 
 Fashion-MNIST, all 10 classes, ``--per-class`` training samples per class (600: n = 6000),
 784-256-10 (p = 203,530), 10 epochs, r = 20% flipped labels. Per seed: train on the noisy
@@ -21,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from pipeline_table import _parse
 
 import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
@@ -34,7 +37,9 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def run_seed(seed: int, per_class: int, solvers: list[str], epochs: int) -> list[dict]:
+def run_seed(
+    seed: int, per_class: int, solvers: list[str], epochs: int, tol: float = 1e-6
+) -> list[dict]:
     ds = mlu.datasets.load("fashion-mnist", classes="all", n_per_class=per_class, seed=seed)
     X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
     noisy = mlu.noise.flip_labels(ds.y_train, rate=0.2, seed=seed)
@@ -54,7 +59,9 @@ def run_seed(seed: int, per_class: int, solvers: list[str], epochs: int) -> list
     for solver in solvers:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # UpdateShortenedWarning: the table reports outcomes
-            result, seconds = timed(lambda s=solver: mlu.unlearn(model, X, y, flags, solver=s))
+            result, seconds = timed(
+                lambda s=solver: mlu.unlearn(model, X, y, flags, solver=s, tol=tol)
+            )
         noisy_acc, acc, oracle_acc = (
             model.score(Xt, yt),
             result.model.score(Xt, yt),
@@ -63,7 +70,8 @@ def run_seed(seed: int, per_class: int, solvers: list[str], epochs: int) -> list
         gap = oracle_acc - noisy_acc
         rows.append(
             dict(
-                seed=seed, n=len(y), p=model.n_params, solver=solver, solver_used=result.solver,
+                seed=seed, n=len(y), p=model.n_params, solver=solver, tol=tol,
+                solver_used=result.solver,
                 flagged=int(flags.sum()), flipped=int(flipped.sum()),
                 precision=tp / max(int(flags.sum()), 1), recall=tp / max(int(flipped.sum()), 1),
                 noisy_acc=noisy_acc, acc=acc, oracle_acc=oracle_acc, gain=acc - noisy_acc,
@@ -85,9 +93,10 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         rec = r["recovered"]
         lines.append(
-            f"| {r['seed']} | {r['solver']} ({r['solver_used']}) | {r['flagged']} "
-            f"({r['precision']:.2f} / {r['recall']:.2f}) | {100 * r['noisy_acc']:.2f} | "
-            f"{100 * r['acc']:.2f} | {100 * r['oracle_acc']:.2f} | {100 * r['gain']:+.2f} | "
+            f"| {r['seed']} | {r['solver']} ({r['solver_used']}, tol {r['tol']:g}) | "
+            f"{r['flagged']} ({r['precision']:.2f} / {r['recall']:.2f}) | "
+            f"{100 * r['noisy_acc']:.2f} | {100 * r['acc']:.2f} | {100 * r['oracle_acc']:.2f} | "
+            f"{100 * r['gain']:+.2f} | "
             f"{'-' if not np.isfinite(rec) else f'{100 * rec:.0f}%'} | {r['seconds']:.1f} | "
             f"{r['ratio_to_retrain']:.1f} |"
         )
@@ -100,18 +109,31 @@ def main(argv=None) -> None:
     parser.add_argument("--per-class", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--solvers", nargs="+", default=["auto", "ekfac"])
+    parser.add_argument("--tol", type=float, default=1e-6, help="mlu.unlearn's CG tolerance")
     parser.add_argument("--out", default="unlearn_large")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
+    )
     args = parser.parse_args(argv)
     rows: list[dict] = []
-    for seed in args.seeds:
-        rows += run_seed(seed, args.per_class, args.solvers, args.epochs)
-        OUT.mkdir(exist_ok=True)
-        with open(OUT / f"{args.out}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        (OUT / f"{args.out}.md").write_text(markdown(rows))
+    if args.combine:
+        for name in args.combine:
+            with open(name, newline="") as fh:
+                rows += [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        _write(rows, args.out)
+    for seed in [] if args.combine else args.seeds:
+        rows += run_seed(seed, args.per_class, args.solvers, args.epochs, args.tol)
+        _write(rows, args.out)  # after every seed: partial runs count
     sys.stdout.write(markdown(rows))
+
+
+def _write(rows: list[dict], stem: str) -> None:
+    OUT.mkdir(exist_ok=True)
+    with open(OUT / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (OUT / f"{stem}.md").write_text(markdown(rows))
 
 
 if __name__ == "__main__":

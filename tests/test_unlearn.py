@@ -134,6 +134,26 @@ def test_factored_solvers_are_the_reference_where_kfac_is_exact(k, method, solve
 
 
 @pytest.mark.parametrize("solver", ["kfac", "ekfac"])
+def test_factored_step_predicts_the_change_of_its_quadratic_model(solver):
+    """The check's predicted change for a factored Newton step is ½ g·d (no Hessian-vector
+    product); where the factored GGN is exact it is the exact quadratic model g·d + ½ dᵀHd."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 4))
+    y = np.arange(30) % 3
+    model = mlu.MLP.from_layers([(np.zeros((3, 4)), rng.standard_normal(3))], l2=1e-3)
+    forget = np.array([1, 2, 9])
+    keep = np.setdiff1d(np.arange(30), forget)
+    with warnings.catch_warnings():  # far from a minimum: the step is shortened
+        warnings.simplefilter("ignore", mlu.UpdateShortenedWarning)
+        result = unlearn(model, X, y, forget, solver=solver, damping=0.0, steps=1)
+    full = unlearn(model, X, y, forget, solver=solver, damping=0.0, steps=1, safeguard=False)
+    d = full.model.params - model.params  # the full step, which the prediction is for
+    g = model.gradient(X[keep], y[keep])
+    H = ref.hessian(model.layers, "relu", X[keep], y[keep], l2=model.l2, curvature="ggn")
+    assert result.checks[0].predicted_change == pytest.approx(g @ d + 0.5 * d @ H @ d, rel=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["kfac", "ekfac"])
 def test_factored_newton_steps_reuse_the_curvature_built_at_the_trained_model(small, solver):
     """Its defining formula: θ_{t+1} = θ_t − C⁻¹ ∇L_R(θ_t) with C the factored GGN + δI of
     θ̂ over R, built once (not at every θ_t)."""

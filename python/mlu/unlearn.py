@@ -596,16 +596,28 @@ def unlearn(
         return new.objective(X_R, y_R), new.gradient(X_R, y_R, params=params)
 
     def apply(
-        direction: np.ndarray, g_R: np.ndarray | None, f_R: float, curv: str, label: str
+        direction: np.ndarray,
+        g_R: np.ndarray | None,
+        f_R: float,
+        curv: str,
+        label: str,
+        model_of_step: Curvature | None = None,
     ) -> bool:
-        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied."""
+        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied.
+
+        The predicted change is the quadratic model's: with the exact curvature one
+        Hessian-vector product; with a factored ``model_of_step`` C, whose step solves
+        C d = −g, it is g·d + ½ d·Cd = ½ g·d (no pass over the data)."""
         if not safeguard:
             theta[where] += direction
             return True
         assert g_R is not None  # computed whenever safeguard is on
         new.theta_ = theta
-        hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
-        predicted = float(g_R @ direction + 0.5 * direction @ hd)
+        if model_of_step is not None:
+            predicted = 0.5 * float(g_R @ direction)
+        else:
+            hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
+            predicted = float(g_R @ direction + 0.5 * direction @ hd)
         sub, check = checked_update(theta[where], direction, retained, predicted, before=(f_R, g_R))
         checks.append(check)
         theta[where] = sub
@@ -647,7 +659,7 @@ def unlearn(
                 x, info = _solve(new, X_R, y_R, g, params, curvature, solver, damping, tol, maxiter)
             notes += info.notes
             infos.append(info)
-            if not apply(-x, g, f_R, info.curvature, f"newton step {taken + 1}"):
+            if not apply(-x, g, f_R, info.curvature, f"newton step {taken + 1}", factored):
                 if checks and not checks[-1].significant:
                     notes.append(f"newton step {taken + 1}: converged to rounding; stopped")
                 break
