@@ -84,7 +84,12 @@ def outcome(flags, flipped, noisy_acc: float, acc: float, oracle_acc: float, n_t
 
 
 def run_cell(
-    name: str, r: float, seed: int, accept: float = 0.0, solver: str = "auto", tol: float = 1e-6
+    name: str,
+    r: float,
+    seed: int,
+    accept: float = 0.0,
+    solver: str = "auto",
+    tol: float | None = None,
 ) -> dict:
     loader, classes, per_class = DATASETS[name]
     ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
@@ -169,7 +174,7 @@ def main(argv=None) -> None:
         "--accept", type=float, default=0.0, metavar="V", help="hold out V for an acceptance check"
     )
     parser.add_argument("--solver", default="auto", choices=SOLVERS, help="mlu.unlearn's solver")
-    parser.add_argument("--tol", type=float, default=1e-6, help="mlu.unlearn's CG tolerance")
+    parser.add_argument("--tol", type=float, help="mlu.unlearn's CG tolerance (its default)")
     parser.add_argument(
         "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
     )
