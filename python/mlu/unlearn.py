@@ -121,8 +121,9 @@ points below the noisy model fell from 12 (2 steps) to 3 (8 steps); with the tru
 samples as the forget set, from 13 (2 steps) to 8 (8 steps). The same step curve with δ = 0.1
 (results/newton_steps_d0.1.md) missed 16-17 at 4-10 steps and with δ = 0.001 16 at 8-10, so
 δ = 0.01 stays. The price is time: each step is
-one solve, so eight steps cost about four times two (on these small sets, about four
-retrainings). The model is trained by SGD that stopped short of a minimum, so later steps
+one solve (CG to :data:`DEFAULT_STEP_TOL`), and on these sets the eight steps took 2-3
+retrainings (digits) to 6-8 (Fashion-MNIST pairs, 1.4-2.0 s; 7.6-9.4 with CG to 1e-6), and
+about 9 on 784-256-10 with 6000 samples (benchmarks/results/unlearn_large.md). The model is trained by SGD that stopped short of a minimum, so later steps
 also finish optimising L_R; the line-search check (``safeguard``) keeps every step from
 raising it, and the loop stops early when no step can decrease it any more.
 """
