@@ -451,3 +451,26 @@ def test_a_scaled_model_matches_mlu_unlearn(scale):
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky",
                            damping=DAMPING, steps=1, safeguard=False)  # fmt: skip
     assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10
+
+
+def test_singular_factored_curvature_is_pseudo_inverted_and_woodbury_refuses_it(binary):
+    """l2 = δ = 0: K-FAC/EK-FAC drop the zero eigenvalues (as the dense path's eigh fallback)
+    instead of dividing by them; Woodbury, whose identity divides by l2 + δ, refuses, and
+    "auto" does not pick it. (Found by the L_R property test: NaN steps before.)"""
+    model, X, y = binary
+    flat = mlu.MLP.from_layers(model.layers, activation=model.activation, l2=0.0)
+    prob = problem_of(flat, X, y)
+    V = np.random.default_rng(4).standard_normal(prob.p)
+    for kind in ("kfac", "ekfac"):
+        curv, _ = curvature.build_curvature(prob, kind, 0.0)
+        x = curv.solve(V)
+        assert np.all(np.isfinite(x)) and np.linalg.norm(x) > 0
+        result = mlu.unlearn(flat, X, y, [0, 3], solver=kind, damping=0.0, safeguard=False)
+        assert np.all(np.isfinite(result.model.params))
+    with pytest.raises(ValueError, match="needs l2 \\+ damping > 0"):
+        curvature.build_curvature(prob, "woodbury", 0.0)
+    rng = np.random.default_rng(5)  # p = 3032 > 2000 and n·r = 20 < p: "auto" would pick Woodbury
+    Xw, yw = rng.standard_normal((20, 300)), np.arange(20) % 2
+    wide = mlu.MLP(hidden=(10,), epochs=2, l2=0.0, seed=0).fit(Xw, yw)
+    assert curvature.choose_representation(problem_of(wide, Xw, yw), 0.01)[0] == "woodbury"
+    assert curvature.choose_representation(problem_of(wide, Xw, yw), 0.0)[0] == "ekfac"

@@ -264,14 +264,16 @@ def _check_fits(kind: str, problem: Problem) -> None:
         )
 
 
-def choose_representation(problem: Problem) -> tuple[str, str]:
-    """The representation ``curvature="auto"`` picks for ``problem``, and why."""
+def choose_representation(problem: Problem, damping: float | None = None) -> tuple[str, str]:
+    """The representation ``curvature="auto"`` picks for ``problem`` (with ``damping`` δ, when
+    known), and why."""
     p, n, r = problem.p, problem.n, problem.rows_per_sample
     avail = _MEMORY_FRACTION * available_memory_bytes()
     if p <= _DENSE_AUTO_MAX_P and estimate_bytes("dense", problem) <= avail:
         return "dense", f"p = {p} <= {_DENSE_AUTO_MAX_P}: the exact GGN, factored densely"
     if (
         problem.source is None  # not on dask data (see the module docs)
+        and (damping is None or problem.l2 + damping > 0)  # Woodbury divides by λ + δ
         and n * r < p
         and n * r <= _WOODBURY_AUTO_MAX_ROWS
         and estimate_bytes("woodbury", problem) <= avail
@@ -426,6 +428,11 @@ class WoodburyCurvature(Curvature):
                     "pairs every row chunk with every other and is held on one machine. Use "
                     "curvature='dense' (p <= ~2000), 'ekfac' or 'kfac' (or 'auto')"
                 )
+            if problem.l2 + damping <= 0:
+                raise ValueError(
+                    "curvature='woodbury' needs l2 + damping > 0: the Woodbury identity divides "
+                    "by it (the GGN of n·r < p rows is singular). Use damping > 0"
+                )
             _check_fits("woodbury", problem)
             X = np.ascontiguousarray(problem.X)
             G, hidden = _core.gn_terms(problem.theta, sizes, problem.activation, X)
@@ -556,6 +563,13 @@ class WoodburyCurvature(Curvature):
 # ------------------------------------------------------------------------------------ K-FAC
 
 
+def _pinv_diagonal(den: np.ndarray) -> np.ndarray:
+    """1 / den, and 0 where den <= rcond·max(den): the pseudo-inverse of a factored curvature
+    that is singular (l2 = δ = 0 and a zero eigenvalue), as the dense path's eigh fallback."""
+    keep = den > _PINV_RCOND * max(float(den.max()), 0.0)
+    return np.divide(1.0, den, out=np.zeros_like(den), where=keep)
+
+
 def _eigh_factors(mats: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     return [_linalg.eigh(M) for M in mats]
 
@@ -615,7 +629,7 @@ class KFACCurvature(Curvature):
                 ],
                 axis=2,
             )
-            M = QG @ (((QG.T @ M @ QA) / den) @ QA.T)
+            M = QG @ (((QG.T @ M @ QA) * _pinv_diagonal(den)) @ QA.T)
             out[w_off:b_off] = M[:, :, :d_in].reshape(-1, d_out * d_in).T
             out[b_off : b_off + d_out] = M[:, :, d_in].T
         return out
@@ -719,7 +733,7 @@ def build_curvature(
     """Build the representation ``kind`` (or the one ``"auto"`` picks) over all of
     ``problem``'s samples; returns it and the reason for the choice."""
     if kind == "auto":
-        kind, why = choose_representation(problem)
+        kind, why = choose_representation(problem, damping)
     else:
         why = f"curvature={kind!r} was asked for"
     if matrix != "ggn" and kind != "dense":

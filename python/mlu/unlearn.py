@@ -120,12 +120,13 @@ to 15 (5 steps) and 14 (8 steps) and stayed at 14-16 up to 20 steps; cells more 
 points below the noisy model fell from 12 (2 steps) to 3 (8 steps); with the truly flipped
 samples as the forget set, from 13 (2 steps) to 8 (8 steps). The same step curve with δ = 0.1
 (results/newton_steps_d0.1.md) missed 16-17 at 4-10 steps and with δ = 0.001 16 at 8-10, so
-δ = 0.01 stays. The price is time: each step is
-one solve (CG to :data:`DEFAULT_STEP_TOL`), and on these sets the eight steps took 2-3
-retrainings (digits) to 6-8 (Fashion-MNIST pairs, 1.4-2.0 s; 7.6-9.4 with CG to 1e-6), and
-about 9 on 784-256-10 with 6000 samples (benchmarks/results/unlearn_large.md). The model is trained by SGD that stopped short of a minimum, so later steps
-also finish optimising L_R; the line-search check (``safeguard``) keeps every step from
-raising it, and the loop stops early when no step can decrease it any more.
+δ = 0.01 stays. The price is time: each step is one solve (CG to :data:`DEFAULT_STEP_TOL`),
+and on these sets the eight steps took 2-3 retrainings (digits) to 6-8 (Fashion-MNIST pairs,
+1.4-2.0 s; 7.6-9.4 with CG to 1e-6), and about 9 on 784-256-10 with 6000 samples
+(benchmarks/results/unlearn_large.md). The model is trained by SGD that stopped short of a
+minimum, so later steps also finish optimising L_R; the line-search check (``safeguard``)
+keeps every step from raising it, and the loop stops early when no step can decrease it any
+more.
 """
 
 DENSE_MAX_PARAMS = 1000
@@ -621,19 +622,19 @@ def unlearn(
         f_R: float,
         curv: str,
         label: str,
-        model_of_step: Curvature | None = None,
+        factored_step: bool = False,
     ) -> bool:
         """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied.
 
         The predicted change is the quadratic model's: with the exact curvature one
-        Hessian-vector product; with a factored ``model_of_step`` C, whose step solves
-        C d = −g, it is g·d + ½ d·Cd = ½ g·d (no pass over the data)."""
+        Hessian-vector product; for a factored step, which solves C d = −g with the factored
+        curvature C, it is g·d + ½ d·Cd = ½ g·d (no pass over the data)."""
         if not safeguard:
             theta[where] += direction
             return True
         assert g_R is not None  # computed whenever safeguard is on
         new.theta_ = theta
-        if model_of_step is not None:
+        if factored_step:
             predicted = 0.5 * float(g_R @ direction)
         else:
             hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
@@ -679,7 +680,8 @@ def unlearn(
                 x, info = _solve(new, X_R, y_R, g, params, curvature, solver, damping, tol, maxiter)
             notes += info.notes
             infos.append(info)
-            if not apply(-x, g, f_R, info.curvature, f"newton step {taken + 1}", factored):
+            label = f"newton step {taken + 1}"
+            if not apply(-x, g, f_R, info.curvature, label, factored is not None):
                 if checks and not checks[-1].significant:
                     notes.append(f"newton step {taken + 1}: converged to rounding; stopped")
                 break
