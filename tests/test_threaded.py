@@ -82,3 +82,10 @@ def test_a_request_restores_blas_threads_even_when_refused(fitted):
     with pytest.raises(ValueError, match="already removed"):
         un.forget([1])
     assert _blas_threads() == before
+
+
+def test_unlearn_restores_blas_threads(fitted):
+    model, X, y = fitted
+    before = _blas_threads()
+    mlu.unlearn(model, X, y, [0, 1, 2], steps=2)
+    assert _blas_threads() == before

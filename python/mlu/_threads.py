@@ -2,10 +2,11 @@
 
 After each multi-threaded call, OpenBLAS's worker threads spin for a while (up to ~0.1 s)
 waiting for the next one. An OpenMP region of the C++ core that starts in that window finds
-its cores taken and waits for its slowest thread: measured on 2 cores, a deletion request on
+its cores taken and waits for its slowest thread. Measured on 2 cores: a deletion request on
 the paper's model (Fashion-MNIST 0 vs 1, 784-50-2, Woodbury) took 0.10-0.14 s with BLAS
-threaded and 0.026-0.045 s with it on one thread. Code that interleaves small NumPy products
-with core calls runs under :func:`serial_blas` (docs/design.md, "Threads").
+threaded and 0.026-0.045 s with it on one thread; the default ``mlu.unlearn`` on a Fashion-MNIST
+pair 1.6-1.9 s and 0.9-1.2 s (the same result to the bit). Code that interleaves small NumPy
+products with core calls runs under :func:`serial_blas` (docs/design.md, "Threads").
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import numpy as np
 from . import _dask, _linalg
 from ._linalg import PINV_RCOND
 from ._safeguard import UpdateCheck, checked_update
+from ._threads import serial_blas
 from ._validation import (
     CURVATURE_CHOICES,
     PARAMS_CHOICES,
@@ -648,48 +649,53 @@ def unlearn(
             notes.append(msg)
         return check.step > 0.0
 
-    if method == "influence":
-        b = _forget_gradient_sum(model, X[mask], y[mask], params)
-        if solver in FACTORED_SOLVERS:
-            curv, info = _factored_curvature(model, X, y, params, solver, damping)
-            x = curv.solve(b)
-        else:
-            x, info = _solve(model, X, y, b, params, curvature, solver, damping, tol, maxiter)
-        notes += info.notes
-        infos.append(info)
-        if safeguard:
-            f_R, g_R = retained(theta[where])
-        else:
-            f_R, g_R = np.nan, None
-        apply(x / X.shape[0], g_R, f_R, info.curvature, "influence update")
-        taken = 1
-    else:
-        taken = 0
-        factored = None
-        if solver in FACTORED_SOLVERS:  # H_R at θ̂ for every step: a quasi-Newton iteration
-            factored, built = _factored_curvature(model, X_R, y_R, params, solver, damping)
-            notes += built.notes
-        for _ in range(steps):
-            f_R, g = retained(theta[where])
-            if not np.any(g):
-                break  # exactly stationary: nothing to do
-            new.theta_ = theta
-            if factored is not None:
-                x, info = factored.solve(g), _SolveInfo(solver=solver, curvature="ggn")
+    # NumPy's vector products between the core's passes: threaded BLAS would stall the
+    # core's threads (docs/design.md, "Threads"; F-MNIST pairs 1.6-1.9 s -> 0.9-1.2 s)
+    with serial_blas():
+        if method == "influence":
+            b = _forget_gradient_sum(model, X[mask], y[mask], params)
+            if solver in FACTORED_SOLVERS:
+                curv, info = _factored_curvature(model, X, y, params, solver, damping)
+                x = curv.solve(b)
             else:
-                x, info = _solve(new, X_R, y_R, g, params, curvature, solver, damping, tol, maxiter)
+                x, info = _solve(model, X, y, b, params, curvature, solver, damping, tol, maxiter)
             notes += info.notes
             infos.append(info)
-            label = f"newton step {taken + 1}"
-            if not apply(-x, g, f_R, info.curvature, label, factored is not None):
-                if checks and not checks[-1].significant:
-                    notes.append(f"newton step {taken + 1}: converged to rounding; stopped")
-                break
-            taken += 1
-            if checks and checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
-                1.0, float(np.linalg.norm(theta))
-            ):
-                break  # converged to rounding
+            if safeguard:
+                f_R, g_R = retained(theta[where])
+            else:
+                f_R, g_R = np.nan, None
+            apply(x / X.shape[0], g_R, f_R, info.curvature, "influence update")
+            taken = 1
+        else:
+            taken = 0
+            factored = None
+            if solver in FACTORED_SOLVERS:  # H_R at θ̂ for every step: a quasi-Newton iteration
+                factored, built = _factored_curvature(model, X_R, y_R, params, solver, damping)
+                notes += built.notes
+            for _ in range(steps):
+                f_R, g = retained(theta[where])
+                if not np.any(g):
+                    break  # exactly stationary: nothing to do
+                new.theta_ = theta
+                if factored is not None:
+                    x, info = factored.solve(g), _SolveInfo(solver=solver, curvature="ggn")
+                else:
+                    x, info = _solve(
+                        new, X_R, y_R, g, params, curvature, solver, damping, tol, maxiter
+                    )
+                notes += info.notes
+                infos.append(info)
+                label = f"newton step {taken + 1}"
+                if not apply(-x, g, f_R, info.curvature, label, factored is not None):
+                    if checks and not checks[-1].significant:
+                        notes.append(f"newton step {taken + 1}: converged to rounding; stopped")
+                    break
+                taken += 1
+                if checks and checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
+                    1.0, float(np.linalg.norm(theta))
+                ):
+                    break  # converged to rounding
 
     new.theta_ = theta
     if not infos:  # θ̂ was exactly stationary on R
