@@ -85,8 +85,8 @@ Newton step) and for each of several Newton steps (:data:`DEFAULT_STEP_TOL`), wh
 not given. Each of several steps is followed by another from the point it reached, which
 corrects its error (an inexact Newton method), so solving each to 1e-6 bought nothing
 measurable. benchmarks/results/unlearn_large.md (784-256-10, 6000 Fashion-MNIST samples, the
-default pipeline, seeds 0-4): test accuracy within 0.09 points per seed, 8.7-9.3 instead of
-11.1-16.8 retrainings (each against a retraining timed in the same run). The 65 cells of
+default pipeline, seeds 0-4, one thread): test accuracy within 0.09 points per seed, 8.7-9.3
+instead of 11.1-16.8 retrainings (each against a retraining timed in the same run). The 65 cells of
 benchmarks/results/pipeline_table.md (1e-3) against pipeline_tol1e-6.md: mean gain 3.32 against
 3.30 points, 15 cells missing a per-seed target against 14 (Fashion-MNIST 0 vs 1, r = 10%,
 seed 4: two test samples fewer right).
@@ -122,12 +122,12 @@ points below the noisy model fell from 12 (2 steps) to 3 (8 steps); with the tru
 samples as the forget set, from 13 (2 steps) to 8 (8 steps). The same step curve with δ = 0.1
 (results/newton_steps_d0.1.md) missed 16-17 at 4-10 steps and with δ = 0.001 16 at 8-10, so
 δ = 0.01 stays. The price is time: each step is one solve (CG to :data:`DEFAULT_STEP_TOL`),
-and on these sets the eight steps took 2-3 retrainings (digits) to 6-8 (Fashion-MNIST pairs,
-1.4-2.0 s; 7.6-9.4 with CG to 1e-6), and about 9 on 784-256-10 with 6000 samples
-(benchmarks/results/unlearn_large.md). The model is trained by SGD that stopped short of a
-minimum, so later steps also finish optimising L_R; the line-search check (``safeguard``)
-keeps every step from raising it, and the loop stops early when no step can decrease it any
-more.
+and on these sets the eight steps took 2-3 retrainings (digits) to 4-5 (Fashion-MNIST pairs,
+0.9-1.2 s, 2 threads), and 9 (one thread) to 17 (two) on 784-256-10 with 6000 samples
+(benchmarks/results/unlearn_large.md, one thread). The model is trained by SGD that stopped
+short of a minimum, so later steps also finish optimising L_R; the line-search check
+(``safeguard``) keeps every step from raising it, and the loop stops early when no step can
+decrease it any more.
 """
 
 DENSE_MAX_PARAMS = 1000
