@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from pipeline_table import _parse
+from pipeline_table import _parse, outcome
 
 import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
@@ -54,7 +54,7 @@ def run_seed(
         warnings.simplefilter("ignore")
         scores = mlu.detect(model, X, y, method=DEFAULT_PIPELINE_DETECTOR)
     flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
-    tp = int((flags & flipped).sum())
+    noisy_acc, oracle_acc = model.score(Xt, yt), oracle.score(Xt, yt)
     rows = []
     for solver in solvers:
         with warnings.catch_warnings():
@@ -62,20 +62,12 @@ def run_seed(
             result, seconds = timed(
                 lambda s=solver: mlu.unlearn(model, X, y, flags, solver=s, tol=tol)
             )
-        noisy_acc, acc, oracle_acc = (
-            model.score(Xt, yt),
-            result.model.score(Xt, yt),
-            oracle.score(Xt, yt),
-        )
-        gap = oracle_acc - noisy_acc
+        acc = result.model.score(Xt, yt)
         rows.append(
             dict(
                 seed=seed, n=len(y), p=model.n_params, solver=solver, tol=tol or "default",
                 solver_used=result.solver,
-                flagged=int(flags.sum()), flipped=int(flipped.sum()),
-                precision=tp / max(int(flags.sum()), 1), recall=tp / max(int(flipped.sum()), 1),
-                noisy_acc=noisy_acc, acc=acc, oracle_acc=oracle_acc, gain=acc - noisy_acc,
-                recovered=(acc - noisy_acc) / gap if gap > 1.0 / len(yt) else float("nan"),
+                **outcome(flags, flipped, noisy_acc, acc, oracle_acc, len(yt)),
                 seconds=seconds, retrain_s=t_retrain, ratio_to_retrain=seconds / t_retrain,
                 steps=result.steps, iterations=result.iterations,
             )
@@ -94,9 +86,9 @@ def markdown(rows: list[dict]) -> str:
         rec = r["recovered"]
         lines.append(
             f"| {r['seed']} | {r['solver']} ({r['solver_used']}, tol {r['tol']}) | "
-            f"{r['flagged']} ({r['precision']:.2f} / {r['recall']:.2f}) | "
-            f"{100 * r['noisy_acc']:.2f} | {100 * r['acc']:.2f} | {100 * r['oracle_acc']:.2f} | "
-            f"{100 * r['gain']:+.2f} | "
+            f"{r['n_flagged']} ({r['precision']:.2f} / {r['recall']:.2f}) | "
+            f"{100 * r['noisy_acc']:.2f} | {100 * r['pipeline_acc']:.2f} | "
+            f"{100 * r['oracle_acc']:.2f} | {100 * r['gain']:+.2f} | "
             f"{'-' if not np.isfinite(rec) else f'{100 * rec:.0f}%'} | {r['seconds']:.1f} | "
             f"{r['ratio_to_retrain']:.1f} |"
         )
