@@ -143,6 +143,44 @@ def test_gauss_newton_factors_rebuild_the_reference_ggn(name, request):
     assert rel(_core.gn_vjp(list(prob.sizes), Xc, G, hidden, Z), (B.T @ Z).T) < 1e-12
 
 
+@pytest.mark.parametrize("removed", [[], [3], [0, 7, 2, 29]])
+def test_gram_retained_solve_is_the_retained_blocks_inverse(removed):
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((30, 12))
+    K = A @ A.T  # rank 12 < 30: positive semi-definite, like a Gram matrix of n·r > rank rows
+    w, V = np.linalg.eigh(K)
+    W = rng.standard_normal((30, 3))
+    keep = np.setdiff1d(np.arange(30), removed)
+    expected = np.zeros_like(W)
+    expected[keep] = np.linalg.solve(K[np.ix_(keep, keep)] + 0.7 * np.eye(len(keep)), W[keep])
+    got = _core.gram_retained_solve(np.ascontiguousarray(V), w, 0.7, np.array(removed, int), W)
+    assert rel(got, expected) < 1e-12
+    assert np.all(got[removed] == 0.0)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(s=0.0), "s must be finite and > 0"),
+        (dict(s=np.nan), "s must be finite and > 0"),
+        (dict(removed=np.array([30])), "outside 0..29"),
+        (dict(removed=np.array([-1])), "outside 0..29"),
+        (dict(removed=np.array([4, 4])), "given twice"),
+        (dict(removed=np.arange(30)), "every row is removed"),
+        (dict(W=np.zeros((29, 1))), "W must have N = 30 rows"),
+        (dict(w=np.zeros(29)), "w has 29 entries"),
+        (dict(V=np.zeros((30, 29))), "V must be square"),
+        (dict(w=-np.ones(30)), "w \\+ s must be > 0"),
+    ],
+)
+def test_gram_retained_solve_refuses_bad_input(change, match):
+    V = np.linalg.qr(np.random.default_rng(6).standard_normal((30, 30)))[0]
+    args = dict(V=V, w=np.ones(30), s=0.5, removed=np.array([1, 2]), W=np.ones((30, 1)))
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        _core.gram_retained_solve(**args)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_kfac_and_ekfac_sums_are_their_defining_formulas(name, request):
     model, X, y = request.getfixturevalue(name)

@@ -1,5 +1,7 @@
 // Curvature factors of the Unlearner (K-FAC, EK-FAC, Woodbury) over any set of
 // samples; the factoring and solves are done by the caller.
+#include <cmath>
+
 #include "bindings/common.hpp"
 #include "kfac.hpp"
 #include "woodbury.hpp"
@@ -176,6 +178,41 @@ void bind_unlearner(py::module_& m) {
         },
         py::arg("sizes"), py::arg("X"), py::arg("G"), py::arg("hidden"), py::arg("Z"),
         "B^T Z for Z of shape (n*r, m): shape (m, p).");
+
+    m.def(
+        "gram_retained_solve",
+        [](const DArr& V, const DArr& w, double s, const IArr& removed, const DArr& W) {
+            auto Vv = matrix_view(V, "V");
+            const Index N = Vv.rows();
+            require(Vv.cols() == N, "V must be square, got shape " + shape_str(Vv.rows(), Vv.cols()));
+            auto wv = vector_view(w, "w");
+            require(wv.size() == N, "w has " + std::to_string(wv.size()) + " entries, expected " + std::to_string(N));
+            auto Wv = matrix_view(W, "W");
+            require(Wv.rows() == N, "W must have N = " + std::to_string(N) + " rows, got " + std::to_string(Wv.rows()));
+            require(std::isfinite(s) && s > 0, "s must be finite and > 0, got " + std::to_string(s));
+            require((wv.array() + s > 0).all(), "w + s must be > 0 (K is positive semi-definite)");
+            require(removed.ndim() == 1, "removed must be 1-D");
+            std::vector<Index> rows(removed.data(), removed.data() + removed.shape(0));
+            std::vector<char> seen(std::size_t(N), 0);
+            for (Index i : rows) {
+                require(i >= 0 && i < N,
+                        "removed row " + std::to_string(i) + " is outside 0.." + std::to_string(N - 1));
+                require(!seen[std::size_t(i)], "removed row " + std::to_string(i) + " is given twice");
+                seen[std::size_t(i)] = 1;
+            }
+            require(Index(rows.size()) < N, "every row is removed: nothing is left to solve on");
+            RowMat out;
+            {
+                py::gil_scoped_release release;
+                const double d = double(rows.size());
+                out = guarded("gram_retained_solve", 8.0 * (d * (double(N) + d) + 3.0 * double(N) * double(Wv.cols())),
+                              [&] { return gram_retained_solve(Vv, wv, s, rows, Wv); });
+            }
+            return to_numpy(std::move(out));
+        },
+        py::arg("V"), py::arg("w"), py::arg("s"), py::arg("removed"), py::arg("W"),
+        "(s I + K_RR)^{-1} W on the retained rows (zero on the removed ones) from K = V diag(w) V^T, "
+        "shape (N, m).");
 }
 
 }  // namespace mlu::bind

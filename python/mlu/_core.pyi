@@ -213,6 +213,16 @@ def gn_vjp(
 ) -> _F64:
     """B^T Z for Z of shape (n*r, m): shape (m, p)."""
 
+def gram_retained_solve(
+    V: npt.ArrayLike,
+    w: npt.ArrayLike,
+    s: float,
+    removed: npt.ArrayLike,
+    W: npt.ArrayLike,
+) -> _F64:
+    """(s I + K_RR)^{-1} W on the retained rows (zero on the removed ones) from
+    K = V diag(w) V^T, shape (N, m)."""
+
 # cpu.cpp (also the body of the baseline-only mlu._cpu module)
 def x86_64_level() -> int:
     """The x86-64 micro-architecture level this CPU (and OS) runs, by cpuid: 1 = x86-64,

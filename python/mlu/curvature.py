@@ -453,7 +453,8 @@ class WoodburyCurvature(Curvature):
                 "images_removed": np.zeros(K.shape[0]),
             }
         self.G, self.hidden = list(state["G"]), list(state["hidden"])
-        self.K, self.w, self.V = state["K"], state["w"], state["V"]
+        self.K, self.w = state["K"], state["w"]
+        self.V = np.ascontiguousarray(state["V"])  # the core reads it row-major, uncopied
         self.alive = state["alive"]
         self.images, self.images_removed = state["images"], state["images_removed"]
         self.m = int(self.alive.sum())
@@ -464,8 +465,6 @@ class WoodburyCurvature(Curvature):
         """``(sI + K_RR)⁻¹ W`` on the retained rows (zero on the removed), s = m·c."""
         s = self.m * self.shift
         dead = np.flatnonzero(~self._alive_rows)
-        W = np.where(self._alive_rows[:, None], W, 0.0)
-        inv = 1.0 / (self.w + s)
         if 3 * len(dead) >= self.K.shape[0]:  # many removed: factor the retained block
             keep = np.flatnonzero(self._alive_rows)
             M = self.K[np.ix_(keep, keep)]
@@ -475,16 +474,9 @@ class WoodburyCurvature(Curvature):
             Y[keep] = _linalg.cholesky_solve_many(L, W[keep])
             return Y
         # With M = sI + K = V diag(w + s) Vᵀ and F the removed rows,
-        # (M_RR)⁻¹ = (M⁻¹)_RR − (M⁻¹)_RF ((M⁻¹)_FF)⁻¹ (M⁻¹)_FR: O((n·r)² + |F|²·n·r) a solve.
-        t = self.V.T @ W
-        if len(dead):
-            VF = self.V[dead]
-            MFF = (VF * inv) @ VF.T
-            corr = np.linalg.solve(MFF, VF @ (inv[:, None] * t))
-            t -= VF.T @ corr
-        Y = self.V @ (inv[:, None] * t)
-        Y[dead] = 0.0
-        return Y
+        # (M_RR)⁻¹ = (M⁻¹)_RR − (M⁻¹)_RF ((M⁻¹)_FF)⁻¹ (M⁻¹)_FR: O((n·r)² + |F|²·n·r) a solve,
+        # in the core (its products on the OpenMP threads; NumPy's would be serial here).
+        return _core.gram_retained_solve(self.V, self.w, s, dead, np.ascontiguousarray(W))
 
     def _solve(self, V, BV=None):
         sizes = list(self.problem.sizes)
