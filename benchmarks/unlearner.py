@@ -140,8 +140,7 @@ def paper_case(request: int) -> dict:
     ]
     # and on until every flipped sample is gone: the Gram-space solve grows with all removed
     rest = [
-        un.forget(flipped[k : k + request]).time
-        for k in range(11 * request, len(flipped), request)
+        un.forget(flipped[k : k + request]).time for k in range(11 * request, len(flipped), request)
     ]
     exact = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cg", tol=1e-12,
                         maxiter=5000, steps=1)  # fmt: skip
