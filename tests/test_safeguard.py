@@ -1,7 +1,6 @@
 """The line-search check on unlearning updates (mlu._safeguard)."""
 
 import importlib
-import math
 import warnings
 
 import numpy as np
@@ -47,10 +46,13 @@ def test_huge_step_is_shortened():
     theta0 = np.zeros(2)
     d = 1e6 * np.linalg.solve(A, b)
     theta, check = checked_update(theta0, d, _quadratic(A, b))
-    # f(α d*) = (α²/2 − α) b·d*, negative for 0 < α·1e6 < 2: the first such halving
-    alpha = 0.5 ** math.ceil(math.log2(1e6 / 2 + 1e-9))
-    assert check.step == alpha
-    np.testing.assert_allclose(theta, alpha * d)
+    # f(α d) = (α²·1e12/2 − α·1e6) b·d*, minimal at α = 1e-6. Interpolation finds that minimiser
+    # exactly but may shorten by at most 10x a trial: α = 1, 0.1, …, 1e-6, eight evaluations
+    # with the one at θ₀ (halving took 20 and stopped at 2⁻¹⁹ ≈ 1.9e-6).
+    assert check.step == pytest.approx(1e-6, rel=1e-9)
+    assert check.evaluations == 8
+    np.testing.assert_allclose(theta, check.step * d)
+    assert check.objective_after == pytest.approx(-0.5 * b @ np.linalg.solve(A, b), rel=1e-9)
     assert check.shortened and check.significant
     assert check.objective_after <= check.objective_before
     assert check.full_change > 0

@@ -4,8 +4,9 @@ Unlearning approximates the minimiser of the retained objective L_R (docs/design
 "Unlearning"). An update θ₀ → θ₀ + d from a quadratic model of L_R can overshoot (indefinite or
 badly damped curvature, a large forget set): then L_R(θ₀ + d) > L_R(θ₀) and the "unlearned"
 model is worse than the one we started from. :func:`checked_update` evaluates L_R after the
-update and, when it rose, shortens the update along its own direction by halving the step
-factor α until L_R no longer rises, down to α = 0 (no change at all). It reports what it saw
+update and, when it rose, shortens the update along its own direction (backtracking on the step
+factor α with quadratic interpolation) until L_R no longer rises, down to α = 0 (no change at
+all). It reports what it saw
 in an :class:`UpdateCheck`: L_R and ‖∇L_R‖ before and after (‖∇L_R(θ')‖ is the gradient
 residual that the certified-removal bounds of Guo et al. (2020) are stated in), the predicted
 against the actual change of L_R, and the factor α.
@@ -28,8 +29,9 @@ __all__ = ["UpdateCheck", "UpdateShortenedWarning", "checked_update"]
 
 ObjectiveAndGrad = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 
-#: Halvings of the step factor before giving up (α = 2⁻³⁰ ≈ 1e-9, then α = 0).
-MAX_HALVINGS = 30
+#: Shorter trials of the step factor before giving up (each at most half the last: α ≤ 2⁻³⁰ ≈ 1e-9,
+#: then α = 0).
+MAX_BACKTRACKS = 30
 #: Increases of L_R below this relative size are rounding, not a bad update: the update is still
 #: shortened (L_R never rises), but no warning is raised for them.
 ROUNDING_TOLERANCE = 1e-12
@@ -55,7 +57,8 @@ class UpdateCheck:
     step : float
         The line-search factor α in [0, 1]: the returned θ is ``θ₀ + α d``.
     evaluations : int
-        Objective evaluations used (1 + number of halvings, plus the one at θ₀ when not given).
+        Objective evaluations used (1 + number of shorter trials, plus the one at θ₀ when not
+        given).
     """
 
     objective_before: float
@@ -105,6 +108,16 @@ def _evaluate(objective_and_grad: ObjectiveAndGrad, theta: np.ndarray) -> tuple[
     return float(value), np.asarray(grad, dtype=np.float64)
 
 
+def _shorter_step(step: float, f: float, f0: float, slope: float) -> float:
+    """The next trial factor after ``L_R(θ₀ + step·d) = f > f0``: the minimiser of the quadratic
+    through ``f0``, the slope at 0 (< 0) and ``f``, within [step/10, step/2]; half the step when
+    ``f`` is not finite (the step overflowed)."""
+    if not math.isfinite(f):
+        return 0.5 * step
+    curvature = (f - f0 - slope * step) / step**2  # > 0, since f > f0 and slope < 0
+    return min(max(-slope / (2.0 * curvature), 0.1 * step), 0.5 * step)
+
+
 def checked_update(
     theta0: np.ndarray,
     direction: np.ndarray,
@@ -112,10 +125,15 @@ def checked_update(
     predicted_change: float = math.nan,
     *,
     before: tuple[float, np.ndarray] | None = None,
-    max_halvings: int = MAX_HALVINGS,
+    max_backtracks: int = MAX_BACKTRACKS,
 ) -> tuple[np.ndarray, UpdateCheck]:
-    """Apply ``θ₀ + α d`` with the largest α in {1, 1/2, 1/4, …, 2⁻ᵐ, 0} that does not raise L_R.
+    """Apply ``θ₀ + α d`` with the first α of a backtracking sequence that does not raise L_R.
 
+    The sequence starts at α = 1; each next trial is the minimiser of the quadratic through
+    L_R(θ₀), its slope ``∇L_R(θ₀)ᵀd`` and L_R at the last trial, kept within [1/10, 1/2] of
+    the last α (Nocedal & Wright, *Numerical Optimization*, 2006, §3.5). On a quadratic L_R this
+    lands on the exact minimiser along d; halving alone took up to 6 evaluations for a request of
+    :class:`mlu.Unlearner` where interpolation takes 2-3. After ``max_backtracks`` trials, α = 0.
     When the full step raises L_R and d is not a descent direction at θ₀ (``∇L_R(θ₀)ᵀd ≥ 0``),
     no short step can lower L_R to first order: α = 0 at once (two evaluations, not m + 2).
 
@@ -133,8 +151,8 @@ def checked_update(
         (reported only).
     before : (float, ndarray), optional
         ``objective_and_grad(theta0)`` when the caller already has it (saves one evaluation).
-    max_halvings : int
-        Halvings of α before giving up and returning θ₀ unchanged (α = 0).
+    max_backtracks : int
+        Shorter trials of α before giving up and returning θ₀ unchanged (α = 0).
 
     Returns
     -------
@@ -167,19 +185,19 @@ def checked_update(
     slope = float(g0 @ direction)  # dL_R(θ₀ + αd)/dα at α = 0
     step, full_change = 1.0, math.nan
     with np.errstate(over="ignore", invalid="ignore"):
-        for halving in range(max_halvings + 1):
+        for attempt in range(max_backtracks + 1):
             trial = theta0 + step * direction
             f, g = _evaluate(objective_and_grad, trial)
             evaluations += 1
-            if halving == 0:
+            if attempt == 0:
                 full_change = f - f0
             if f <= f0:  # NaN compares False: a step that overflowed is shortened too
                 break
-            if halving == 0 and not slope < 0.0:
+            if attempt == 0 and not slope < 0.0:
                 # Not a descent direction of L_R at θ₀: short steps cannot lower L_R either
-                # (to first order), so stop at α = 0 instead of ~30 futile halvings.
+                # (to first order), so stop at α = 0 instead of ~30 futile trials.
                 break
-            step *= 0.5
+            step = _shorter_step(step, f, f0, slope)
         if not f <= f0:  # no step in the sequence kept L_R from rising
             step, trial, f, g = 0.0, theta0.copy(), f0, g0
     check = UpdateCheck(

@@ -535,7 +535,7 @@ def unlearn(
     safeguard : bool, default True
         Check every update (the influence update, each Newton step) against the retained
         objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
-        shortened by halving along its direction, down to no change at all
+        shortened by a backtracking line search along its direction, down to no change at all
         (:func:`mlu._safeguard.checked_update`), with an :class:`UpdateShortenedWarning` and a
         note. ``result.checks`` reports L_R and ‖∇L_R‖ before and after, the predicted and
         actual change and the step factor. ``False`` applies the formulas as they are (as
