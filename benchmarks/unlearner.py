@@ -142,9 +142,12 @@ def paper_case(request: int) -> dict:
     rest = [
         un.forget(flipped[k : k + request]).time for k in range(11 * request, len(flipped), request)
     ]
+    # exactness: the plain formulas, without the update checks (the request's runs on a subsample
+    # of R, mlu.unlearn's on all of R, so their line searches may stop at different steps)
+    plain = Unlearner(model, X, y, curvature="woodbury").forget(F, safeguard=False)
     exact = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cg", tol=1e-12,
-                        maxiter=5000, steps=1)  # fmt: skip
-    step_w = res.model.params - model.params
+                        maxiter=5000, steps=1, safeguard=False)  # fmt: skip
+    step_w = plain.model.params - model.params
     step_cg = exact.model.params - model.params
     return {
         "n": int(len(y)),
