@@ -19,7 +19,9 @@ and with retraining on the truly clean samples (the flipped ones left out).
 
 Targets: never more than 0.2 points below the noisy model; at least 50% of the gap between the
 noisy model and the clean retraining recovered (where that gap exceeds the test set's
-resolution). Writes benchmarks/results/pipeline_table.csv and .md.
+resolution). Writes benchmarks/results/pipeline_table.csv and .md. How far the SGD seed alone
+moves these accuracies (a noisy model trained again with another seed ends more than 0.2 points
+below the first in 84 of 260 cases, 43 of 80 on Fashion-MNIST 0 vs 6): sgd_spread.py.
 """
 
 from __future__ import annotations
