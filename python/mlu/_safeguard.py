@@ -6,10 +6,9 @@ badly damped curvature, a large forget set): then L_R(θ₀ + d) > L_R(θ₀) an
 model is worse than the one we started from. :func:`checked_update` evaluates L_R after the
 update and, when it rose, shortens the update along its own direction (backtracking on the step
 factor α with quadratic interpolation) until L_R no longer rises, down to α = 0 (no change at
-all). It reports what it saw
-in an :class:`UpdateCheck`: L_R and ‖∇L_R‖ before and after (‖∇L_R(θ')‖ is the gradient
-residual that the certified-removal bounds of Guo et al. (2020) are stated in), the predicted
-against the actual change of L_R, and the factor α.
+all). It reports what it saw in an :class:`UpdateCheck`: L_R and ‖∇L_R‖ before and after
+(‖∇L_R(θ')‖ is the gradient residual that the certified-removal bounds of Guo et al. (2020) are
+stated in), the predicted against the actual change of L_R, and the factor α.
 
 The objective is a callable, so callers may pass L_R on all retained samples (``mlu.unlearn``)
 or on a subsample (cheap checks of many small deletion requests).
