@@ -203,7 +203,7 @@ def test_unlearned_model_has_no_training_record(digits_small):
 
 
 def test_ascent_direction_stops_at_zero_after_the_full_step():
-    """∇fᵀd ≥ 0 and f(θ₀ + d) > f(θ₀): no halvings, α = 0 after two evaluations."""
+    """∇fᵀd ≥ 0 and f(θ₀ + d) > f(θ₀): no shorter trials, α = 0 after two evaluations."""
     theta0 = np.array([0.3, -0.2])
     f = _quadratic(A, b)
     d = 0.01 * f(theta0)[1]
