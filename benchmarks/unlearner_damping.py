@@ -26,6 +26,15 @@ from mlu.unlearner import Unlearner
 DAMPINGS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
+def flipped_copy(n: int):
+    """The smaller copy of issue 11's data: Fashion-MNIST (all of it, for its test split), the
+    first ``n`` training samples with 20% of their labels flipped (seed 0), and the indices of
+    the flipped ones: ``(ds, X, y, flipped)``."""
+    ds = mlu.datasets.load("fashion-mnist")
+    noisy = mlu.noise.flip_labels(ds.y_train[:n], rate=0.2, seed=0, num_classes=10)
+    return ds, ds.X_train[:n], noisy.labels, np.flatnonzero(noisy.flipped)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10000)
@@ -33,10 +42,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     args = parser.parse_args()
     warnings.simplefilter("ignore", mlu.exceptions.UpdateShortenedWarning)
-    ds = mlu.datasets.load("fashion-mnist")
-    X, y_true = ds.X_train[: args.n], ds.y_train[: args.n]
-    noisy = mlu.noise.flip_labels(y_true, rate=0.2, seed=0, num_classes=10)
-    y, flipped = noisy.labels, np.flatnonzero(noisy.flipped)
+    ds, X, y, flipped = flipped_copy(args.n)
     model = mlu.MLP(hidden=(256,), epochs=args.epochs, seed=0).fit(X, y)
     Xt, yt = ds.X_test, ds.y_test
     print(f"n={args.n} epochs={args.epochs} flipped={len(flipped)}")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+from unlearner_damping import flipped_copy
 
 import mlu
 from mlu.unlearner import Unlearner
@@ -124,10 +125,7 @@ def main() -> None:
     parser.add_argument("--out", default="unlearner_stationary", help="file stem under results/")
     args = parser.parse_args()
     warnings.simplefilter("ignore", mlu.exceptions.UpdateShortenedWarning)
-    ds = mlu.datasets.load("fashion-mnist")
-    X, y_true = ds.X_train[: args.n], ds.y_train[: args.n]
-    noisy = mlu.noise.flip_labels(y_true, rate=0.2, seed=0, num_classes=10)
-    y, forget = noisy.labels, np.flatnonzero(noisy.flipped)
+    ds, X, y, forget = flipped_copy(args.n)
     sgd = mlu.MLP(hidden=(256,), epochs=args.epochs, seed=0, l2=args.l2).fit(X, y)
     start = time.perf_counter()
     minimiser, iterations = polish(sgd, X, y, args.maxiter)
