@@ -49,6 +49,7 @@ from pipeline_table import (
     RATES,
     cell_arguments,
     outcome,
+    verdict,
 )
 
 import mlu
@@ -192,11 +193,6 @@ def main(argv=None) -> None:
     print(summary(rows))
 
 
-def _misses(row: dict) -> bool:
-    below = row["gain"] < -MAX_DROP - 1e-12
-    return below or (np.isfinite(row["recovered"]) and row["recovered"] < MIN_RECOVERED)
-
-
 def causes(rows: list[dict]) -> str:
     """Each cell where ``aum>0`` misses a target, with what limits it: clean retraining itself
     ends more than 0.2 points below the noisy model (the target asks more than retraining on the
@@ -211,11 +207,11 @@ def causes(rows: list[dict]) -> str:
     ]
     for (name, r, seed), cell in by_cell.items():
         row, oracle = cell.get("aum>0"), cell.get("oracle")
-        if row is None or oracle is None or not _misses(row):
+        if row is None or oracle is None or verdict(row) == "ok":
             continue
         if row["oracle_acc"] < row["noisy_acc"] - MAX_DROP - 1e-12:
             cause = "clean retraining also > 0.2 below noisy"
-        elif _misses(oracle):
+        elif verdict(oracle) != "ok":
             cause = "unlearning the truly flipped misses too"
         else:
             cause = "detection"

@@ -1,9 +1,10 @@
 """The default pipeline on real data, per data set, noise rate and seed (issue 12).
 
-    OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py      # ~25 min on a loaded 2-core box
+    OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py      # ~3 min on 2 cores
     OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --datasets digits-0v1 --seeds 0
     OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --accept 0.2 --out pipeline_accept
     OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --solver ekfac --out pipeline_ekfac
+    OMP_NUM_THREADS=1 python benchmarks/pipeline_table.py --damping 1 --out pipeline_d1
 
 ``--accept v`` measures the acceptance check: the pipeline trains on a stratified (1 − v) of the
 training set, holds out v with its noisy labels, and keeps the unlearned model only if its
@@ -15,7 +16,9 @@ the paper's model (hidden 50, SGD 20 epochs, ``track=True``), run the library's 
 pipeline — ``mlu.detect`` with :data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`, the flags of
 ``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``, then ``mlu.unlearn`` with
 no options (:data:`mlu.unlearn.DEFAULTS`) — and compare its test accuracy with the noisy model
-and with retraining on the truly clean samples (the flipped ones left out).
+and with retraining on the truly clean samples (the flipped ones left out). Each cell also
+retrains from scratch on the samples the pipeline kept (``kept_acc``, "retrain kept"): the model
+the unlearning approximates, so a cell it misses too is limited by the detection.
 
 Targets: never more than 0.2 points below the noisy model; at least 50% of the gap between the
 noisy model and the clean retraining recovered (where that gap exceeds the test set's
@@ -92,6 +95,8 @@ def run_cell(
     accept: float = 0.0,
     solver: str = "auto",
     tol: float | None = None,
+    damping: float | None = None,
+    steps: int | None = None,
 ) -> dict:
     loader, classes, per_class = DATASETS[name]
     ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
@@ -104,12 +109,13 @@ def run_cell(
     held = _holdout(y, accept, seed) if accept > 0 else np.zeros(len(y), dtype=bool)
     base = mlu.MLP(hidden=(50,), seed=seed, track=True).fit(X[~held], y[~held]) if accept else model
     Xp, yp = X[~held], y[~held]
+    options = {k: v for k, v in (("damping", damping), ("steps", steps)) if v is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NoiseRateWarning etc.: the table reports the outcome
         scores = mlu.detect(base, Xp, yp, method=DEFAULT_PIPELINE_DETECTOR)
         flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
         result = (
-            mlu.unlearn(base, Xp, yp, flags, solver=solver, tol=tol)
+            mlu.unlearn(base, Xp, yp, flags, solver=solver, tol=tol, **options)
             if flags.any() and not flags.all()
             else None
         )
@@ -123,6 +129,10 @@ def run_cell(
     flags, flipped_all = flags_full, flipped
     flipped = flipped & ~held  # detection is judged on the samples the pipeline saw
     seconds = time.perf_counter() - start
+    # Retraining on what the pipeline kept: what the unlearning approximates, so a cell this
+    # misses too is limited by detection, not by the unlearning.
+    keep = ~flags & ~held
+    kept = mlu.MLP(hidden=(50,), seed=seed).fit(X[keep], y[keep])
     noisy_acc, oracle_acc = model.score(Xt, yt), oracle.score(Xt, yt)
     return dict(
         dataset=name,
@@ -131,6 +141,7 @@ def run_cell(
         n_train=len(y),
         n_test=len(yt),
         **outcome(flags, flipped, noisy_acc, final.score(Xt, yt), oracle_acc, len(yt)),
+        kept_acc=kept.score(Xt, yt),
         shortened=bool(result is not None and result.shortened),
         accepted=accepted,
         n_flipped_all=int(flipped_all.sum()),
@@ -138,23 +149,35 @@ def run_cell(
     )
 
 
+def verdict(row: dict, key: str = "pipeline_acc") -> str:
+    """The verdict on the test accuracy ``row[key]`` of one cell: ok, below noisy or < 50%."""
+    gain = row[key] - row["noisy_acc"]
+    rec = gain / row["gap"] if np.isfinite(row["recovered"]) else float("nan")
+    if gain < -MAX_DROP - 1e-12:
+        return "below noisy"
+    return "< 50%" if np.isfinite(rec) and rec < MIN_RECOVERED - 1e-9 else "ok"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| data set | r | seed | flipped | flagged | precision | recall | noisy | pipeline | "
-        "clean retrain | gain | recovered | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "clean retrain | gain | recovered | target | retrain kept | its target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for row in rows:
         rec = row["recovered"]
-        ok_drop = row["gain"] >= -MAX_DROP - 1e-12
-        ok_rec = not np.isfinite(rec) or rec >= MIN_RECOVERED
-        verdict = "ok" if ok_drop and ok_rec else ("below noisy" if not ok_drop else "< 50%")
+        kept = row.get("kept_acc", float("nan"))
         lines.append(
             f"| {row['dataset']} | {row['r']:.0%} | {row['seed']} | {row['n_flipped']} | "
             f"{row['n_flagged']} | {row['precision']:.2f} | {row['recall']:.2f} | "
             f"{100 * row['noisy_acc']:.2f} | {100 * row['pipeline_acc']:.2f} | "
             f"{100 * row['oracle_acc']:.2f} | {100 * row['gain']:+.2f} | "
-            f"{'-' if not np.isfinite(rec) else f'{100 * rec:.0f}%'} | {verdict} |"
+            f"{'-' if not np.isfinite(rec) else f'{100 * rec:.0f}%'} | {verdict(row)} | "
+            + (
+                "- | - |"
+                if not np.isfinite(kept)
+                else f"{100 * kept:.2f} | {verdict(row, 'kept_acc')} |"
+            )
         )
     return "\n".join(lines) + "\n"
 
@@ -177,6 +200,8 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--solver", default="auto", choices=SOLVERS, help="mlu.unlearn's solver")
     parser.add_argument("--tol", type=float, help="mlu.unlearn's CG tolerance (its default)")
+    parser.add_argument("--damping", type=float, help="mlu.unlearn's damping (its default)")
+    parser.add_argument("--steps", type=int, help="mlu.unlearn's Newton steps (its default)")
     parser.add_argument(
         "--combine", nargs="+", metavar="CSV", help="only join CSVs of earlier (parallel) runs"
     )
@@ -196,7 +221,16 @@ def main(argv=None) -> None:
         cells = tqdm(cells, desc="cells")
     rows: list[dict] = []
     for cell in cells:
-        rows.append(run_cell(*cell, accept=args.accept, solver=args.solver, tol=args.tol))
+        rows.append(
+            run_cell(
+                *cell,
+                accept=args.accept,
+                solver=args.solver,
+                tol=args.tol,
+                damping=args.damping,
+                steps=args.steps,
+            )
+        )
         _write(rows, args.out)  # after every cell: partial runs count
     print(markdown(rows))
 
@@ -240,6 +274,15 @@ def summary(rows: list[dict]) -> str:
             f"{100 * mean('pipeline_acc'):.2f} | {100 * mean('oracle_acc'):.2f} | "
             f"{mean('precision'):.2f} | {mean('recall'):.2f} | {below} | {short} |"
         )
+    missed = sum(verdict(row) != "ok" for row in rows)
+    lines.append(f"\nThe pipeline misses a target in {missed} of {len(rows)} cells")
+    if all(np.isfinite(row.get("kept_acc", float("nan"))) for row in rows):
+        kept = sum(verdict(row, "kept_acc") != "ok" for row in rows)
+        lines[-1] += (
+            f"; retraining from scratch on the samples it kept (what the unlearning "
+            f"approximates) misses in {kept}"
+        )
+    lines[-1] += "."
     return "\n".join(lines) + "\n"
 
 
