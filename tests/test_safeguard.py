@@ -176,8 +176,11 @@ def test_bad_update_is_shortened_and_warned(digits_small, monkeypatch, method):
     steps = 1 if method == "influence" else 2
     raw = unlearn(model, X, y, forget, method=method, safeguard=False, steps=1)
     assert raw.model.objective(X[keep], y[keep]) > model.objective(X[keep], y[keep]) + 0.1
-    with pytest.warns(UpdateShortenedWarning, match="would have increased the retained objective"):
+    with pytest.warns(
+        UpdateShortenedWarning, match="would have increased the retained objective"
+    ) as record:
         safe = unlearn(model, X, y, forget, method=method, steps=steps)
+    assert {w.filename for w in record} == {__file__}  # the warning points at the call
     check = safe.checks[0]
     assert safe.shortened and 0.0 <= check.step < 1.0 and check.full_change > 0.1
     assert check.full_change == pytest.approx(

@@ -601,103 +601,18 @@ def unlearn(
             model, X, y, mask, certify, method, params, steps_given, safeguard, start
         )
 
-    new = copy.deepcopy(model)
-    new.trace_ = None  # the training record describes θ̂, not the unlearned model
-    where = slice(None) if params == "all" else model.last_layer_slice()
-    theta = model.theta_.copy()
-    notes: list[str] = []
-    infos: list[_SolveInfo] = []
-    checks: list[UpdateCheck] = []
-    X_R, y_R = X[~mask], y[~mask]
-
-    def retained(sub: np.ndarray) -> tuple[float, np.ndarray]:
-        """L_R and its gradient (w.r.t. the updated parameters) at θ with θ[where] = sub."""
-        full = theta.copy()
-        full[where] = sub
-        new.theta_ = full
-        return new.objective(X_R, y_R), new.gradient(X_R, y_R, params=params)
-
-    def apply(
-        direction: np.ndarray,
-        g_R: np.ndarray | None,
-        f_R: float,
-        curv: str,
-        label: str,
-        factored_step: bool = False,
-    ) -> bool:
-        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied.
-
-        The predicted change is the quadratic model's: with the exact curvature one
-        Hessian-vector product; for a factored step, which solves C d = −g with the factored
-        curvature C, it is g·d + ½ d·Cd = ½ g·d (no pass over the data)."""
-        if not safeguard:
-            theta[where] += direction
-            return True
-        assert g_R is not None  # computed whenever safeguard is on
-        new.theta_ = theta
-        if factored_step:
-            predicted = 0.5 * float(g_R @ direction)
-        else:
-            hd = new.hvp(X_R, y_R, direction, params=params, curvature=curv)
-            predicted = float(g_R @ direction + 0.5 * direction @ hd)
-        sub, check = checked_update(theta[where], direction, retained, predicted, before=(f_R, g_R))
-        checks.append(check)
-        theta[where] = sub
-        if check.shortened and check.significant:
-            msg = f"{label}: {check.describe()}"
-            warnings.warn(msg, UpdateShortenedWarning, stacklevel=3)
-            notes.append(msg)
-        return check.step > 0.0
-
+    update = _CheckedUpdate(model, X[~mask], y[~mask], params, safeguard)
     # NumPy's vector products between the core's passes: threaded BLAS would stall the
     # core's threads (docs/design.md, "Threads"; F-MNIST pairs 1.6-1.9 s -> 0.9-1.2 s)
     with serial_blas():
         if method == "influence":
-            b = _forget_gradient_sum(model, X[mask], y[mask], params)
-            if solver in FACTORED_SOLVERS:
-                curv, info = _factored_curvature(model, X, y, params, solver, damping)
-                x = curv.solve(b)
-            else:
-                x, info = _solve(model, X, y, b, params, curvature, solver, damping, tol, maxiter)
-            notes += info.notes
-            infos.append(info)
-            if safeguard:
-                f_R, g_R = retained(theta[where])
-            else:
-                f_R, g_R = np.nan, None
-            apply(x / X.shape[0], g_R, f_R, info.curvature, "influence update")
-            taken = 1
+            infos = _influence_update(
+                update, model, X, y, mask, curvature, solver, damping, tol, maxiter
+            )
         else:
-            taken = 0
-            factored = None
-            if solver in FACTORED_SOLVERS:  # H_R at θ̂ for every step: a quasi-Newton iteration
-                factored, built = _factored_curvature(model, X_R, y_R, params, solver, damping)
-                notes += built.notes
-            for _ in range(steps):
-                f_R, g = retained(theta[where])
-                if not np.any(g):
-                    break  # exactly stationary: nothing to do
-                new.theta_ = theta
-                if factored is not None:
-                    x, info = factored.solve(g), _SolveInfo(solver=solver, curvature="ggn")
-                else:
-                    x, info = _solve(
-                        new, X_R, y_R, g, params, curvature, solver, damping, tol, maxiter
-                    )
-                notes += info.notes
-                infos.append(info)
-                label = f"newton step {taken + 1}"
-                if not apply(-x, g, f_R, info.curvature, label, factored is not None):
-                    if checks and not checks[-1].significant:
-                        notes.append(f"newton step {taken + 1}: converged to rounding; stopped")
-                    break
-                taken += 1
-                if checks and checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
-                    1.0, float(np.linalg.norm(theta))
-                ):
-                    break  # converged to rounding
+            infos = _newton_steps(update, steps, curvature, solver, damping, tol, maxiter)
 
-    new.theta_ = theta
+    new = update.result()
     if not infos:  # θ̂ was exactly stationary on R
         infos.append(_SolveInfo(solver="none" if solver == "auto" else solver, curvature=curvature))
     iterations = [i.iterations for i in infos if i.iterations is not None]
@@ -715,11 +630,170 @@ def unlearn(
         min_eigenvalue=min(min_eigs) if min_eigs else None,
         negative_curvature=any(i.negative_curvature for i in infos),
         n_forget=n_forget,
-        steps=taken,
+        steps=update.taken,
         time=time.perf_counter() - start,
-        notes=tuple(notes),
-        checks=tuple(checks),
+        notes=tuple(update.notes),
+        checks=tuple(update.checks),
     )
+
+
+class _CheckedUpdate:
+    """The parameters being unlearned, on a copy of the model, and every update to them
+    checked against the retained objective L_R (:mod:`mlu._safeguard`).
+
+    Parameters
+    ----------
+    model : MLP
+        The trained model; never modified (the updates go to a deep copy).
+    X_R : ndarray, shape (n_R, d)
+    y_R : ndarray, shape (n_R,)
+        The retained set R.
+    params : {"all", "last"}
+        Which parameters the updates move.
+    safeguard : bool
+        Check each update (line search on L_R) or apply it as it is.
+    """
+
+    def __init__(
+        self, model: MLP, X_R: np.ndarray, y_R: np.ndarray, params: str, safeguard: bool
+    ) -> None:
+        self.model = copy.deepcopy(model)
+        self.model.trace_ = None  # the training record describes θ̂, not the unlearned model
+        self.where = slice(None) if params == "all" else model.last_layer_slice()
+        self.theta = model.theta_.copy()
+        self.X_R, self.y_R, self.params, self.safeguard = X_R, y_R, params, safeguard
+        self.notes: list[str] = []
+        self.checks: list[UpdateCheck] = []
+        self.taken = 0  # updates taken (influence: 1; Newton: the steps applied)
+
+    def retained(self, sub: np.ndarray) -> tuple[float, np.ndarray]:
+        """L_R and its gradient (w.r.t. the updated parameters) at θ with θ[where] = sub."""
+        full = self.theta.copy()
+        full[self.where] = sub
+        self.model.theta_ = full
+        return self.model.objective(self.X_R, self.y_R), self.model.gradient(
+            self.X_R, self.y_R, params=self.params
+        )
+
+    def current(self) -> MLP:
+        """The copy of the model at the current θ (for a solve at that point)."""
+        self.model.theta_ = self.theta
+        return self.model
+
+    def apply(
+        self,
+        direction: np.ndarray,
+        g_R: np.ndarray | None,
+        f_R: float,
+        curv: str,
+        label: str,
+        factored_step: bool = False,
+    ) -> bool:
+        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied.
+
+        The predicted change is the quadratic model's: with the exact curvature one
+        Hessian-vector product; for a factored step, which solves C d = −g with the factored
+        curvature C, it is g·d + ½ d·Cd = ½ g·d (no pass over the data)."""
+        if not self.safeguard:
+            self.theta[self.where] += direction
+            return True
+        assert g_R is not None  # computed whenever safeguard is on
+        model = self.current()
+        if factored_step:
+            predicted = 0.5 * float(g_R @ direction)
+        else:
+            hd = model.hvp(self.X_R, self.y_R, direction, params=self.params, curvature=curv)
+            predicted = float(g_R @ direction + 0.5 * direction @ hd)
+        sub, check = checked_update(
+            self.theta[self.where], direction, self.retained, predicted, before=(f_R, g_R)
+        )
+        self.checks.append(check)
+        self.theta[self.where] = sub
+        if check.shortened and check.significant:
+            msg = f"{label}: {check.describe()}"
+            # apply <- _influence_update / _newton_steps <- unlearn <- the caller
+            warnings.warn(msg, UpdateShortenedWarning, stacklevel=4)
+            self.notes.append(msg)
+        return check.step > 0.0
+
+    def result(self) -> MLP:
+        """The unlearned model (the copy at the final θ)."""
+        return self.current()
+
+
+def _influence_update(
+    update: _CheckedUpdate,
+    model: MLP,
+    X: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    curvature: str,
+    solver: str,
+    damping: float,
+    tol: float,
+    maxiter: int | None,
+) -> list[_SolveInfo]:
+    """The one-step influence update θ̂ + (1/n)(H_D + δI)⁻¹ Σ_F ∇ℓ, checked; its solve's info."""
+    params = update.params
+    b = _forget_gradient_sum(model, X[mask], y[mask], params)
+    if solver in FACTORED_SOLVERS:
+        curv, info = _factored_curvature(model, X, y, params, solver, damping)
+        x = curv.solve(b)
+    else:
+        x, info = _solve(model, X, y, b, params, curvature, solver, damping, tol, maxiter)
+    update.notes += info.notes
+    if update.safeguard:
+        f_R, g_R = update.retained(update.theta[update.where])
+    else:
+        f_R, g_R = np.nan, None
+    update.apply(x / X.shape[0], g_R, f_R, info.curvature, "influence update")
+    update.taken = 1
+    return [info]
+
+
+def _newton_steps(
+    update: _CheckedUpdate,
+    steps: int,
+    curvature: str,
+    solver: str,
+    damping: float,
+    tol: float,
+    maxiter: int | None,
+) -> list[_SolveInfo]:
+    """Up to ``steps`` checked Newton steps on L_R; the info of each solve.
+
+    Stops early at an exactly stationary point, when the check finds no decrease, or when a
+    step no longer moves θ beyond rounding. With a factored solver the curvature is built once
+    at θ̂ and reused for every step (a quasi-Newton iteration)."""
+    X_R, y_R, params = update.X_R, update.y_R, update.params
+    infos: list[_SolveInfo] = []
+    factored = None
+    if solver in FACTORED_SOLVERS:
+        factored, built = _factored_curvature(update.model, X_R, y_R, params, solver, damping)
+        update.notes += built.notes
+    for _ in range(steps):
+        f_R, g = update.retained(update.theta[update.where])
+        if not np.any(g):
+            break  # exactly stationary: nothing to do
+        if factored is not None:
+            x, info = factored.solve(g), _SolveInfo(solver=solver, curvature="ggn")
+        else:
+            x, info = _solve(
+                update.current(), X_R, y_R, g, params, curvature, solver, damping, tol, maxiter
+            )
+        update.notes += info.notes
+        infos.append(info)
+        label = f"newton step {update.taken + 1}"
+        if not update.apply(-x, g, f_R, info.curvature, label, factored is not None):
+            if update.checks and not update.checks[-1].significant:
+                update.notes.append(f"{label}: converged to rounding; stopped")
+            break
+        update.taken += 1
+        if update.checks and update.checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
+            1.0, float(np.linalg.norm(update.theta))
+        ):
+            break  # converged to rounding
+    return infos
 
 
 def _unlearn_certified(
