@@ -85,8 +85,9 @@ DEFAULT_EARLY_FRACTION = 0.3
 #: with AUM, AUM clipped to the mixture's noise rate and a held-out acceptance check were measured
 #: over all 65 cells of benchmarks/pipeline_table.py (benchmarks/pipeline_rules.py, and
 #: ``pipeline_table.py --accept``): none won across data sets; see pipeline_rules.md. Deep k-NN
-#: on the hidden layer (Bahri et al. 2020) alone or intersected with AUM lost too
-#: (pipeline_rules_knn.md).
+#: on the hidden layer (Bahri et al. 2020) alone, intersected with AUM or added to it where
+#: it is clear lost too (pipeline_rules_knn.md, pipeline_rules_union.md), and so did AUM over
+#: the first 5 or 10 epochs only (pipeline_rules_window.md).
 DEFAULT_PIPELINE_DETECTOR = "aum"
 DEFAULT_PIPELINE_THRESHOLD = 0.0
 
