@@ -17,32 +17,32 @@ benchmarks/results/flag_sensitivity.{csv,md}. Result: more than 0.2 points in 33
 
 from __future__ import annotations
 
-import csv
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
-from pipeline_table import DATASETS, MAX_DROP, RATES, _parse, cell_arguments
+from pipeline_table import (
+    MAX_DROP,
+    RATES,
+    cell_arguments,
+    default_flags,
+    noisy_cell,
+    read_rows,
+    write_rows,
+)
 
 import mlu
-from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
 
-OUT = Path(__file__).resolve().parent / "results"
 DRAWS = 5
 
 
 def cell(name: str, r: float, seed: int) -> dict:
-    loader, classes, per_class = DATASETS[name]
-    ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
-    X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
-    y = mlu.noise.flip_labels(ds.y_train, rate=r, seed=seed).labels
+    X, y, _, Xt, yt = noisy_cell(name, r, seed)
     model = mlu.MLP(hidden=(50,), seed=seed, track=True).fit(X, y)
     rng = np.random.default_rng(20_000 + seed)
+    flags = default_flags(model, X, y)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # shortened updates etc.: the accuracy is the outcome
-        scores = mlu.detect(model, X, y, method=DEFAULT_PIPELINE_DETECTOR)
-        flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
+        warnings.simplefilter("ignore")  # shortened updates: the accuracy is the outcome
         acc = mlu.unlearn(model, X, y, flags).model.score(Xt, yt)
         moved = []
         for j in rng.choice(np.flatnonzero(~flags), DRAWS, replace=False):
@@ -93,10 +93,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.combine:
-        rows = []
-        for name in args.combine:
-            with open(name, newline="") as fh:
-                rows += [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = read_rows(args.combine)
     else:
         cells = [
             (d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds
@@ -106,12 +103,7 @@ def main(argv=None) -> None:
 
             cells = tqdm(cells, desc="cells")
         rows = [cell(*c) for c in cells]
-    OUT.mkdir(exist_ok=True)
-    with open(OUT / f"{args.out}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (OUT / f"{args.out}.md").write_text(markdown(rows))
+    write_rows(rows, args.out, markdown(rows))
     print(markdown(rows))
 
 

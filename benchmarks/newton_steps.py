@@ -31,16 +31,16 @@ from pathlib import Path
 import numpy as np
 
 import mlu
-from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
 from mlu.unlearn import DEFAULT_DAMPING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_table import (  # noqa: E402
-    DATASETS,
     MAX_DROP,
     MIN_RECOVERED,
     RATES,
     cell_arguments,
+    default_flags,
+    noisy_cell,
 )
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -79,19 +79,14 @@ def step_curve(model, X, y, forget, Xt, yt, damping: float, max_steps: int) -> l
 def run_cell(
     name: str, r: float, seed: int, damping: float, max_steps: int, kinds: tuple[str, ...]
 ) -> dict:
-    loader, classes, per_class = DATASETS[name]
-    ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
-    X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
-    noisy = mlu.noise.flip_labels(ds.y_train, rate=r, seed=seed)
-    y, flipped = noisy.labels, noisy.flipped
+    X, y, flipped, Xt, yt = noisy_cell(name, r, seed)
     start = time.perf_counter()
     model = mlu.MLP(hidden=(50,), seed=seed, track=True).fit(X, y)
     fit_seconds = time.perf_counter() - start
     clean = mlu.MLP(hidden=(50,), seed=seed).fit(X[~flipped], y[~flipped])
+    flags = default_flags(model, X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shortened steps are recorded in the curve
-        scores = mlu.detect(model, X, y, method=DEFAULT_PIPELINE_DETECTOR)
-        flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
         return dict(
             dataset=name,
             r=r,

@@ -88,6 +88,26 @@ def outcome(flags, flipped, noisy_acc: float, acc: float, oracle_acc: float, n_t
     )
 
 
+def noisy_cell(name: str, r: float, seed: int):
+    """One cell's data: X (n, d), the noisy labels y (n,), the flipped mask (n,), X_test, y_test.
+
+    The data set ``name`` of :data:`DATASETS` split with ``seed``; a fraction ``r`` of the
+    training labels flipped with ``seed``."""
+    loader, classes, per_class = DATASETS[name]
+    ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
+    noisy = mlu.noise.flip_labels(ds.y_train, rate=r, seed=seed)
+    return ds.X_train, noisy.labels, noisy.flipped, ds.X_test, ds.y_test
+
+
+def default_flags(model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The default pipeline's flags, shape (n,) bool: ``mlu.detect`` with
+    :data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`, then ``select`` at its threshold."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NoiseRateWarning etc.: the tables report the outcome
+        scores = mlu.detect(model, X, y, method=DEFAULT_PIPELINE_DETECTOR)
+        return mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
+
+
 def run_cell(
     name: str,
     r: float,
@@ -98,11 +118,7 @@ def run_cell(
     damping: float | None = None,
     steps: int | None = None,
 ) -> dict:
-    loader, classes, per_class = DATASETS[name]
-    ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
-    X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
-    noisy = mlu.noise.flip_labels(ds.y_train, rate=r, seed=seed)
-    y, flipped = noisy.labels, noisy.flipped
+    X, y, flipped, Xt, yt = noisy_cell(name, r, seed)
     model = mlu.MLP(hidden=(50,), seed=seed, track=True).fit(X, y)
     oracle = mlu.MLP(hidden=(50,), seed=seed).fit(X[~flipped], y[~flipped])
     start = time.perf_counter()
@@ -110,10 +126,9 @@ def run_cell(
     base = mlu.MLP(hidden=(50,), seed=seed, track=True).fit(X[~held], y[~held]) if accept else model
     Xp, yp = X[~held], y[~held]
     options = {k: v for k, v in (("damping", damping), ("steps", steps)) if v is not None}
+    flags = default_flags(base, Xp, yp)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NoiseRateWarning etc.: the table reports the outcome
-        scores = mlu.detect(base, Xp, yp, method=DEFAULT_PIPELINE_DETECTOR)
-        flags = mlu.select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
+        warnings.simplefilter("ignore")  # shortened updates: the table reports the outcome
         result = (
             mlu.unlearn(base, Xp, yp, flags, solver=solver, tol=tol, **options)
             if flags.any() and not flags.all()
@@ -152,7 +167,8 @@ def run_cell(
 def verdict(row: dict, key: str = "pipeline_acc") -> str:
     """The verdict on the test accuracy ``row[key]`` of one cell: ok, below noisy or < 50%."""
     gain = row[key] - row["noisy_acc"]
-    rec = gain / row["gap"] if np.isfinite(row["recovered"]) else float("nan")
+    gap = row["oracle_acc"] - row["noisy_acc"]  # "recovered" is NaN within one test sample
+    rec = gain / gap if np.isfinite(row["recovered"]) else float("nan")
     if gain < -MAX_DROP - 1e-12:
         return "below noisy"
     return "< 50%" if np.isfinite(rec) and rec < MIN_RECOVERED - 1e-9 else "ok"
@@ -207,12 +223,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.combine:
-        rows = []
-        for name in args.combine:
-            with open(name, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    rows.append({k: _parse(v) for k, v in row.items()})
-        _write(rows, args.out)
+        _write(read_rows(args.combine), args.out)
         return
     cells = [(d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds]
     if sys.stderr.isatty():
@@ -244,13 +255,27 @@ def _parse(value: str):
     return {"True": True, "False": False}.get(value, value)
 
 
-def _write(rows: list[dict], stem: str) -> None:
+def read_rows(paths: list[str]) -> list[dict]:
+    """The rows of earlier (parallel) runs' CSVs, numbers and booleans parsed."""
+    rows: list[dict] = []
+    for name in paths:
+        with open(name, newline="") as fh:
+            rows += [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return rows
+
+
+def write_rows(rows: list[dict], stem: str, text: str) -> None:
+    """``rows`` to results/<stem>.csv and ``text`` to results/<stem>.md."""
     OUT.mkdir(exist_ok=True)
     with open(OUT / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (OUT / f"{stem}.md").write_text(summary(rows) + "\n" + markdown(rows))
+    (OUT / f"{stem}.md").write_text(text)
+
+
+def _write(rows: list[dict], stem: str) -> None:
+    write_rows(rows, stem, summary(rows) + "\n" + markdown(rows))
 
 
 def summary(rows: list[dict]) -> str:

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from pipeline_table import DATASETS, DEFAULT_RATES, MAX_DROP, RATES
+from pipeline_table import DATASETS, DEFAULT_RATES, MAX_DROP, RATES, noisy_cell
 
 import mlu
 
@@ -28,11 +28,7 @@ SGD_SEEDS = 5
 
 
 def cell(name: str, r: float, seed: int) -> dict:
-    loader, classes, per_class = DATASETS[name]
-    ds = mlu.datasets.load(loader, classes=classes, n_per_class=per_class, seed=seed)
-    X, Xt, yt = ds.X_train, ds.X_test, ds.y_test
-    noisy = mlu.noise.flip_labels(ds.y_train, rate=r, seed=seed)
-    y, flipped = noisy.labels, noisy.flipped
+    X, y, flipped, Xt, yt = noisy_cell(name, r, seed)
     seeds = range(seed, seed + SGD_SEEDS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

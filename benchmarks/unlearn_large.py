@@ -16,19 +16,15 @@ benchmarks/results/<out>.csv and .md.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-from pipeline_table import _parse, outcome
+from pipeline_table import outcome, read_rows, write_rows
 
 import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
-
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def timed(fn):
@@ -109,9 +105,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rows: list[dict] = []
     if args.combine:
-        for name in args.combine:
-            with open(name, newline="") as fh:
-                rows += [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = read_rows(args.combine)
         _write(rows, args.out)
     for seed in [] if args.combine else args.seeds:
         rows += run_seed(seed, args.per_class, args.solvers, args.epochs, args.tol)
@@ -120,12 +114,7 @@ def main(argv=None) -> None:
 
 
 def _write(rows: list[dict], stem: str) -> None:
-    OUT.mkdir(exist_ok=True)
-    with open(OUT / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (OUT / f"{stem}.md").write_text(markdown(rows))
+    write_rows(rows, stem, markdown(rows))
 
 
 if __name__ == "__main__":

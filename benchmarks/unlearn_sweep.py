@@ -20,27 +20,15 @@ recovered: mean and worst over cells) to unlearn_sweep.md. Data sets are read of
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
+from pipeline_table import DATASETS, read_rows, write_rows
 
 import mlu
 from mlu.detect import scores_aum, scores_loss, scores_margin
-
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "results"
-
-#: name -> (loader name, classes, n_per_class)
-DATASETS = {
-    "fmnist-0v6": ("fashion-mnist", (0, 6), 500),
-    "fmnist-0v1": ("fashion-mnist", (0, 1), 500),
-    "digits-0v1": ("digits", (0, 1), None),
-    "digits-10": ("digits", "all", None),
-}
 
 UNLEARN_GRID = {
     **{
@@ -175,15 +163,6 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _parse(value: str):
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return {"True": True, "False": False}.get(value, value)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -196,15 +175,8 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.combine:
-        rows = []
-        for name in args.combine:
-            with open(name, newline="") as fh:
-                rows += [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-        with open(OUT / f"{args.out}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        (OUT / f"{args.out}.md").write_text(summarise(rows))
+        rows = read_rows(args.combine)
+        write_rows(rows, args.out, summarise(rows))
         print(summarise(rows))
         return
     cells = [
@@ -217,16 +189,10 @@ def main(argv=None) -> None:
         from tqdm import tqdm
 
         cells = tqdm(cells, desc="cells")
-    OUT.mkdir(exist_ok=True)
     rows: list[dict] = []
-    path = OUT / f"{args.out}.csv"
     for cell in cells:
         rows += run_cell(*cell, set(args.kinds))
-        with open(path, "w", newline="") as fh:  # rewritten after every cell: partial runs count
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    (OUT / f"{args.out}.md").write_text(summarise(rows))
+        write_rows(rows, args.out, summarise(rows))  # after every cell: partial runs count
     print(summarise(rows))
 
 
