@@ -17,15 +17,15 @@ benchmarks/results/flag_sensitivity.{csv,md}. Result: more than 0.2 points in 33
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import numpy as np
 from pipeline_table import (
     MAX_DROP,
-    RATES,
     cell_arguments,
+    cells_of,
     default_flags,
+    groups,
     noisy_cell,
     read_rows,
     write_rows,
@@ -69,8 +69,7 @@ def markdown(rows: list[dict]) -> str:
         "draws moved > 0.2 points |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, r in dict.fromkeys((row["dataset"], row["r"]) for row in rows):
-        c = [row for row in rows if row["dataset"] == name and row["r"] == r]
+    for name, r, c in groups(rows):
         moves = np.abs([float(m) for row in c for m in str(row["moved"]).split()])
         lines.append(
             f"| {name} | {r:.0%} | {len(c)} | {100 / c[0]['n_test']:.2f} | "
@@ -95,14 +94,7 @@ def main(argv=None) -> None:
     if args.combine:
         rows = read_rows(args.combine)
     else:
-        cells = [
-            (d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds
-        ]
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            cells = tqdm(cells, desc="cells")
-        rows = [cell(*c) for c in cells]
+        rows = [cell(*c) for c in cells_of(args.datasets, args.rates, args.seeds)]
     write_rows(rows, args.out, markdown(rows))
     print(markdown(rows))
 

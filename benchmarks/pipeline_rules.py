@@ -51,15 +51,15 @@ worst cell -14.4 and -5.6 points against -1.6).
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import numpy as np
 from pipeline_table import (
     MAX_DROP,
     MIN_RECOVERED,
-    RATES,
     cell_arguments,
+    cells_of,
+    groups,
     noisy_cell,
     outcome,
     read_rows,
@@ -204,12 +204,7 @@ def main(argv=None) -> None:
     if args.combine:
         _write(read_rows(args.combine), args.out)
         return
-    cells = [(d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds]
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        cells = tqdm(cells, desc="cells")
-    for cell in cells:
+    for cell in cells_of(args.datasets, args.rates, args.seeds):
         rows += run_cell(*cell, rules=args.rules)
         _write(rows, args.out)
     print(summary(rows))
@@ -246,10 +241,7 @@ def causes(rows: list[dict]) -> str:
 
 
 def _write(rows: list[dict], stem: str) -> None:
-    by_data = []
-    for name, r in dict.fromkeys((row["dataset"], row["r"]) for row in rows):
-        cell = [row for row in rows if row["dataset"] == name and row["r"] == r]
-        by_data.append(f"\n### {name}, r = {r:.0%}\n\n" + summary(cell))
+    by_data = [f"\n### {name}, r = {r:.0%}\n\n" + summary(c) for name, r, c in groups(rows)]
     misses = f"\n### cells where aum>0 misses a target, by cause\n\n{causes(rows)}"
     write_rows(rows, stem, "### all cells\n\n" + summary(rows) + misses + "".join(by_data))
 

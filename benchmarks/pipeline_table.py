@@ -225,13 +225,8 @@ def main(argv=None) -> None:
     if args.combine:
         _write(read_rows(args.combine), args.out)
         return
-    cells = [(d, r, s) for d in args.datasets for r in RATES.get(d, args.rates) for s in args.seeds]
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        cells = tqdm(cells, desc="cells")
     rows: list[dict] = []
-    for cell in cells:
+    for cell in cells_of(args.datasets, args.rates, args.seeds):
         rows.append(
             run_cell(
                 *cell,
@@ -253,6 +248,23 @@ def _parse(value: str):
         except ValueError:
             pass
     return {"True": True, "False": False}.get(value, value)
+
+
+def cells_of(datasets, rates, seeds) -> list[tuple[str, float, int]]:
+    """The (data set, r, seed) cells of those data sets, rates (or the data set's own, see
+    :data:`RATES`) and seeds; wrapped in a progress bar on a terminal."""
+    cells = [(d, r, s) for d in datasets for r in RATES.get(d, rates) for s in seeds]
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(cells, desc="cells")
+    return cells
+
+
+def groups(rows: list[dict]):
+    """(data set, r, the rows of that pair) for each pair, in the order first seen."""
+    for name, r in dict.fromkeys((row["dataset"], row["r"]) for row in rows):
+        yield name, r, [row for row in rows if row["dataset"] == name and row["r"] == r]
 
 
 def read_rows(paths: list[str]) -> list[dict]:
@@ -285,9 +297,7 @@ def summary(rows: list[dict]) -> str:
         "> 0.2 below noisy | recovered < 50% |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    keys = dict.fromkeys((row["dataset"], row["r"]) for row in rows)
-    for name, r in keys:
-        c = [row for row in rows if row["dataset"] == name and row["r"] == r]
+    for name, r, c in groups(rows):
         below = sum(row["gain"] < -MAX_DROP - 1e-12 for row in c)
         short = sum(np.isfinite(row["recovered"]) and row["recovered"] < MIN_RECOVERED for row in c)
 

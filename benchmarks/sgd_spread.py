@@ -13,17 +13,21 @@ benchmarks/results/sgd_spread.{csv,md}.
 
 from __future__ import annotations
 
-import csv
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
-from pipeline_table import DATASETS, DEFAULT_RATES, MAX_DROP, RATES, noisy_cell
+from pipeline_table import (
+    DATASETS,
+    DEFAULT_RATES,
+    MAX_DROP,
+    cells_of,
+    groups,
+    noisy_cell,
+    write_rows,
+)
 
 import mlu
 
-OUT = Path(__file__).resolve().parent / "results"
 SGD_SEEDS = 5
 
 
@@ -54,8 +58,7 @@ def markdown(rows: list[dict]) -> str:
         "SGD-seed std | noisy models of another SGD seed > 0.2 below the cell's own |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, r in dict.fromkeys((row["dataset"], row["r"]) for row in rows):
-        c = [row for row in rows if row["dataset"] == name and row["r"] == r]
+    for name, r, c in groups(rows):
         n_std = [row["noisy_std"] for row in c]
         lines.append(
             f"| {name} | {r:.0%} | {100 * np.mean(n_std):.2f} ({100 * max(n_std):.2f}) | "
@@ -66,18 +69,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    cells = [(d, r, s) for d in DATASETS for r in RATES.get(d, DEFAULT_RATES) for s in range(5)]
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        cells = tqdm(cells, desc="cells")
-    rows = [cell(*c) for c in cells]
-    OUT.mkdir(exist_ok=True)
-    with open(OUT / "sgd_spread.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (OUT / "sgd_spread.md").write_text(markdown(rows))
+    rows = [cell(*c) for c in cells_of(DATASETS, DEFAULT_RATES, range(5))]
+    write_rows(rows, "sgd_spread", markdown(rows))
     print(markdown(rows))
 
 
