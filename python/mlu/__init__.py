@@ -2,7 +2,15 @@
 
 The hot math (forward/backward, per-sample gradients, Hessians, solvers) runs in a C++ core
 (Eigen, behind pybind11); this package is the Python face over it.
+
+``import mlu`` stays lean: the experiment driver (``mlu.experiment``, ``mlu.experiments``,
+``mlu.ExperimentConfig``, ``mlu.run_experiments``) and the NumPy reference (``mlu.reference``)
+load on first use, and matplotlib only when a plot or report is drawn (docs/design.md,
+"Module map and layers").
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 # First of all: importing _isa registers the build of the C++ core that this CPU runs as
 # mlu._core, which every module below imports. core_isa: "x86-64-v3", "baseline" (or "native").
@@ -14,11 +22,8 @@ from . import (
     certified,
     datasets,
     exceptions,
-    experiment,
-    experiments,
     metrics,
     noise,
-    reference,
 )
 from ._version import __version__
 from .clean import CleanResult, clean
@@ -37,13 +42,45 @@ from .exceptions import (
     UnscaledFeaturesWarning,
     UpdateShortenedWarning,
 )
-from .experiments import ExperimentConfig, run_experiments
 from .influence import influence
 from .interop import from_sklearn, from_torch
 from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 from .unlearner import Unlearner
+
+# (issue 24: ``from .store import DeletionStore`` goes here, with "DeletionStore" in __all__.)
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from . import experiment, experiments, reference
+    from .experiments import ExperimentConfig, run_experiments
+
+# name -> (module, attribute or None for the module itself), imported on first access.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "experiment": ("mlu.experiment", None),
+    "experiments": ("mlu.experiments", None),
+    "reference": ("mlu.reference", None),
+    "ExperimentConfig": ("mlu.experiments", "ExperimentConfig"),
+    "run_experiments": ("mlu.experiments", "run_experiments"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the experiment driver and the NumPy reference on first use (PEP 562)."""
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'mlu' has no attribute {name!r}") from None
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

@@ -3,8 +3,23 @@
 :func:`clean` (and ``mlu clean DATA [--model MODEL] --out DIR``) holds out a seeded
 validation split, scores the rest with a detector (:func:`mlu.detect`), flags suspects
 (:func:`mlu.select`), removes their effect with :func:`mlu.unlearn` at its defaults
-(:data:`mlu.unlearn.DEFAULTS`), and
-compares the model before and after on the held-out split. With ``out`` it writes
+(:data:`mlu.unlearn.DEFAULTS`), and compares the model before and after on the held-out split.
+
+Without a model it trains one on the searched split with its features standardised inside the
+model (``MLP(scale="standard")``, saved with it) and a per-epoch record (``track=True``), and
+scores by the detector the pipeline measured best (:data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`,
+AUM, flagged where the mean margin is negative; docs/design.md, "Detection"). A model no better
+than chance on the held-out split, or scores without spread, stop it with a
+:class:`CannotCleanError` instead of a list of suspects.
+
+The held-out split carries the same label noise as the data, so accuracy on all of it
+understates a real gain (a model that now predicts a wrong label's true class is counted
+wrong). The held-out samples are therefore scored too, by the same detector's statistic
+averaged over the models before and after (so that the judgement favours neither), and both
+models are also compared on the held-out samples whose labels the detector trusts
+(:attr:`CleanResult.trusted_before` / ``trusted_after``; ``"trusted"`` in ``summary.json``).
+
+With ``out`` it writes
 ``suspects.csv``, the fixed model (``model.npz``; ``model.pt`` too for a PyTorch input),
 ``report.md`` / ``report.html`` (with pictures of the suspects when the data are images) and
 ``summary.json`` into a new directory, all at once: on any error nothing is left behind.
@@ -29,14 +44,33 @@ from typing import Any
 
 import numpy as np
 
-from .detect import detect, select
+from .detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD, detect, select
 from .model import MLP
 from .unlearn import UnlearningResult, unlearn
 from .userdata import TorchSource, UserData, from_arrays, load_data, load_model
 
-__all__ = ["CleanResult", "Evaluation", "clean", "holdout_split", "write_outputs"]
+__all__ = [
+    "CannotCleanError",
+    "CleanResult",
+    "Evaluation",
+    "clean",
+    "holdout_split",
+    "write_outputs",
+]
 
 _MIN_PER_SPLIT = 2  # samples per class wanted in each split before stratifying
+# A model must beat the best constant guess on the held-out split by this many standard errors
+# of a binomial proportion at the guess's accuracy before its suspects are worth reporting.
+_CHANCE_SIGMAS = 2.0
+# Scores whose range is below this fraction of their magnitude have no spread (all equal).
+_SPREAD_RTOL = 1e-9
+SCALE_CHOICES = ("standard", "minmax", "none")
+
+
+class CannotCleanError(RuntimeError):
+    """:func:`clean` stopped before listing suspects: the model or its scores cannot tell
+    mislabeled samples apart (a model no better than chance, scores without spread). The
+    message says what was measured and what to try."""
 
 
 @dataclass(frozen=True)
@@ -46,16 +80,20 @@ class Evaluation:
     Attributes
     ----------
     accuracy : float
+        NaN when no sample is scored.
     loss : float
         Mean cross-entropy.
     per_class : dict
         Accuracy on the held-out samples of each given class (label as str → float; NaN when
         the class has no held-out sample).
+    n : int
+        Number of samples scored.
     """
 
     accuracy: float
     loss: float
     per_class: dict[str, float]
+    n: int = 0
 
 
 @dataclass(frozen=True, repr=False)
@@ -82,10 +120,19 @@ class CleanResult:
         The fixed model's label for each suspect.
     suspect_scores : ndarray, shape (len(suspects),)
     before, after : Evaluation
-        The original and the fixed model on the held-out split.
+        The original and the fixed model on the whole held-out split, against its given
+        labels (some of which are wrong: this understates a real gain).
+    holdout_scores : ndarray, shape (len(holdout_index),)
+        The held-out samples' scores by the detector's statistic, averaged over the models
+        before and after (higher = more suspect).
+    trusted : ndarray of bool, shape (len(holdout_index),)
+        The held-out samples whose given labels the detector trusts (not flagged).
+    trusted_before, trusted_after : Evaluation
+        The original and the fixed model on the trusted held-out samples only.
     unlearning : UnlearningResult or None
         The solve's diagnostics (None when nothing was flagged).
     detector : str
+        The detector that scored the searched samples.
     trained : bool
         True when no model was given and :func:`clean` trained one.
     torch_source : TorchSource or None
@@ -117,7 +164,29 @@ class CleanResult:
     notes: tuple[str, ...]
     precision: float | None
     recall: float | None
+    holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    trusted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    trusted_before: Evaluation | None = None
+    trusted_after: Evaluation | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cost_fraction(self) -> float | None:
+        """The unlearning's wall time as a fraction of the model's training time (None when
+        nothing was unlearned or the training time is unknown, e.g. a model from a file)."""
+        return getattr(self.unlearning, "cost_fraction", None)
+
+    def cost_text(self) -> str | None:
+        """``"unlearning took 0.12 of this model's training time"`` (None when unknown)."""
+        fraction = self.cost_fraction
+        if fraction is None:
+            return None
+        if fraction < 1.0:
+            return f"unlearning took {fraction:.2g} of this model's training time"
+        return (
+            f"unlearning took {fraction:.3g}× this model's training time (retraining it would "
+            "have been cheaper)"
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -168,6 +237,15 @@ class CleanResult:
             else int(self.data.flipped[self.train_index].sum()),
             "before": _evaluation_dict(self.before),
             "after": _evaluation_dict(self.after),
+            "trusted": None
+            if self.trusted_before is None or self.trusted_after is None
+            else {
+                "n_holdout_trusted": int(self.trusted.sum()),
+                "n_holdout_flagged": int((~self.trusted).sum()),
+                "before": _evaluation_dict(self.trusted_before),
+                "after": _evaluation_dict(self.trusted_after),
+            },
+            "cost_fraction": self.cost_fraction,
             "unlearning": None
             if u is None
             else {
@@ -203,7 +281,8 @@ def _finite_or_none(x: float) -> float | None:
 
 def _evaluation_dict(e: Evaluation) -> dict[str, Any]:
     return {
-        "accuracy": e.accuracy,
+        "n": e.n,
+        "accuracy": _finite_or_none(e.accuracy),
         "loss": e.loss,
         "per_class": {k: _finite_or_none(v) for k, v in e.per_class.items()},
     }
@@ -266,6 +345,9 @@ def _match_classes(model: MLP, y: np.ndarray, what: str) -> MLP:
 
 
 def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, classes: list[str]) -> Evaluation:
+    if y.shape[0] == 0:
+        nan = float("nan")
+        return Evaluation(nan, nan, {c: nan for c in classes}, 0)
     known = np.isin(y, model.classes_)
     pred = model.predict(X)
     per_class = {}
@@ -273,7 +355,61 @@ def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, classes: list[str]) -> E
         mask = y.astype(str) == c
         per_class[c] = float(np.mean(pred[mask] == y[mask])) if mask.any() else float("nan")
     losses = model.losses(X[known], y[known]) if known.any() else np.array([np.nan])
-    return Evaluation(float(np.mean(pred == y)), float(np.mean(losses)), per_class)
+    return Evaluation(float(np.mean(pred == y)), float(np.mean(losses)), per_class, len(y))
+
+
+def _check_better_than_chance(before: Evaluation, y_tr: np.ndarray, y_ho: np.ndarray) -> None:
+    """Stop when the model is no better than always answering the most frequent label."""
+    labels, counts = np.unique(y_tr, return_counts=True)
+    guess = labels[np.argmax(counts)]
+    chance = float(np.mean(y_ho == guess))
+    margin = _CHANCE_SIGMAS * np.sqrt(max(chance * (1.0 - chance), 1e-12) / len(y_ho))
+    if not before.accuracy > chance + margin:
+        raise CannotCleanError(
+            f"the model is no better than chance on the held-out split: accuracy "
+            f"{before.accuracy:.1%} against {chance:.1%} for always answering '{guess}' "
+            f"(needed above {chance + margin:.1%}, {_CHANCE_SIGMAS:g} standard errors over "
+            f"{len(y_ho)} samples). Its scores cannot tell wrong labels from right ones. If "
+            "clean trained it: scale the features (--scale standard), train longer (--epochs) "
+            "or wider (--hidden); if it was given: check it was trained on these features, in "
+            "this order and scaling"
+        )
+
+
+def _check_spread(scores: np.ndarray, detector: str) -> None:
+    """Stop when every sample gets (nearly) the same score: nothing to rank."""
+    finite = scores[np.isfinite(scores)]
+    spread = float(np.ptp(finite)) if finite.size else 0.0
+    size = float(np.max(np.abs(finite))) if finite.size else 0.0
+    if finite.size < scores.size or spread <= _SPREAD_RTOL * max(size, 1.0):
+        what = "not finite" if finite.size < scores.size else f"all {np.median(finite):.6g}"
+        raise CannotCleanError(
+            f"the {detector} scores have no spread ({what} to within {_SPREAD_RTOL:g}): "
+            "every sample looks the same to the model, so there is nothing to rank. The model "
+            "predicts the same for every input: scale the features (--scale standard), train "
+            "longer (--epochs), or give a trained model"
+        )
+
+
+def _holdout_scores(
+    detector: str, before: MLP, after: MLP, X: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """The detector's statistic on the held-out samples, the mean over the two models.
+
+    The held-out samples have no training record, so AUM (the mean margin over training)
+    becomes the mean margin over the models before and after; the loss stays the loss. Any
+    other detector is judged by the margin too, and the second value says so.
+    """
+    known = np.isin(y, before.classes_)
+    out = np.full(y.shape[0], np.inf)  # a label the model does not know is never trusted
+    if not known.any():
+        return out, "margin"
+    Xk, yk = X[known], y[known]
+    if detector == "loss":
+        out[known] = 0.5 * (before.losses(Xk, yk) + after.losses(Xk, yk))
+        return out, "loss"
+    out[known] = -0.5 * (before.margins(Xk, yk) + after.margins(Xk, yk))
+    return out, "margin"
 
 
 class _Steps:
@@ -310,7 +446,9 @@ def clean(
     true_label: str | None = None,
     hidden: tuple[int, ...] | None = None,
     activation: str | tuple[str, ...] = "relu",
-    detector: str = "loss",
+    scale: str | None = "standard",
+    epochs: int | None = None,
+    detector: str | None = None,
     fraction: float | None = None,
     unlearn_options: dict[str, Any] | None = None,
     holdout: float = 0.2,
@@ -333,16 +471,29 @@ def clean(
     model : MLP or path, optional
         The trained model: an :class:`mlu.MLP`, an mlu ``.npz``, or a PyTorch state dict of an
         ``nn.Sequential`` (with ``hidden`` / ``activation``). None: an MLP with the paper's
-        settings (``mlu.MLP()``'s defaults) is trained on the searched split, and the notes say
-        so.
+        settings (``mlu.MLP()``'s defaults, with ``scale``, ``epochs``, ``hidden`` and
+        ``activation`` when given, and ``track=True``) is trained on the searched split, and
+        the notes say so.
     label, true_label : str, optional
         A table's label column, and a column of known-true labels (for precision only).
     hidden, activation
-        The layout of a PyTorch state dict (a state dict has no activations).
-    detector : str
-        Scores for :func:`mlu.detect` (default ``"loss"``, the paper's anomaly score).
+        The layout of a PyTorch state dict (a state dict has no activations), or of the MLP
+        trained here (default ``mlu.MLP()``'s: one hidden layer of 50, ReLU).
+    scale : {"standard", "minmax", "none"} or None
+        Feature scaling inside the MLP trained here (``mlu.MLP(scale=...)``; saved with the
+        model). Default ``"standard"``: a table's raw features (values in the thousands) leave
+        an unscaled MLP at chance. Ignored for a given model.
+    epochs : int, optional
+        Training epochs of the MLP trained here (default ``mlu.MLP()``'s, 20).
+    detector : str, optional
+        Scores for :func:`mlu.detect`. Default: :data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`
+        (``"aum"``), which reads the model's training record; a given model without one
+        (``track=True`` on exactly the searched split) is scored by ``"loss"`` instead, and the
+        notes say so.
     fraction : float, optional
-        Flag the top ``fraction`` of the scores; default: :func:`mlu.select`'s automatic rule
+        Flag the top ``fraction`` of the scores. Default: for ``"aum"`` and ``"margin"`` the
+        pipeline's rule, scores above :data:`mlu.detect.DEFAULT_PIPELINE_THRESHOLD` (a
+        negative mean margin); for any other detector :func:`mlu.select`'s automatic rule
         (``method="auto"``, an estimate of the noise rate).
     unlearn_options : dict, optional
         Keyword arguments for :func:`mlu.unlearn` (``method``, ``curvature``, ``damping``,
@@ -367,6 +518,10 @@ def clean(
 
     Raises
     ------
+    CannotCleanError
+        The model is no better than always answering the most frequent label on the held-out
+        split (by two standard errors), or the detector's scores have no spread. ``out`` is
+        then left as it was.
     FileExistsError
         ``out`` exists and ``force`` is False (checked before any work).
     FileNotFoundError
@@ -378,14 +533,24 @@ def clean(
     """
     if out is not None and Path(out).exists() and not force:
         raise FileExistsError(f"{out} exists; pass force=True (--force) to replace it")
+    if scale is not None and scale not in SCALE_CHOICES:
+        raise ValueError(f"scale must be one of {SCALE_CHOICES} or None, got {scale!r}")
+    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    training = {
+        "scale": None if scale in (None, "none") else scale,
+        "epochs": epochs,
+        "hidden": hidden,
+        "activation": activation,
+    }
     show = sys.stderr.isatty() if progress is None else bool(progress)
     say = log or (lambda _msg: None)
     notes: list[str] = []
     steps = _Steps(6 if out is not None else 5, show)
     try:
         result = _run(
-            data, y, model, label, true_label, hidden, activation, detector, fraction,
-            dict(unlearn_options or {}), holdout, seed, show, notes, steps, say,
+            data, y, model, label, true_label, hidden, activation, training, detector,
+            fraction, dict(unlearn_options or {}), holdout, seed, show, notes, steps, say,
         )  # fmt: skip
         if out is not None:
             write_outputs(result, out, force=force)
@@ -407,9 +572,20 @@ def _read(data, y, label, true_label) -> UserData:
     return from_arrays(data, y)
 
 
+def _train(training: dict[str, Any], seed: int, show: bool, X, y) -> MLP:
+    """The MLP :func:`clean` trains when no model is given (``track=True`` for AUM)."""
+    options: dict[str, Any] = {"scale": training["scale"]}
+    if training["epochs"] is not None:
+        options["epochs"] = int(training["epochs"])
+    if training["hidden"] is not None:
+        options["hidden"] = tuple(int(h) for h in training["hidden"])
+    options["activation"] = training["activation"]
+    return MLP(seed=seed, verbose=show, track=True, **options).fit(X, y)
+
+
 def _run(
-    data, y, model, label, true_label, hidden, activation, detector, fraction, unlearn_options,
-    holdout, seed, show, notes, steps, say,
+    data, y, model, label, true_label, hidden, activation, training, detector, fraction,
+    unlearn_options, holdout, seed, show, notes, steps, say,
 ) -> CleanResult:  # fmt: skip
     ud = _read(data, y, label, true_label)
     train, hold = holdout_split(ud.y, holdout, seed)
@@ -420,13 +596,19 @@ def _run(
     torch_source: TorchSource | None = None
     trained = model is None
     if model is None:
-        model = MLP(seed=seed, verbose=show).fit(X_tr, y_tr)
+        model = _train(training, seed, show, X_tr, y_tr)
         settings = model.get_params()
         notes.append(
             "no model given: trained an MLP with the paper's settings (hidden "
             f"{list(settings['hidden'])} {settings['activation']}, SGD lr {settings['lr']}, "
             f"momentum {settings['momentum']}, batch {settings['batch_size']}, "
-            f"{settings['epochs']} epochs, seed {seed}) on the {len(train)} searched samples"
+            f"{settings['epochs']} epochs, seed {seed}"
+            + (
+                f", features scaled inside the model ({settings['scale']})"
+                if settings["scale"]
+                else ", features unscaled"
+            )
+            + f") on the {len(train)} searched samples"
         )
         say(notes[-1])
     else:
@@ -451,13 +633,34 @@ def _run(
         raise ValueError("the searched split has labels the model does not know")
     steps.done("model")
 
-    scores = detect(model, X_tr, y_tr, method=detector)
+    if detector is None:
+        detector = DEFAULT_PIPELINE_DETECTOR
+        try:
+            scores = detect(model, X_tr, y_tr, method=detector)
+        except ValueError as exc:  # no (or a stale, or another data's) training record
+            notes.append(
+                f"the pipeline's default detector ({detector}) needs the model's training "
+                f"record on the searched samples, which this model lacks ({exc}); scored by "
+                "the per-sample loss instead"
+            )
+            say(notes[-1])
+            detector = "loss"
+            scores = detect(model, X_tr, y_tr, method=detector)
+    else:
+        scores = detect(model, X_tr, y_tr, method=detector)
+    _check_spread(np.asarray(scores, dtype=np.float64), detector)
+    before = _evaluate(model, X_ho, y_ho, classes)
+    _check_better_than_chance(before, y_tr, y_ho)
     steps.done("detect")
+    margin_rule = detector in ("aum", "margin")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if fraction is not None:
             flagged = select(scores, fraction=fraction)
             rule = f"top {fraction:.1%} of the scores"
+        elif margin_rule:
+            flagged = select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)
+            rule = "the pipeline's threshold (score > 0: the given label's mean margin < 0)"
         else:
             flagged = select(scores, method="auto")
             rule = "automatic threshold (estimated noise rate)"
@@ -483,8 +686,25 @@ def _run(
     order = np.flatnonzero(flagged)[np.argsort(-scores[flagged], kind="stable")]
     suspects = train[order]
     suggested = fixed.predict(ud.X[suspects]) if n_flag else ud.y[:0]
-    before = _evaluate(model, X_ho, y_ho, classes)
     after = _evaluate(fixed, X_ho, y_ho, classes)
+    holdout_scores, statistic = _holdout_scores(detector, model, fixed, X_ho, y_ho)
+    if statistic == "margin":
+        cut = DEFAULT_PIPELINE_THRESHOLD
+    else:  # the loss: the searched split's cut, in the same units
+        cut = threshold if n_flag else np.inf
+    trusted = holdout_scores <= cut
+    notes.append(
+        f"held-out labels judged by the {statistic} averaged over the models before and after "
+        f"(so that the judgement favours neither), flagged above {cut:.4g}: "
+        f"{int((~trusted).sum())} of {len(hold)} held-out labels not trusted"
+        + (
+            f" (the {detector} detector needs a training record, which held-out samples lack)"
+            if statistic != detector
+            else ""
+        )
+    )
+    trusted_before = _evaluate(model, X_ho[trusted], y_ho[trusted], classes)
+    trusted_after = _evaluate(fixed, X_ho[trusted], y_ho[trusted], classes)
     precision = recall = None
     if ud.flipped is not None:
         truth = ud.flipped[train]
@@ -493,7 +713,9 @@ def _run(
     steps.done("evaluate")
     say(
         f"held-out ({len(hold)} samples, given labels): accuracy {before.accuracy:.2%} -> "
-        f"{after.accuracy:.2%}, loss {before.loss:.4f} -> {after.loss:.4f}"
+        f"{after.accuracy:.2%}, loss {before.loss:.4f} -> {after.loss:.4f}; on the "
+        f"{trusted_before.n} whose labels the detector trusts: {trusted_before.accuracy:.2%} "
+        f"-> {trusted_after.accuracy:.2%}"
     )
     return CleanResult(
         model=fixed,
@@ -515,6 +737,10 @@ def _run(
         notes=tuple(notes),
         precision=precision,
         recall=recall,
+        holdout_scores=holdout_scores,
+        trusted=trusted,
+        trusted_before=trusted_before,
+        trusted_after=trusted_after,
         seconds=steps.seconds,
     )
 

@@ -269,7 +269,11 @@ def _add_clean_parser(sub) -> None:
         "--labels-file", metavar="FILE", help="IDX labels file (default: beside the images)"
     )
     cl.add_argument(
-        "--hidden", type=int, nargs="*", metavar="H", help="hidden widths of a state dict"
+        "--hidden",
+        type=int,
+        nargs="*",
+        metavar="H",
+        help="hidden widths of a state dict, or of the MLP trained here (default 50)",
     )
     cl.add_argument(
         "--activation",
@@ -279,7 +283,19 @@ def _add_clean_parser(sub) -> None:
         "layer as tanh,relu (default relu)",
     )
     cl.add_argument(
-        "--detector", default="loss", help="anomaly score for mlu.detect (default loss)"
+        "--scale",
+        default="standard",
+        choices=("standard", "minmax", "none"),
+        help="feature scaling inside the MLP trained here, saved with it (default standard)",
+    )
+    cl.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="epochs of the MLP trained here"
+    )
+    cl.add_argument(
+        "--detector",
+        default=None,
+        help="anomaly score for mlu.detect (default aum, the pipeline's measured best; loss "
+        "for a given model without a training record)",
     )
     cl.add_argument(
         "--fraction",
@@ -348,6 +364,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         model=args.model,
         hidden=tuple(args.hidden) if args.hidden is not None else None,
         activation=args.activation,
+        scale=args.scale,
+        epochs=args.epochs,
         detector=args.detector,
         fraction=args.fraction,
         holdout=args.holdout,
@@ -367,9 +385,18 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"held-out split ({len(result.holdout_index)} samples): accuracy "
+        f"held-out split, all {b.n} samples (given labels, some wrong): accuracy "
         f"{100 * b.accuracy:.1f}% -> {100 * a.accuracy:.1f}%, loss {b.loss:.4f} -> {a.loss:.4f}"
     )
+    tb, ta = result.trusted_before, result.trusted_after
+    if tb is not None and ta is not None and tb.n:
+        print(
+            f"held-out split, the {tb.n} samples whose labels the detector trusts: accuracy "
+            f"{100 * tb.accuracy:.1f}% -> {100 * ta.accuracy:.1f}% (the closer estimate: wrong "
+            "labels count a corrected prediction as an error)"
+        )
+    if result.cost_text() is not None:
+        print(result.cost_text())
     print(f"wrote {args.out}/: " + ", ".join(sorted(p.name for p in Path(args.out).iterdir())))
     return 0
 
@@ -519,6 +546,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"mlu {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from .clean import CannotCleanError
+
+        if not isinstance(exc, CannotCleanError):
+            raise
+        print(f"mlu {args.command}: stopped: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # an unwritable output directory, a full disk, ...
         print(f"mlu {args.command}: error: {_describe_os_error(exc)}", file=sys.stderr)
         return 1
