@@ -189,3 +189,21 @@ def test_version_and_module_entry_point():
         timeout=60,
     )
     assert proc.returncode == 0 and "demo" in proc.stdout and "run" in proc.stdout
+
+
+def test_import_mlu_is_lean():
+    # `import mlu` loads neither the experiment driver, the NumPy reference nor matplotlib;
+    # they load on first use (a fresh interpreter: this one has imported them already).
+    code = (
+        "import sys, mlu\n"
+        "heavy = ('mlu.experiment', 'mlu.experiments', 'mlu.reference', 'matplotlib')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in heavy))\n"
+        "mlu.ExperimentConfig, mlu.run_experiments, mlu.reference.losses\n"
+        "print(sorted(m for m in ('mlu.experiments', 'mlu.reference') if m in sys.modules))\n"
+        "print('ExperimentConfig' in dir(mlu))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = proc.stdout.splitlines()
+    assert lines == ["[]", "['mlu.experiments', 'mlu.reference']", "True"], proc.stderr
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        mlu.nope  # noqa: B018
