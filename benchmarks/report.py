@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,6 +97,9 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
 
     env = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": "python benchmarks/report.py " + " ".join(sys.argv[1:]),
+        "commit": _commit(),
+        "cores": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "cpu": _cpu_name(),
         "threads": suite.THREADS,
@@ -272,6 +277,28 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+def _commit() -> str | None:
+    """The checkout's commit, with ``+dirty`` when files differ from it (None outside git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def markdown(result: dict) -> str:
     env, peak = result["environment"], result["dgemm_peak_gflops"]
     lines = [
@@ -280,6 +307,9 @@ def markdown(result: dict) -> str:
         f"{env['date']} · {env['cpu']} · {env['threads']} threads for every implementation · "
         f"Python {env['python']}, NumPy {env['numpy']}, PyTorch {env['torch']} · float64 · "
         f"data: " + ", ".join(f"{k}: {v}" for k, v in sorted(result["data"].items())),
+        "",
+        f"command: `{env.get('command', 'python benchmarks/report.py')}` · commit "
+        f"{env.get('commit') or 'not recorded'} · {env.get('cores', '?')} cores",
         "",
         f"dgemm peak measured in this run: **{peak:.1f} GFLOP/s** (numpy.dot, 2000×2000, "
         f"{env['threads']} threads; runs: "
