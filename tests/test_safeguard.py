@@ -1,6 +1,7 @@
 """The line-search check on unlearning updates (mlu._safeguard)."""
 
 import importlib
+import math
 import warnings
 
 import numpy as np
@@ -214,3 +215,14 @@ def test_ascent_direction_stops_at_zero_after_the_full_step():
     np.testing.assert_array_equal(theta, theta0)
     assert check.step == 0.0 and check.evaluations == 2
     assert check.full_change == pytest.approx(f(theta0 + d)[0] - f(theta0)[0], rel=1e-12)
+
+
+def test_describe_never_prints_nan():
+    """A check without a prediction, or whose full step overflowed, says so in words."""
+    quiet = UpdateCheck(1.0, 0.5, 1.0, 0.1, math.nan, -0.5, -0.5, 1.0, 1)
+    assert "nan" not in quiet.describe().lower() and "actual -0.5" in quiet.describe()
+    cut = UpdateCheck(1.0, 0.9, 1.0, 0.1, math.nan, math.nan, -0.1, 0.25, 3)
+    text = cut.describe()
+    assert "nan" not in text.lower() and "non-finite" in text and "0.25 of its length" in text
+    told = UpdateCheck(1.0, 0.9, 1.0, 0.1, -0.2, 0.3, -0.1, 0.5, 2)
+    assert "predicted change -0.2" in told.describe() and "by 0.3" in told.describe()

@@ -13,7 +13,7 @@ import mlu
 from mlu import _core, curvature
 from mlu import reference as ref
 from mlu.curvature import EKFACCurvature, KFACCurvature, make_problem
-from mlu.unlearner import Unlearner
+from mlu.unlearner import RequestFailedError, Unlearner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,6 +49,18 @@ def deep():
 
 
 MODELS = ["binary", "three", "deep"]
+
+
+def tilted_update(model, X, yk, F, params="all", damping=DAMPING):
+    """The reference of ``target="tilted"``: θ̂ + (1/m)(H_R + δI)⁻¹ Σ_F ∇ℓ(θ̂), in NumPy."""
+    keep = np.setdiff1d(np.arange(len(yk)), F)
+    H_R = ref.hessian(model.layers, model.activation, X[keep], yk[keep], l2=model.l2,
+                      curvature="ggn", params=params)  # fmt: skip
+    g_F = len(F) * ref.gradient(model.layers, model.activation, X[F], yk[F], l2=0.0, params=params)
+    step = np.linalg.solve(H_R + damping * np.eye(len(H_R)), g_F / len(keep))
+    theta = model.params.copy()
+    theta[slice(None) if params == "all" else model.last_layer_slice()] += step
+    return theta
 
 
 def problem_of(model, X, y, params="all"):
@@ -264,11 +276,16 @@ def test_exact_representations_match_the_reference_updates(kind, name, params, r
     model, X, y = request.getfixturevalue(name)
     yk = mlu._validation.encode_labels(y, model.classes_)
     F = np.array([1, 7, 12])
-    for method, spec in (("newton", ref.newton_update), ("influence", ref.influence_update)):
+    cases = (
+        ("newton", "retained", ref.newton_update(model.layers, model.activation, X, yk, F,
+            l2=model.l2, damping=DAMPING, curvature="ggn", params=params)),
+        ("newton", "tilted", tilted_update(model, X, yk, F, params)),
+        ("influence", "tilted", ref.influence_update(model.layers, model.activation, X, yk, F,
+            l2=model.l2, damping=DAMPING, curvature="ggn", params=params)),
+    )  # fmt: skip
+    for method, target, expected in cases:
         un = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params=params)
-        res = un.forget(F, method=method, safeguard=False)
-        expected = spec(model.layers, model.activation, X, yk, F, l2=model.l2, damping=DAMPING,
-                        curvature="ggn", params=params)  # fmt: skip
+        res = un.forget(F, method=method, safeguard=False, target=target)
         assert rel(res.model.params - model.params, expected - model.params) < 1e-10
         assert res.model is un.model and res.n_forget == 3 and res.curvature == "ggn"
 
@@ -278,32 +295,72 @@ def test_dense_exact_hessian_matches_the_reference(binary):
     yk = mlu._validation.encode_labels(y, model.classes_)
     F = np.array([0, 5, 9])
     un = Unlearner(model, X, y, curvature="dense", matrix="hessian", damping=0.3)
-    res = un.forget(F, safeguard=False)
+    res = un.forget(F, safeguard=False, target="retained")
     expected = ref.newton_update(model.layers, "relu", X, yk, F, l2=model.l2, damping=0.3)
     assert rel(res.model.params - model.params, expected - model.params) < 1e-10
     assert res.curvature == "hessian"
 
 
+@pytest.fixture(scope="module")
+def noisy():
+    """Three classes, 30% of the labels flipped, trained long: a K-FAC/EK-FAC step of the first
+    request below fails its check (and is refined); at damping 0.01 the exact one fails."""
+    ds = mlu.datasets.load("digits", classes=(3, 5, 8))
+    X, y = ds.X_train[:90, ::4], ds.y_train[:90]
+    flips = mlu.noise.flip_labels(y, rate=0.3, seed=0, num_classes=3)
+    model = mlu.MLP(hidden=(6,), l2=1e-3, epochs=40, seed=1).fit(X, flips.labels)
+    return model, X, flips.labels, np.flatnonzero(flips.flipped)
+
+
 @pytest.mark.parametrize("kind", ["dense", "woodbury", "kfac", "ekfac"])
-@pytest.mark.parametrize("name", ["binary", "three"])
-def test_two_requests_equal_their_union(kind, name, request):
-    model, X, y = request.getfixturevalue(name)
-    F1, F2 = np.array([2, 11, 30]), np.array([4, 19])
+@pytest.mark.parametrize("safeguard", [False, True])
+def test_two_requests_equal_their_union(kind, safeguard, noisy):
+    model, X, y, flipped = noisy
+    F1, F2 = flipped[:5], flipped[5:10]
     seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    first = seq.forget(F1, safeguard=False)
-    second = seq.forget(F2, safeguard=False)
+    first = seq.forget(F1, safeguard=safeguard)
+    second = seq.forget(F2, safeguard=safeguard)
     union = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    union = union.forget(np.r_[F1, F2], safeguard=False)
+    union = union.forget(np.r_[F1, F2], safeguard=safeguard)
     assert rel(second.model.params - model.params, union.model.params - model.params) < 1e-10
     assert [list(r) for r in seq.removed] == [list(F1), list(F2)]
-    assert first.model is not second.model and seq.n_retained == len(y) - 5
+    assert first.model is not second.model and seq.n_retained == len(y) - 10
+    if safeguard:  # every check held (after a refinement for the factored first request)
+        assert all(c.actual_change < 0 and c.step == 1.0 for c in first.checks + second.checks)
+        if kind in ("kfac", "ekfac"):
+            assert first.iterations > 0 and any("refined by CG" in n for n in first.notes)
     if kind == "woodbury":  # B ∇L_R came from the Gram matrix, not from a pass over the data
         assert seq._curv.images_removed is not None
     if kind in ("dense", "woodbury"):
         yk = mlu._validation.encode_labels(y, model.classes_)
-        expected = ref.newton_update(model.layers, "relu", X, yk, np.r_[F1, F2], l2=model.l2,
-                                     damping=DAMPING, curvature="ggn")  # fmt: skip
+        expected = tilted_update(model, X, yk, np.r_[F1, F2])
         assert rel(second.model.params - model.params, expected - model.params) < 1e-10
+
+
+def test_a_refined_factored_step_is_the_exact_ggn_step(noisy):
+    """The K-FAC step of the first request fails its check; CG on the exact GGN of R,
+    preconditioned by K-FAC, turns it into the exact (dense) step and says what it cost."""
+    model, X, y, flipped = noisy
+    F = flipped[:5]
+    plain = Unlearner(model, X, y, curvature="kfac", damping=DAMPING).forget(F, safeguard=False)
+    res = Unlearner(model, X, y, curvature="kfac", damping=DAMPING).forget(F)
+    exact = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(F)
+    assert rel(plain.model.params - model.params, exact.model.params - model.params) > 0.1
+    assert rel(res.model.params - model.params, exact.model.params - model.params) < 1e-5
+    assert 0 < res.iterations <= 100 and res.residual <= 1e-6
+    (note,) = [n for n in res.notes if "refined by CG" in n]
+    assert f"{res.iterations} iterations" in note and " s" in note
+    assert "nan" not in " ".join(res.notes).lower()
+
+
+def test_requests_are_deterministic(noisy):
+    model, X, y, flipped = noisy
+    for kind in ("woodbury", "ekfac"):
+        a = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+        b = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+        others = np.setdiff1d(np.arange(len(y)), flipped)[:2]
+        for rows in (flipped[:5], flipped[5:8], others):
+            assert np.array_equal(a.forget(rows).model.params, b.forget(rows).model.params)
 
 
 def test_kfac_downdate_equals_a_build_on_the_retained_data(three):
@@ -335,13 +392,6 @@ def test_earlier_models_are_untouched(binary):
 
 
 # ------------------------------------------------------------------------------ bad requests
-
-
-def state(un: Unlearner):
-    return (
-        un.model.params.copy(), [r.copy() for r in un.removed], un.n_retained, un._curv,
-        un._removed_grad.copy(),
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -446,36 +496,72 @@ def test_save_load_round_trips_bit_for_bit(binary, kind, tmp_path):
         assert str(data["format"]) == "mlu-unlearner"
 
 
-def test_safeguard_keeps_the_retained_objective_from_rising(binary):
-    """The influence step of this model raises L_R; the safeguard shortens it and says so."""
+@pytest.mark.parametrize("target", ["tilted", "retained"])
+def test_the_check_is_the_exact_change_of_the_target_objective(binary, target):
+    """With every row in the check subsample (n <= CHECK_ROWS) the check's change is the
+    exact change of J: L_R, or L_R tilted by (Σ_D ∇ℓ(θ̂))/m + λθ̂."""
     model, X, y = binary
-    F = np.array([1, 7, 12])
     un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
-    with pytest.warns(mlu.exceptions.UpdateShortenedWarning):
-        res = un.forget(F, method="influence")
+    un.forget([2, 5], target=target)
+    F = np.array([2, 5, 3, 8, 20])
+    res = un.forget(F[2:], target=target)
     (check,) = res.checks
-    assert check.shortened and check.objective_after <= check.objective_before
     keep = np.setdiff1d(np.arange(len(y)), F)
-    assert res.model.objective(X[keep], y[keep]) == pytest.approx(check.objective_after, rel=1e-12)
-    assert any("safeguard on a fixed subsample of 47 retained rows" in n for n in res.notes)
+    theta0, theta1 = model.params, res.model.params
+    tilt = np.zeros_like(theta0)
+    if target == "tilted":
+        tilt = model.gradients(X, y).sum(axis=0) / len(keep) + model.l2 * theta0
+    exact = (res.model.objective(X[keep], y[keep]) - tilt @ theta1) - (
+        model.objective(X[keep], y[keep]) - tilt @ theta0
+    )
+    assert check.full_change == pytest.approx(exact, rel=1e-9, abs=1e-13)
+    assert check.actual_change < 0 and check.step == 1.0
+    assert any("check on 45 retained check rows (of 45)" in n for n in res.notes)
+    assert "nan" not in " ".join(res.notes).lower()
     plain = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
-    assert plain.forget(F, method="influence", safeguard=False).checks == ()
+    assert plain.forget(F, target=target, safeguard=False).checks == ()
 
 
-def test_safeguard_reuses_the_previous_requests_objective(binary):
-    """The L_R before a request comes from the stored sums of the previous check minus the
-    request's own rows: equal to a fresh evaluation on the retained check rows."""
-    model, X, y = binary
-    un = Unlearner(model, X, y, curvature="woodbury", damping=DAMPING)
-    un.forget(np.array([2, 5]))
-    prev = un.model
-    F = np.array([3, 8, 20])
-    res = un.forget(F)
-    (check,) = res.checks
-    keep = np.setdiff1d(np.arange(len(y)), np.array([2, 3, 5, 8, 20]))
-    # the check subsample holds every row of this small data set
-    assert prev.objective(X[keep], y[keep]) == pytest.approx(check.objective_before, rel=1e-12)
-    assert res.model.objective(X[keep], y[keep]) == pytest.approx(check.objective_after, rel=1e-12)
+def state(un: Unlearner):
+    return (
+        un.model.params.copy(), [r.copy() for r in un.removed], un.n_retained, un._curv,
+        un._removed_grad.copy(),
+    )  # fmt: skip
+
+
+def test_a_failing_request_raises_and_changes_nothing(noisy, monkeypatch):
+    model, X, y, flipped = noisy
+    # the exact step of the first request at damping 0.01 raises the tilted objective
+    un = Unlearner(model, X, y, curvature="dense", damping=0.01)
+    snap = state(un)
+    with pytest.raises(RequestFailedError, match="would raise its target objective"):
+        un.forget(flipped[:5], target="tilted")
+    after = state(un)
+    assert np.array_equal(snap[0], after[0]) and after[1] == [] and snap[3] is after[3]
+    assert np.array_equal(snap[4], after[4]) and un.model is not None
+    # a factored step whose refinement cannot finish (no iteration allowed) raises too
+    monkeypatch.setattr(mlu.unlearner, "REFINE_MAXITER", 0)
+    un = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
+    snap = state(un)
+    with pytest.raises(RequestFailedError, match="curvature kfac") as info:
+        un.forget(flipped[:5], target="tilted")
+    assert "nan" not in str(info.value).lower()
+    after = state(un)
+    assert np.array_equal(snap[0], after[0]) and after[1] == [] and snap[3] is after[3]
+    res = un.forget(flipped[:5], safeguard=False)  # still usable; the plain formula
+    assert un.removed[0].tolist() == sorted(flipped[:5].tolist()) and res.checks == ()
+
+
+def test_auto_takes_the_retained_target_where_the_tilted_one_fails(noisy):
+    model, X, y, flipped = noisy
+    un = Unlearner(model, X, y, curvature="dense", damping=0.01)
+    res = un.forget(flipped[:5])  # target="auto"
+    retained = Unlearner(model, X, y, curvature="dense", damping=0.01)
+    expected = retained.forget(flipped[:5], target="retained")
+    assert np.array_equal(res.model.params, expected.model.params)
+    assert any("target 'tilted'" in n and "would raise" in n for n in res.notes)
+    assert "update: newton, target 'retained'" in res.notes
+    assert res.checks[0].actual_change < 0 and "nan" not in " ".join(res.notes).lower()
 
 
 @pytest.mark.parametrize("scale", ["standard", "minmax"])
@@ -485,7 +571,8 @@ def test_a_scaled_model_matches_mlu_unlearn(scale):
     X, y = ds.X_train[:50] * 16.0, ds.y_train[:50]
     model = mlu.MLP(hidden=(4,), l2=1e-3, epochs=30, seed=0, scale=scale).fit(X, y)
     F = np.array([2, 11, 30])
-    res = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(F, safeguard=False)
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    res = un.forget(F, safeguard=False, target="retained")
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky",
                            damping=DAMPING, steps=1, safeguard=False)  # fmt: skip
     assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10

@@ -83,10 +83,17 @@ class UpdateCheck:
 
     def describe(self) -> str:
         """One plain sentence: what happened to L_R."""
+        # never "nan": a prediction that was not given is left out, a full step that
+        # overflowed is said so
+        predicted = (
+            f"predicted change {self.predicted_change:.3g}, "
+            if math.isfinite(self.predicted_change)
+            else ""
+        )
         if not self.shortened:
             return (
-                f"L_R {self.objective_before:.6g} -> {self.objective_after:.6g} (predicted change "
-                f"{self.predicted_change:.3g}, actual {self.actual_change:.3g}); "
+                f"L_R {self.objective_before:.6g} -> {self.objective_after:.6g} ({predicted}"
+                f"actual {self.actual_change:.3g}); "
                 f"|grad L_R| {self.grad_norm_before:.3g} -> {self.grad_norm_after:.3g}"
             )
         what = (
@@ -94,10 +101,15 @@ class UpdateCheck:
             if self.step == 0.0
             else f"the update was shortened to {self.step:.3g} of its length by a line search"
         )
+        rise = (
+            f"by {self.full_change:.3g}"
+            if math.isfinite(self.full_change)
+            else "to a non-finite value (the full step overflowed)"
+        )
         return (
-            f"the full update would have increased the retained objective L_R by "
-            f"{self.full_change:.3g} (from {self.objective_before:.6g}; predicted change "
-            f"{self.predicted_change:.3g}); {what}: L_R {self.objective_after:.6g}, "
+            f"the full update would have increased the retained objective L_R {rise} "
+            f"(from {self.objective_before:.6g}{'; ' + predicted[:-2] if predicted else ''}); "
+            f"{what}: L_R {self.objective_after:.6g}, "
             f"|grad L_R| {self.grad_norm_before:.3g} -> {self.grad_norm_after:.3g}"
         )
 

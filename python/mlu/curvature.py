@@ -543,6 +543,21 @@ class WoodburyCurvature(Curvature):
         }
         return WoodburyCurvature(self.problem, self.damping, state=state)
 
+    def restored(self) -> WoodburyCurvature:
+        """The representation over all of the data again (every row alive; shares the
+        stored arrays, nothing is recomputed)."""
+        state = {
+            "G": self.G,
+            "hidden": self.hidden,
+            "K": self.K,
+            "w": self.w,
+            "V": self.V,
+            "alive": np.ones_like(self.alive),
+            "images": self.images,
+            "images_removed": np.zeros(self.K.shape[0]),
+        }
+        return WoodburyCurvature(self.problem, self.damping, state=state)
+
     def arrays(self):
         out = {"K": self.K, "w": self.w, "V": self.V, "alive": self.alive, "images": self.images}
         if self.images_removed is not None:

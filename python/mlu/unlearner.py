@@ -26,15 +26,14 @@ import json
 import os
 import tempfile
 import time
-import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import _core, _dask
 from ._files import atomic_path
-from ._problem import scaled
-from ._safeguard import UpdateCheck, checked_update
+from ._safeguard import ROUNDING_TOLERANCE, UpdateCheck
 from ._threads import serial_blas
 from ._validation import (
     PARAMS_CHOICES,
@@ -55,19 +54,64 @@ from .curvature import (
     curvature_from_arrays,
     make_problem,
 )
-from .exceptions import UpdateShortenedWarning
 from .io import load_model, save_model
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING, METHODS, UnlearningResult
 
-__all__ = ["FORMAT_TAG", "Unlearner"]
+__all__ = [
+    "CHECK_ROWS",
+    "DEFAULT_TARGET",
+    "FORMAT_TAG",
+    "TARGETS",
+    "RequestFailedError",
+    "Unlearner",
+]
 
 FORMAT_TAG = "mlu-unlearner"
 FORMAT_VERSION = 1
-CHECK_ROWS = 1024
-"""Size of the fixed seeded subsample of the data on which each update's retained objective
-is checked (its retained rows): one forward pass over at most this many rows per request, so
-the check does not grow with n."""
+CHECK_ROWS = 256
+"""Size of the fixed seeded subsample S of the data on which the second-order part of each
+update's check is estimated (its retained rows): one gradient pass over at most this many rows
+per request, so the check does not grow with n (docs/design.md, "Unlearner")."""
+TARGETS = ("auto", "tilted", "retained")
+DEFAULT_TARGET = "auto"
+"""The target of ``forget`` (docs/design.md, "Unlearner": measured against ``"retained"``)."""
+REFINE_TOL = 1e-6
+"""Relative residual at which the CG refinement of a failed factored step stops."""
+REFINE_MAXITER = 100
+"""At most this many CG iterations refine a failed factored step."""
+
+
+def _describe(check: UpdateCheck, name: str) -> str:
+    """The check in one line, for the objective ``name`` (never NaN: every field is set)."""
+    return (
+        f"{name} {check.objective_before:.6g} -> {check.objective_after:.6g} (change "
+        f"{check.actual_change:.3g}, predicted {check.predicted_change:.3g}); "
+        f"|grad {name}| {check.grad_norm_before:.3g} -> {check.grad_norm_after:.3g}"
+    )
+
+
+class RequestFailedError(RuntimeError):
+    """A deletion request whose update fails its check: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class _Update:
+    """A request's exact update, computed but not yet committed (see Unlearner._forget)."""
+
+    rows: np.ndarray
+    theta: np.ndarray
+    curv: Curvature
+    removed_grad: np.ndarray
+    alive: np.ndarray
+    method: str
+    solver: str
+    matrix: str
+    iterations: int | None
+    residual: float | None
+    checks: tuple[UpdateCheck, ...]
+    notes: list[str]
+
 
 _MATRICES = ("ggn", "hessian")
 
@@ -176,22 +220,26 @@ class Unlearner:
             self.build_time = float(self._curv.build_time)
             self._grad_sum = self._problem.gradient_sum()
             self._removed_grad = np.zeros(self._problem.p)
+            # the curvature over all of D (method="influence"); the downdates leave it as it is
+            self._build_curv: Curvature | None = self._curv
             self.removed: list[np.ndarray] = []
             self._alive = np.ones(X.shape[0], dtype=bool)
         else:
             self.__dict__.update(_state)
-        self._check_rows = np.sort(np.random.default_rng(0).permutation(X.shape[0])[:CHECK_ROWS])
-        self._check_X = scaled(
-            model,
-            np.ascontiguousarray(
-                X[self._check_rows].compute() if _dask.is_dask(X) else X[self._check_rows],
-                dtype=np.float64,
-            ),
-        )
-        self._check_y = yk[self._check_rows]
-        # (Σ loss, Σ ∇loss) of the current model on the retained check rows: the next request's
-        # L_R before its update comes from these minus its own rows, saving a pass per request
-        self._check_sums: tuple[float, np.ndarray] | None = None
+        self._init_check()
+
+    def _init_check(self) -> None:
+        """The fixed seeded check rows S (at most :data:`CHECK_ROWS` of D) and what the check
+        needs of θ̂ on them: ℓ_i(θ̂) per row and Σ_S ∇ℓ_i(θ̂) (one pass over S, at the build)."""
+        n = self._problem.n
+        rows = np.sort(np.random.default_rng(0).permutation(n)[:CHECK_ROWS])
+        self._check_rows = rows
+        self._check_prob = self._problem.subset(rows)  # in memory (gathered from dask)
+        theta, sizes, act, X = self._check_prob.core_args()
+        y = np.ascontiguousarray(self._check_prob.y)
+        self._check_loss0 = _core.losses(theta, sizes, act, X, y)
+        g, _ = _core.gradient(theta, sizes, act, X, y, 0.0)
+        self._check_grad0 = g * len(rows)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -229,179 +277,320 @@ class Unlearner:
             )
         return arr.astype(np.int64)
 
-    def _subsample_objective(self, alive: np.ndarray):
-        """θ ↦ (L_R(θ), ∇L_R(θ)) on the retained rows of the fixed check subsample."""
+    # ------------------------------------------------------------------ the check
+    def _check(
+        self, alive: np.ndarray, b: np.ndarray, d: np.ndarray, rhs: np.ndarray
+    ) -> UpdateCheck:
+        """The change of the request's target objective J along ``d`` from θ̂, estimated on
+        the retained check rows (docs/design.md, "Unlearner", the check).
+
+        J is L_R (``target="retained"``) or the tilted L̃_R (``"tilted"``); ``b = ∇J(θ̂)``
+        exactly, from the stored sums. J(θ̂ + d) − J(θ̂) = bᵀd + (λ/2)‖d‖² + (1/m) Σ_R r_i(d)
+        with ``r_i(d) = ℓ_i(θ̂+d) − ℓ_i(θ̂) − ∇ℓ_i(θ̂)ᵀd`` the second-order remainder of each
+        retained loss: only its mean is estimated on the retained check rows S_R (one gradient
+        pass over them at θ̂ + d), the first-order part is exact. Exact when S = D. ``rhs``
+        is the right-hand side the solve had, (H + δI) d = rhs, for the predicted change.
+        """
+        prob = self._check_prob
         keep = alive[self._check_rows]
-        X, y = np.ascontiguousarray(self._check_X[keep]), self._check_y[keep]
-        sizes, act, l2 = list(self.model.sizes_), _act(self.model), float(self.model.l2)
-
-        def objective_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            g, mean_loss = _core.gradient(theta, sizes, act, X, y, l2)  # g includes λθ
-            return float(mean_loss + 0.5 * l2 * theta @ theta), g
-
-        return objective_and_grad, int(keep.sum())
-
-    def _subsample_before(self, alive: np.ndarray, theta: np.ndarray):
-        """(L_R(θ), ∇L_R(θ)) on the check rows retained in ``alive``, from the stored sums of
-        the current model minus the rows this request removes; None when not stored."""
-        count = int(alive[self._check_rows].sum())
-        if self._check_sums is None or count == 0:
-            return None
-        loss_sum, grad_sum = self._check_sums
-        gone = self._alive[self._check_rows] & ~alive[self._check_rows]
-        if gone.any():
-            g, mean_loss = _core.gradient(
-                theta,
-                list(self.model.sizes_),
-                _act(self.model),
-                np.ascontiguousarray(self._check_X[gone]),
-                self._check_y[gone],
-                0.0,
-            )
-            loss_sum, grad_sum = loss_sum - mean_loss * gone.sum(), grad_sum - g * gone.sum()
-        l2 = float(self.model.l2)
-        return (
-            float(loss_sum / count + 0.5 * l2 * theta @ theta),
-            grad_sum / count + l2 * theta,
+        count = int(keep.sum())
+        theta_hat = self._problem.theta
+        l2 = self._problem.l2
+        lin = float(b @ d)
+        predicted = lin + 0.5 * (float(rhs @ d) - self.damping * float(d @ d))
+        if count == 0:  # no check row retained: the first-order and λ parts only
+            change, grad = lin + 0.5 * l2 * float(d @ d), b + l2 * d
+            level = 0.5 * l2 * float(theta_hat @ theta_hat)
+        else:
+            _, sizes, act, X = prob.core_args()
+            y = prob.y
+            gone = ~keep
+            grad0 = self._check_grad0
+            if gone.any():  # Σ_{S∩removed} ∇ℓ(θ̂), from θ̂ and the cumulative removed set
+                g_gone, _ = _core.gradient(
+                    theta_hat, sizes, act, np.ascontiguousarray(X[gone]), y[gone], 0.0
+                )
+                grad0 = grad0 - g_gone * int(gone.sum())
+                Xk, yk = np.ascontiguousarray(X[keep]), y[keep]
+            else:
+                Xk, yk = X, y
+            g1, loss1 = _core.gradient(theta_hat + d, sizes, act, Xk, yk, 0.0)
+            loss0 = float(self._check_loss0[keep].mean())
+            remainder = float(loss1) - loss0 - float(grad0 @ d) / count
+            change = lin + 0.5 * l2 * float(d @ d) + remainder
+            grad = b + l2 * d + g1 - grad0 / count
+            level = loss0 + 0.5 * l2 * float(theta_hat @ theta_hat)
+        return UpdateCheck(
+            objective_before=level,
+            objective_after=level + change,
+            grad_norm_before=float(np.linalg.norm(b)),
+            grad_norm_after=float(np.linalg.norm(grad)),
+            predicted_change=predicted,
+            full_change=change,
+            actual_change=change,
+            step=1.0,
+            evaluations=1,
         )
 
-    def _sums_at(self, theta, check, seen, before, count):
-        """(Σ loss, Σ ∇loss) over ``count`` check rows at the accepted θ, from what the check
-        evaluated (None when it is not among them)."""
-        l2 = float(self.model.l2)
-        found = [(v, g) for t, v, g in seen if np.array_equal(t, theta)]
-        if not found and check.step == 0.0:
-            found = [before] if before is not None else [(v, g) for _, v, g in seen[:1]]
-        if not found or count == 0:
-            return None
-        value, grad = found[-1]
-        return (value - 0.5 * l2 * theta @ theta) * count, (grad - l2 * theta) * count
+    @staticmethod
+    def _holds(check: UpdateCheck) -> bool:
+        """The target objective did not rise along the full step (beyond rounding)."""
+        scale = ROUNDING_TOLERANCE * max(1.0, abs(check.objective_before))
+        return bool(check.full_change <= scale)
 
+    def _refine(
+        self, alive: np.ndarray, curv: Curvature, rhs: np.ndarray, x0: np.ndarray
+    ) -> tuple[np.ndarray, int, float, float]:
+        """Solve ``(H_R + δI) x = rhs`` with the exact GGN of R by conjugate gradients,
+        preconditioned by the factored ``curv`` and started from its solution ``x0``.
+
+        Returns x, the iterations, the relative residual and the seconds it took.
+        """
+        start = time.perf_counter()
+        if self._problem.source is not None:
+            raise NotImplementedError("refinement needs the data in memory (not dask)")
+        prob = self._problem
+        rows = np.flatnonzero(alive)
+        op = _core.HessianOperator(
+            prob.theta, list(prob.sizes), prob.activation,
+            np.ascontiguousarray(prob.X[rows]), np.ascontiguousarray(prob.y[rows]),
+            float(prob.l2), "ggn",
+        )  # fmt: skip
+
+        def apply(v: np.ndarray) -> np.ndarray:
+            return np.asarray(op.matvec(v)) + self.damping * v
+
+        norm_b = float(np.linalg.norm(rhs))
+        x = x0.copy()
+        r = rhs - apply(x)
+        z = curv.solve(r)
+        p = z.copy()
+        rz = float(r @ z)
+        iterations = 0
+        residual = float(np.linalg.norm(r)) / norm_b if norm_b > 0 else 0.0
+        while residual > REFINE_TOL and iterations < REFINE_MAXITER:
+            Ap = apply(p)
+            pAp = float(p @ Ap)
+            if not pAp > 0.0:  # the damped GGN is positive definite; rounding only
+                break
+            alpha = rz / pAp
+            x += alpha * p
+            r -= alpha * Ap
+            iterations += 1
+            residual = float(np.linalg.norm(r)) / norm_b
+            z = curv.solve(r)
+            rz_new = float(r @ z)
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        return x, iterations, residual, time.perf_counter() - start
+
+    # ------------------------------------------------------------------ requests
     def forget(
-        self, indices, method: str = "newton", *, safeguard: bool = True
+        self,
+        indices,
+        method: str = "newton",
+        *,
+        safeguard: bool = True,
+        target: str = DEFAULT_TARGET,
     ) -> UnlearningResult:
         """Remove the samples ``indices`` (into the data the Unlearner was built on).
 
+        Every request is computed from θ̂ with everything removed so far (the cumulative
+        forget set F, R = D minus F, m = |R|), check included, so requests F1 then F2 give the
+        model of one request F1 ∪ F2 (docs/design.md, "Unlearner").
+
         Parameters
         ----------
-        indices : array-like of int, shape (m,)
+        indices : array-like of int, shape (k,)
             Not empty, no duplicates, none removed before; the request may not leave the data
             or a class empty.
         method : {"newton", "influence"}
-            See the module docs: ``"newton"`` recomputes from θ̂ with everything removed so far
-            (requests are additive); ``"influence"`` takes a first-order step from the current
-            model.
+            ``"newton"``: the Newton step of ``target`` with the retained curvature H_R.
+            ``"influence"``: Koh & Liang's ``θ̂ + (1/n)(H_D + δI)⁻¹ Σ_F ∇ℓ(θ̂)`` with the
+            curvature of the build (checked against the tilted objective).
         safeguard : bool, default True
-            Check the update against the retained objective L_R on a fixed seeded subsample of
-            R (at most :data:`CHECK_ROWS` rows) and shorten it by a line search where it would
-            raise L_R (:func:`mlu._safeguard.checked_update`; an UpdateShortenedWarning says
-            so). A shortened request is no longer additive (F1 then F2 ≠ F1 ∪ F2). False:
-            the plain formula.
+            Check the update: the target objective must not rise along it, estimated on a
+            fixed seeded subsample of R (at most :data:`CHECK_ROWS` rows) for its
+            second-order part and exact for the rest. A K-FAC/EK-FAC step that fails is
+            refined by preconditioned CG on the exact GGN of R; a step that still fails
+            raises :class:`RequestFailedError`. False: the plain formula.
+        target : {"tilted", "retained"}
+            ``"tilted"`` (default): the Newton step of the objective θ̂ minimises,
+            ``L_D − ∇L_D(θ̂)ᵀθ``, with F's losses taken out,
+            ``θ̂ + (1/m)(H_R + δI)⁻¹ Σ_F ∇ℓ(θ̂)``. ``"retained"``: the Newton step on L_R,
+            ``θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)``, which also carries the rest of training's
+            gradient at θ̂ (``mlu.unlearn(method="newton", steps=1)``).
 
         Returns
         -------
         UnlearningResult
             ``.model`` is a new MLP (also stored as :attr:`model`; earlier ones untouched).
+            ``.iterations`` is the refinement's CG iterations (None when not refined);
+            ``.notes`` say what the check saw and what a refinement cost.
 
         Raises
         ------
         ValueError, TypeError
             A bad request; the Unlearner is left unchanged.
+        RequestFailedError
+            The update fails its check (after refinement, for a factored curvature); the
+            Unlearner is left unchanged.
         """
         start = time.perf_counter()
         check_choice(method, "method", METHODS)
+        check_choice(target, "target", TARGETS)
         rows = self._check_request(indices)
         # small NumPy products between core calls: threaded BLAS would slow the core (_threads)
         with serial_blas():
-            return self._forget(rows, method, safeguard, start)
+            return self._forget(rows, method, target, safeguard, start)
 
     def _forget(
-        self, rows: np.ndarray, method: str, safeguard: bool, start: float
+        self, rows: np.ndarray, method: str, target: str, safeguard: bool, start: float
     ) -> UnlearningResult:
-        """The request ``rows`` (checked by :meth:`_check_request`); see :meth:`forget`."""
-        problem, curv = self._problem, self._curv
-        g_F = problem.gradient_sum(rows)
-        new_curv = curv.downdated(rows)
-        notes = list(new_curv.notes)
-        theta_before = self.model.theta_
-        if method == "newton":
-            m = new_curv.m
-            b = (self._grad_sum - self._removed_grad - g_F) / m + problem.l2 * problem.theta
-            image = (
-                new_curv.retained_gradient_image()
-                if isinstance(new_curv, WoodburyCurvature)
-                else None
-            )
-            x = new_curv.solve(b, BV=image)
-            theta = self._theta_hat.copy()
-            theta[self._where] = problem.theta - x
-            used = new_curv
-        else:
-            b = g_F
-            x = curv.solve(b) / curv.m
-            theta = theta_before.copy()
-            theta[self._where] += x
-            used = curv
-        residual = (
-            used.residual(x if method == "newton" else x * curv.m, b)
-            if hasattr(used, "residual")
-            else None
-        )
+        """The request ``rows`` (checked by :meth:`_check_request`): the exact update, then
+        the commit. A post-update step (e.g. a forgetting mode) goes between the two."""
+        update = self._exact_update(rows, method, target, safeguard)
+        return self._commit(update, start)
+
+    def _exact_update(self, rows: np.ndarray, method: str, target: str, safeguard: bool) -> _Update:
+        """The update of the cumulative forget set (this request's ``rows`` included), from θ̂,
+        with its check; ``self`` is not touched. Raises RequestFailedError.
+
+        ``target="auto"`` takes the tilted update and, when it fails its check, the retained
+        one: both from θ̂ and the cumulative set, so the choice is path-independent too."""
+        g_F = self._problem.gradient_sum(rows)
+        removed_grad = self._removed_grad + g_F
+        new_curv = self._curv.downdated(rows)
         alive = self._alive.copy()
         alive[rows] = False
-        # Safeguard (mlu._safeguard): L_R must not rise along the update. Checked on a fixed
-        # seeded subsample of R (at most CHECK_ROWS rows): a full pass per request would make
-        # its cost grow with n.
+        targets = ("tilted", "retained") if target == "auto" and method == "newton" else (target,)
+        failures = []
+        for name in targets:
+            try:
+                return self._target_update(
+                    rows, removed_grad, new_curv, alive, method, name, safeguard, failures
+                )
+            except RequestFailedError as exc:
+                failures.append(str(exc))
+        raise RequestFailedError(" ".join(failures))
+
+    def _target_update(
+        self,
+        rows: np.ndarray,
+        removed_grad: np.ndarray,
+        new_curv: Curvature,
+        alive: np.ndarray,
+        method: str,
+        target: str,
+        safeguard: bool,
+        failures: list[str],
+    ) -> _Update:
+        """The update of one ``target`` (see :meth:`_exact_update`)."""
+        problem = self._problem
+        notes = [f"curvature {self.choice}", *new_curv.notes, *failures]
+        m = new_curv.m
+        wood = isinstance(new_curv, WoodburyCurvature)
+        images = new_curv.images_removed if wood else None  # B Σ_removed ∇ℓ(θ̂), or None
+        image = None  # B rhs, when the stored images give it (Woodbury)
+        if method == "influence":
+            used = self._build_curv
+            if used is None:
+                raise NotImplementedError(
+                    "method='influence' needs the curvature of the build, which this file "
+                    "(an Unlearner saved by an older version) does not hold"
+                )
+            rhs = removed_grad / used.m
+            if images is not None:
+                image = images / used.m
+            b = -removed_grad / m  # checked against the tilted objective
+            what = "influence"
+        else:
+            used = new_curv
+            if target == "tilted":
+                b = -removed_grad / m
+                if images is not None:
+                    image = images / m
+            else:
+                b = (self._grad_sum - removed_grad) / m + problem.l2 * problem.theta
+                retained = new_curv.retained_gradient_image() if wood else None
+                if retained is not None:
+                    image = -retained[:, 0]
+            rhs = -b
+            what = f"newton, target {target!r}"
+        notes.append(f"update: {what}")
+        x = used.solve(rhs, BV=None if image is None else image[:, None])
+        residual = used.residual(x, rhs) if hasattr(used, "residual") else None
+        iterations = None
         checks: tuple[UpdateCheck, ...] = ()
-        check_sums = None
         if safeguard:
-            objective, rows_checked = self._subsample_objective(alive)
-            seen: list[tuple[np.ndarray, float, np.ndarray]] = []
-
-            def remembered(t: np.ndarray) -> tuple[float, np.ndarray]:
-                value, grad = objective(t)
-                seen.append((t.copy(), value, grad))
-                return value, grad
-
-            before = self._subsample_before(alive, theta_before)
-            theta, check = checked_update(
-                theta_before, theta - theta_before, remembered, before=before
-            )
-            check_sums = self._sums_at(theta, check, seen, before, rows_checked)
+            J = "L_R" if target == "retained" and method == "newton" else "tilted L_R"
+            check = self._check(alive, b, x, rhs)
+            rows_checked = int(alive[self._check_rows].sum())
+            where = f"on {rows_checked} retained check rows (of {m})"
+            factored = used.kind in ("kfac", "ekfac") and method == "newton"
+            if not self._holds(check) and factored and problem.source is None:
+                first = check
+                x, iterations, residual, seconds = self._refine(alive, used, rhs, x)
+                check = self._check(alive, b, x, rhs)
+                notes.append(
+                    f"the {used.kind} step failed its check ({_describe(first, J)}); refined by "
+                    f"CG on the exact GGN of R preconditioned by {used.kind}: {iterations} "
+                    f"iterations, relative residual {residual:.3g}, {seconds:.3g} s"
+                )
+            if not self._holds(check):
+                raise RequestFailedError(
+                    f"Unlearner.forget ({what}, curvature {used.kind}): the update would raise "
+                    f"its target objective {where}: {_describe(check, J)}. Nothing was changed."
+                    + (
+                        ""
+                        if target == "tilted" and len(failures) == 0
+                        else " Try a larger damping, or safeguard=False for the plain formula."
+                    )
+                )
             checks = (check,)
-            notes.append(
-                f"safeguard on a fixed subsample of {rows_checked} retained rows: "
-                f"{check.describe()}"
-            )
-            if check.shortened and check.significant:
-                msg = f"Unlearner.forget: {check.describe()}"
-                warnings.warn(msg, UpdateShortenedWarning, stacklevel=3)  # the caller of forget
-        notes.insert(0, f"curvature {self.choice}")
+            notes.append(f"check {where}: {_describe(check, J)}")
+        theta = self._theta_hat.copy()
+        theta[self._where] = problem.theta + x
+        return _Update(
+            rows=rows,
+            theta=theta,
+            curv=new_curv,
+            removed_grad=removed_grad,
+            alive=alive,
+            method=method,
+            solver=getattr(used, "solver", used.kind),
+            matrix=used.matrix,
+            iterations=iterations,
+            residual=residual,
+            checks=checks,
+            notes=notes,
+        )
+
+    def _commit(self, update: _Update, start: float) -> UnlearningResult:
+        """Store ``update`` as the current state (nothing above changed ``self``)."""
         new = copy.deepcopy(self._base_model)
-        new.theta_ = theta
-        # commit: everything above left self unchanged
-        self._curv = new_curv
-        self._removed_grad = self._removed_grad + g_F
-        self._alive = alive
-        self._check_sums = check_sums
-        self.removed = self.removed + [rows]
+        new.theta_ = update.theta
+        self._curv = update.curv
+        self._removed_grad = update.removed_grad
+        self._alive = update.alive
+        self.removed = self.removed + [update.rows]
         self.model = new
         return UnlearningResult(
             model=new,
-            method=method,
-            solver=getattr(used, "solver", used.kind),
+            method=update.method,
+            solver=update.solver,
             params=self.params,
-            curvature=used.matrix,
+            curvature=update.matrix,
             damping=self.damping,
-            iterations=None,
-            residual=residual,
+            iterations=update.iterations,
+            residual=update.residual,
             min_eigenvalue=None,
-            negative_curvature=getattr(used, "solver", "") == "eigh",
-            checks=checks,
-            n_forget=len(rows),
+            negative_curvature=update.solver == "eigh",
+            checks=update.checks,
+            n_forget=len(update.rows),
             steps=1,
             time=time.perf_counter() - start,
-            notes=tuple(notes),
+            notes=tuple(update.notes),
         )
 
     # ------------------------------------------------------------------ persistence
@@ -433,6 +622,11 @@ class Unlearner:
             "removed_sizes": np.array([len(r) for r in self.removed], dtype=np.int64),
         }
         arrays.update({f"curv_{k}": np.asarray(v) for k, v in self._curv.arrays().items()})
+        if self._build_curv is not None and self.removed and self._curv.kind != "woodbury":
+            # the build's curvature (method="influence"); Woodbury's is the current one with
+            # every row alive, rebuilt on load
+            build = self._build_curv.arrays().items()
+            arrays.update({f"curv0_{k}": np.asarray(v) for k, v in build})
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -502,6 +696,17 @@ class Unlearner:
         self._curv = curvature_from_arrays(
             meta["curvature"], self._problem, self.damping, curv_arrays
         )
+        build_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("curv0_")}
+        if not removed:
+            self._build_curv = self._curv
+        elif meta["curvature"] == "woodbury":
+            self._build_curv = self._curv.restored()
+        elif build_arrays:
+            self._build_curv = curvature_from_arrays(
+                meta["curvature"], self._problem, self.damping, build_arrays
+            )
+        else:
+            self._build_curv = None
         return self
 
     def __repr__(self) -> str:
