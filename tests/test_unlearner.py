@@ -599,3 +599,50 @@ def test_singular_factored_curvature_is_pseudo_inverted_and_woodbury_refuses_it(
     wide = mlu.MLP(hidden=(10,), epochs=2, l2=0.0, seed=0).fit(Xw, yw)
     assert curvature.choose_representation(problem_of(wide, Xw, yw), 0.01)[0] == "woodbury"
     assert curvature.choose_representation(problem_of(wide, Xw, yw), 0.0)[0] == "ekfac"
+
+
+# ------------------------------------------------------------------------------ vs mlu.unlearn
+
+
+@pytest.mark.parametrize(
+    ("solver", "kind"), [("cholesky", "dense"), ("cholesky", "woodbury"), ("kfac", "kfac")]
+)
+@pytest.mark.parametrize("safeguard", [False, True])
+def test_a_retained_request_is_one_newton_step_of_mlu_unlearn(binary, solver, kind, safeguard):
+    """Issue 22: ``mlu.unlearn(method="newton", steps=1, solver=S)`` and the Unlearner's
+    ``target="retained"`` request with the matching curvature are one formula. With the check
+    on both check L_R on all of R here (n = 50 <= CHECK_ROWS: the Unlearner's estimate is
+    exact), and both keep the full step. Woodbury is the exact GGN (n·r = 50 < p = 270), so it
+    matches the dense GGN Cholesky solve; K-FAC over R equals K-FAC over D minus F's sums."""
+    model, X, y = binary
+    F = np.array([2, 11, 30])
+    assert 50 * 1 < model.n_params
+    expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver=solver,
+                           damping=DAMPING, steps=1, safeguard=safeguard)  # fmt: skip
+    un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    res = un.forget(F, target="retained", safeguard=safeguard)
+    assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10
+    if safeguard:
+        assert expected.checks[0].step == res.checks[0].step == 1.0
+        assert res.checks[0].full_change == pytest.approx(expected.checks[0].full_change, rel=1e-9)
+
+
+def test_ekfac_requests_keep_the_builds_basis_unlike_mlu_unlearn(binary):
+    """Issue 22: EK-FAC differs by design. ``mlu.unlearn(solver="ekfac")`` builds EK-FAC over
+    R (R's Kronecker eigenbases); a request keeps the build's bases over D and subtracts F's
+    corrections in them (a new basis would need every retained sample's corrections again, a
+    pass over the data). Each equals its own formula to 1e-10; the two differ."""
+    model, X, y = binary
+    F = np.array([2, 11, 30])
+    keep = np.setdiff1d(np.arange(len(y)), F)
+    expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="ekfac",
+                           damping=DAMPING, steps=1, safeguard=False)  # fmt: skip
+    res = Unlearner(model, X, y, curvature="ekfac", damping=DAMPING)
+    res = res.forget(F, target="retained", safeguard=False)
+    prob, prob_R = problem_of(model, X, y), problem_of(model, X[keep], y[keep])
+    g_R = prob_R.gradient_sum() / len(keep) + model.l2 * model.params
+    over_R = EKFACCurvature(prob_R, DAMPING).solve(g_R)
+    build_basis = EKFACCurvature(prob, DAMPING).downdated(F).solve(g_R)
+    assert rel(expected.model.params - model.params, -over_R) < 1e-10
+    assert rel(res.model.params - model.params, -build_basis) < 1e-10
+    assert rel(res.model.params, expected.model.params) > 1e-6

@@ -464,7 +464,7 @@ class Unlearner:
         alive = self._alive.copy()
         alive[rows] = False
         targets = ("tilted", "retained") if target == "auto" and method == "newton" else (target,)
-        failures = []
+        failures: list[str] = []
         for name in targets:
             try:
                 return self._target_update(
@@ -489,8 +489,8 @@ class Unlearner:
         problem = self._problem
         notes = [f"curvature {self.choice}", *new_curv.notes, *failures]
         m = new_curv.m
-        wood = isinstance(new_curv, WoodburyCurvature)
-        images = new_curv.images_removed if wood else None  # B Σ_removed ∇ℓ(θ̂), or None
+        wood = new_curv if isinstance(new_curv, WoodburyCurvature) else None
+        images = wood.images_removed if wood is not None else None  # B Σ_removed ∇ℓ, or None
         image = None  # B rhs, when the stored images give it (Woodbury)
         if method == "influence":
             used = self._build_curv
@@ -512,7 +512,7 @@ class Unlearner:
                     image = images / m
             else:
                 b = (self._grad_sum - removed_grad) / m + problem.l2 * problem.theta
-                retained = new_curv.retained_gradient_image() if wood else None
+                retained = wood.retained_gradient_image() if wood is not None else None
                 if retained is not None:
                     image = -retained[:, 0]
             rhs = -b
@@ -699,7 +699,7 @@ class Unlearner:
         build_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("curv0_")}
         if not removed:
             self._build_curv = self._curv
-        elif meta["curvature"] == "woodbury":
+        elif isinstance(self._curv, WoodburyCurvature):
             self._build_curv = self._curv.restored()
         elif build_arrays:
             self._build_curv = curvature_from_arrays(
