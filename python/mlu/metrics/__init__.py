@@ -1,7 +1,9 @@
-"""Metrics for detection (against the true flipped mask) and for unlearning (against retraining)."""
+"""Metrics for detection (against the true flipped mask), for unlearning (against retraining) and
+for forgetting (membership inference, :func:`forgetting_report`)."""
 
-from . import detection, unlearning
+from . import detection, membership, unlearning
 from .detection import average_precision, detection_report, precision_at_k, roc_auc
+from .membership import ForgettingReport, forgetting_report, loss_auc
 from .unlearning import (
     accuracy,
     evaluate_unlearning,
@@ -15,12 +17,16 @@ from .unlearning import (
 )
 
 __all__ = [
+    "ForgettingReport",
     "accuracy",
     "average_precision",
     "detection",
     "detection_report",
     "evaluate_unlearning",
     "forget_retain_accuracy",
+    "forgetting_report",
+    "loss_auc",
+    "membership",
     "membership_inference_auc",
     "parameter_distance",
     "per_class_accuracy",

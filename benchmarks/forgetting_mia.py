@@ -1,0 +1,273 @@
+"""Forgetting modes against membership inference (issue 23, part 2).
+
+The memorising model of issue 23: Fashion-MNIST, 10 classes, ``n_per_class`` training samples
+per class (300: 3000), 784-256-10, ``epochs`` epochs of the paper's SGD (40). A random 10% of
+the training samples is forgotten in 4 requests through :class:`mlu.Unlearner` (its exact
+update, from θ̂ with the cumulative forget set); after each request every forgetting mode of
+:func:`mlu.forgetting.post_update` runs on that request's exact model (never on an earlier
+post-update: path independence). After the last request, per mode, against the original model
+and a model retrained without the forgotten samples (same SGD settings and seed):
+
+* the loss-threshold membership-inference AUC (forgotten vs the 10000 test samples) and its
+  per-class calibrated variant (:func:`mlu.metrics.forgetting_report`), and the share of the
+  original-to-retrained AUC gap the mode closed;
+* test accuracy against the retrained model's;
+* the cost of a request (exact update + post-update, mean over the 4) as a fraction of the
+  wall time of the retraining, measured in the same process (one thread).
+
+Usage::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=python python benchmarks/forgetting_mia.py \
+        [--seeds 0 1 2] [--n-per-class 300] [--epochs 40] [--requests 4] [--fraction 0.1] \
+        [--modes exact finetune:2 noisy_finetune:2:0.5 ...] [--stem forgetting_mia]
+
+A mode is ``name[:epochs[:noise[:lr]]]``. Writes benchmarks/results/<stem>.csv (one row per seed
+and mode) and <stem>.md (per seed, and mean ± std over seeds), each headed by the command, the
+commit and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import mlu
+from mlu.forgetting import post_update
+from mlu.metrics import forgetting_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_MODES = (
+    "exact",
+    "finetune:1",
+    "finetune:2",
+    "finetune:3",
+    "noise::0.5",
+    "noisy_finetune:1:0.5",
+    "noisy_finetune:2:0.25",
+    "noisy_finetune:2:0.5",
+    "noisy_finetune:2:1",
+    "noisy_finetune:3:0.5",
+)
+
+
+def parse_mode(text: str) -> tuple[str, float, float, float | None]:
+    """``"noisy_finetune:2:0.5:0.03"`` -> ("noisy_finetune", 2.0, 0.5, 0.03): name, epochs,
+    noise (0 when missing) and the fine-tuning lr (None: the model's)."""
+    parts = text.split(":") + ["", "", ""]
+    lr = float(parts[3]) if parts[3] else None
+    return parts[0], float(parts[1] or 0.0), float(parts[2] or 0.0), lr
+
+
+def header(argv: list[str]) -> list[str]:
+    """Command, commit and machine, as lines (the results files' header)."""
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "python", "benchmarks/forgetting_mia.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        "command: OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " "
+        "PYTHONPATH=python python " + shlex.join(["benchmarks/forgetting_mia.py", *argv]),
+        f"commit: {commit}" + (" (python/ or this script modified)" if dirty else ""),
+        f"machine: {cpu}, {os.cpu_count()} cores, {mlu.get_num_threads()} core thread(s), "
+        f"Python {platform.python_version()}, NumPy {np.__version__}",
+    ]
+
+
+def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
+    ds = mlu.datasets.load("fashion-mnist", n_per_class=args.n_per_class, seed=seed)
+    X, y, Xt, yt = ds.X_train, ds.y_train, ds.X_test, ds.y_test
+    n = X.shape[0]
+    settings = dict(hidden=(256,), epochs=args.epochs, seed=seed)
+    tic = time.perf_counter()
+    model = mlu.MLP(**settings).fit(X, y)
+    train_time = time.perf_counter() - tic
+    rng = np.random.default_rng(1000 + seed)
+    forget = rng.choice(n, size=int(round(args.fraction * n)), replace=False)
+    requests = np.array_split(forget, args.requests)
+    keep = np.setdiff1d(np.arange(n), forget)
+    tic = time.perf_counter()
+    retrained = mlu.MLP(**settings).fit(X[keep], y[keep], classes=model.classes_)
+    retrain_time = time.perf_counter() - tic
+    tic = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        un = mlu.Unlearner(model, X, y)
+    build_time = time.perf_counter() - tic
+    exact_times: list[float] = []
+    post_times: dict[str, list[float]] = {m: [] for m in modes}
+    final: dict[str, mlu.MLP] = {}
+    done: list[np.ndarray] = []
+    for req in requests:
+        tic = time.perf_counter()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            exact = un.forget(req).model
+        caught += w
+        exact_times.append(time.perf_counter() - tic)
+        done.append(req)
+        cumulative = np.concatenate(done)
+        for m in modes:
+            name, ep, noise, lr = parse_mode(m)
+            out = post_update(exact, X, y, cumulative, name, epochs=ep, noise=noise, lr=lr)
+            post_times[m].append(out.time)
+            final[m] = out.model
+    rows = []
+    acc_re = retrained.score(Xt, yt)
+    for m in modes:
+        rep = forgetting_report(
+            final[m], X[forget], y[forget], Xt, yt, reference=retrained, original=model
+        )
+        cost = (np.mean(exact_times) + np.mean(post_times[m])) / retrain_time
+        rows.append(
+            {
+                "seed": seed,
+                "mode": m,
+                "n_train": n,
+                "n_forget": forget.size,
+                "auc_original": rep.original_mia_auc,
+                "auc_unlearned": rep.mia_auc,
+                "auc_retrained": rep.reference_mia_auc,
+                "gap_closed": rep.gap_closed,
+                "auc_cal_original": rep.original_mia_auc_calibrated,
+                "auc_cal_unlearned": rep.mia_auc_calibrated,
+                "auc_cal_retrained": rep.reference_mia_auc_calibrated,
+                "gap_closed_cal": rep.gap_closed_calibrated,
+                "loss_shift": rep.loss_shift,
+                "loss_shift_retrained": rep.reference_loss_shift,
+                "test_acc": final[m].score(Xt, yt),
+                "test_acc_original": model.score(Xt, yt),
+                "test_acc_retrained": acc_re,
+                "exact_time": float(np.mean(exact_times)),
+                "post_time": float(np.mean(post_times[m])),
+                "retrain_time": retrain_time,
+                "train_time": train_time,
+                "build_time": build_time,
+                "cost_per_request": cost,
+                "warnings": len(caught),
+                "curvature": un.curvature,
+            }
+        )
+        print(
+            f"seed {seed} {m:24s} AUC {rep.original_mia_auc:.3f} -> {rep.mia_auc:.3f} "
+            f"(retrained {rep.reference_mia_auc:.3f}) closed {100 * (rep.gap_closed or 0):5.0f}%"
+            f"  test {100 * rows[-1]['test_acc']:.2f} (retrained {100 * acc_re:.2f})"
+            f"  cost {cost:.3f}",
+            flush=True,
+        )
+    return rows
+
+
+def fmt(values: list[float], pct: bool = False, digits: int = 3) -> str:
+    a = np.asarray(values, float) * (100 if pct else 1)
+    d = 1 if pct else digits
+    return f"{a.mean():.{d}f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.{d}f}"
+
+
+def write(rows: list[dict], head: list[str], stem: str, args) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
+        for line in head:
+            fh.write(f"# {line}\n")
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    n, m = rows[0]["n_train"], rows[0]["n_forget"]
+    out = [f"# Forgetting modes against membership inference ({stem})", ""]
+    out += [f"- {line}" for line in head]
+    out += [
+        "",
+        f"Fashion-MNIST, 10 classes, {n} training samples, 784-256-10, {args.epochs} epochs; "
+        f"{m} random samples forgotten in {args.requests} requests through mlu.Unlearner "
+        f"(curvature {rows[0]['curvature']}); unseen = the 10000 test samples; seeds "
+        f"{', '.join(map(str, seeds))}. Mode `name:epochs:noise` (mlu.forgetting.post_update). "
+        "AUC: loss-threshold membership inference, forgotten vs unseen (0.5 = "
+        "indistinguishable); closed = (original − unlearned) / (original − retrained); cost = "
+        "mean wall time of one request (exact update + post-update) / one retraining, same "
+        "process, one thread.",
+        "",
+        "## Mean ± std over seeds",
+        "",
+        "| mode | AUC unlearned | AUC retrained | AUC original | gap closed | calibrated gap "
+        "closed | test acc | retrained acc | cost / retraining |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode in modes:
+        rs = [r for r in rows if r["mode"] == mode]
+
+        def col(key: str, rs: list[dict] = rs) -> list[float]:
+            return [r[key] for r in rs]
+
+        out.append(
+            f"| {mode} | {fmt(col('auc_unlearned'))} | {fmt(col('auc_retrained'))} | "
+            f"{fmt(col('auc_original'))} | {fmt(col('gap_closed'), pct=True)}% | "
+            f"{fmt(col('gap_closed_cal'), pct=True)}% | {fmt(col('test_acc'), pct=True)} | "
+            f"{fmt(col('test_acc_retrained'), pct=True)} | {fmt(col('cost_per_request'))} |"
+        )
+    out += [
+        "",
+        "## Per seed",
+        "",
+        "| seed | mode | AUC orig → unlearned (retrained) | gap closed | calibrated AUC orig → "
+        "unlearned (retrained) | calibrated closed | loss shift (retrained) | test acc "
+        "(retrained) | exact s | post s | retrain s | cost |",
+        "|---:|---|---|---:|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['seed']} | {r['mode']} | {r['auc_original']:.3f} → {r['auc_unlearned']:.3f} "
+            f"({r['auc_retrained']:.3f}) | {100 * r['gap_closed']:.0f}% | "
+            f"{r['auc_cal_original']:.3f} → {r['auc_cal_unlearned']:.3f} "
+            f"({r['auc_cal_retrained']:.3f}) | {100 * r['gap_closed_cal']:.0f}% | "
+            f"{r['loss_shift']:+.3f} ({r['loss_shift_retrained']:+.3f}) | "
+            f"{100 * r['test_acc']:.2f} ({100 * r['test_acc_retrained']:.2f}) | "
+            f"{r['exact_time']:.3f} | {r['post_time']:.3f} | {r['retrain_time']:.2f} | "
+            f"{r['cost_per_request']:.3f} |"
+        )
+    (RESULTS / f"{stem}.md").write_text("\n".join(out) + "\n")
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--n-per-class", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--requests", type=int, default=4)
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES))
+    ap.add_argument("--stem", default="forgetting_mia")
+    args = ap.parse_args(argv)
+    head = header(argv)
+    rows: list[dict] = []
+    for seed in args.seeds:
+        rows += run_seed(seed, args, args.modes)
+        write(rows, head, args.stem, args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

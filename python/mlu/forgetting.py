@@ -1,0 +1,256 @@
+"""Forgetting modes: what runs after the exact (Newton) update of a deletion request so that the
+forgotten samples stop looking like training members.
+
+A Newton or influence update is first order in the removed samples' gradients, and a sample the
+model has memorised has a gradient near zero: the update barely moves it, and a loss-threshold
+membership-inference attack still tells it from unseen data (issue 23; docs/design.md,
+"Forgetting modes"). The modes here start from the exact update ``θ_F`` for the *cumulative*
+forget set F (computed from θ̂) and use only the retained set R = D \\ F:
+
+``"exact"``
+    ``θ_F`` itself.
+``"finetune"``
+    ``epochs`` passes of the model's own minibatch SGD over R from ``θ_F`` (fractional: a
+    seeded subset of R), as the strongest entries of the NeurIPS 2023 unlearning competition do.
+``"noisy_finetune"``
+    Gaussian noise first, ``θ_F + σ_l ε`` with ``σ_l = noise · rms(W_l)`` for the weights and
+    biases of layer l (the calibration of Sekhari et al. 2021 needs a bound on
+    ``‖θ_F − θ_retrain‖`` that a non-convex model does not give; the layer's weight scale is
+    the practical stand-in), then the fine-tuning above, which repairs what the noise costs.
+``"noise"``
+    The noise alone (no fine-tuning): for the comparison.
+
+Every mode is a deterministic function of ``(θ_F, R, seed)``: its randomness (noise, subset,
+minibatch order) is seeded from a hash of the sorted cumulative forget set, n and ``seed``
+(:func:`request_seed`), so replaying the requests gives the same bits and the result does not
+depend on how F was split into requests, provided ``θ_F`` does not.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import (
+    as_features,
+    as_labels,
+    check_choice,
+    check_forget,
+    check_model,
+    check_real,
+    encode_labels,
+)
+from .model import MLP
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "DEFAULT_MODE",
+    "DEFAULT_NOISE",
+    "MODES",
+    "PostUpdate",
+    "post_update",
+    "request_seed",
+]
+
+MODES = ("exact", "finetune", "noisy_finetune", "noise")
+#: The mode chosen by benchmarks/forgetting_mia.py (see docs/design.md, "Forgetting modes").
+DEFAULT_MODE = "noisy_finetune"
+#: Passes over the retained set of the default post-update.
+DEFAULT_EPOCHS = 2.0
+#: Noise scale relative to each layer's weight RMS.
+DEFAULT_NOISE = 0.5
+
+
+@dataclass(frozen=True)
+class PostUpdate:
+    """The result of :func:`post_update`.
+
+    Attributes
+    ----------
+    model : mlu.MLP
+        The new model (the input model is never modified).
+    mode : str
+        The mode that ran.
+    seed : int
+        The seed derived from the forget set (:func:`request_seed`).
+    epochs : float
+        Passes over the retained set (0 for ``"exact"`` and ``"noise"``).
+    noise : float
+        Noise scale relative to the layers' weight RMS (0 without noise).
+    rows_visited : int
+        Retained rows the fine-tuning visited (``epochs · |R|``, rounded).
+    time : float
+        Wall seconds.
+    """
+
+    model: MLP
+    mode: str
+    seed: int
+    epochs: float
+    noise: float
+    rows_visited: int
+    time: float
+
+    def summary(self) -> str:
+        """One line: mode, settings, rows visited and seconds."""
+        return (
+            f"forgetting mode {self.mode!r}: noise {self.noise:g} x layer weight RMS, "
+            f"{self.epochs:g} epochs over the retained set ({self.rows_visited} rows), "
+            f"seed {self.seed}, {self.time:.3f} s"
+        )
+
+
+def request_seed(forgotten, n: int, seed: int = 0) -> int:
+    """A seed in [0, 2³¹) determined by the sorted forget set, n and ``seed``.
+
+    Parameters
+    ----------
+    forgotten : array-like of int, shape (m,), or of bool, shape (n,)
+        The cumulative forget set (order and the split into requests do not matter).
+    n : int
+        Number of training samples.
+    seed : int
+        A user seed mixed in.
+
+    Returns
+    -------
+    int
+    """
+    mask = check_forget(forgotten, int(n), allow_all=False)
+    digest = hashlib.sha256()
+    digest.update(np.array([int(n), int(seed)], dtype=np.int64).tobytes())
+    digest.update(np.flatnonzero(mask).astype(np.int64).tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") % (2**31)
+
+
+def _noised(model: MLP, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """θ with Gaussian noise of std ``noise · rms(W_l)`` on layer l's weights and biases."""
+    theta = model.theta_.copy()
+    pos = 0
+    for fan_in, fan_out in zip(model.sizes_[:-1], model.sizes_[1:]):
+        size = fan_out * fan_in + fan_out
+        W = theta[pos : pos + fan_out * fan_in]
+        sigma = noise * float(np.sqrt(np.mean(W * W)))
+        theta[pos : pos + size] += sigma * rng.standard_normal(size)
+        pos += size
+    return theta
+
+
+def _finetune(
+    model: MLP,
+    X: np.ndarray,
+    y: np.ndarray,
+    retained: np.ndarray,
+    epochs: float,
+    lr: float | None,
+    rng: np.random.Generator,
+    seed: int,
+) -> int:
+    """Minibatch SGD (the model's settings) over ``round(epochs · |R|)`` retained rows, in
+    passes of at most |R| rows each (a seeded permutation of R, the last pass a prefix of
+    one); modifies ``model`` in place and returns the rows visited."""
+    total = int(round(epochs * retained.shape[0]))
+    if total == 0:
+        return 0
+    model.set_params(
+        warm_start=True, epochs=1, seed=seed, track=False, verbose=False,
+        **({} if lr is None else {"lr": lr}),
+    )  # fmt: skip
+    done = 0
+    first = True
+    while done < total:
+        rows = np.sort(rng.permutation(retained)[: min(retained.shape[0], total - done)])
+        if first:
+            model.fit(X[rows], y[rows], classes=model.classes_)  # velocity starts at zero
+            first = False
+        else:
+            model.partial_fit(X[rows], y[rows])  # velocity carries over
+        done += rows.shape[0]
+    return done
+
+
+def post_update(
+    model: MLP,
+    X,
+    y,
+    forgotten,
+    mode: str = DEFAULT_MODE,
+    *,
+    epochs: float = DEFAULT_EPOCHS,
+    noise: float = DEFAULT_NOISE,
+    lr: float | None = None,
+    seed: int = 0,
+) -> PostUpdate:
+    """Run a forgetting mode after the exact update of a deletion request.
+
+    Parameters
+    ----------
+    model : mlu.MLP
+        The exact update θ_F for the cumulative forget set, computed from θ̂ (e.g. the model
+        :meth:`mlu.Unlearner.forget` returns). Never modified.
+    X : array-like, shape (n, d)
+        The training data D the model was trained on (raw features, as given to ``fit``).
+    y : array-like, shape (n,)
+        Its labels.
+    forgotten : array-like of int, shape (m,), or of bool, shape (n,)
+        Every sample forgotten so far (the cumulative forget set F).
+    mode : {"exact", "finetune", "noisy_finetune", "noise"}
+        See the module docs; default :data:`DEFAULT_MODE`.
+    epochs : float, default :data:`DEFAULT_EPOCHS`
+        Passes of minibatch SGD over R for the fine-tuning modes (a fraction visits a seeded
+        subset). Its cost is ``epochs / E`` of a retraining for E training epochs.
+    noise : float, default :data:`DEFAULT_NOISE`
+        Noise std relative to each layer's weight RMS, for ``"noisy_finetune"`` and
+        ``"noise"``.
+    lr : float, optional
+        Learning rate of the fine-tuning; default the model's ``lr``.
+    seed : int
+        Mixed into the seed derived from F (:func:`request_seed`).
+
+    Returns
+    -------
+    PostUpdate
+
+    Raises
+    ------
+    ValueError
+        Unknown mode, negative ``epochs`` or ``noise``, a non-positive ``lr``, a bad forget set
+        or data that do not match the model.
+    """
+    start = time.perf_counter()
+    check_model(model)
+    check_choice(mode, "mode", MODES)
+    epochs = check_real(epochs, "epochs", low=0.0)
+    noise = check_real(noise, "noise", low=0.0)
+    if lr is not None:
+        lr = check_real(lr, "lr", low=0.0, open_low=True)
+    X = as_features(X, model.n_features_in_)
+    y = as_labels(y, X.shape[0])
+    encode_labels(y, model.classes_)  # a label the model does not know raises here
+    mask = check_forget(forgotten, X.shape[0], allow_all=False)
+    derived = request_seed(mask, X.shape[0], seed)
+    rng = np.random.default_rng(derived)
+    out = copy.deepcopy(model)
+    use_noise = mode in ("noisy_finetune", "noise")
+    use_tune = mode in ("finetune", "noisy_finetune")
+    if use_noise and noise > 0:
+        out.params = _noised(out, noise, rng)
+    visited = 0
+    if use_tune:
+        visited = _finetune(out, X, y, np.flatnonzero(~mask), epochs, lr, rng, derived)
+        out.set_params(**{k: model.get_params()[k] for k in ("warm_start", "epochs", "seed")})
+        if lr is not None:
+            out.set_params(lr=model.lr)
+    return PostUpdate(
+        model=out,
+        mode=mode,
+        seed=derived,
+        epochs=float(epochs) if use_tune else 0.0,
+        noise=float(noise) if use_noise else 0.0,
+        rows_visited=visited,
+        time=time.perf_counter() - start,
+    )
