@@ -24,6 +24,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -31,7 +33,7 @@ import numpy as np
 
 import mlu
 from mlu.unlearn import DEFAULT_DAMPING
-from mlu.unlearner import Unlearner
+from mlu.unlearner import RequestFailedError, Unlearner
 
 
 def timed(fn):
@@ -77,9 +79,16 @@ def large_case(
     )
     # (c) all flipped samples in requests of `batch`, from the saved (unrequested) Unlearner
     un_all, t_load = timed(lambda: Unlearner.load(saved, X, y))
-    t_requests = []
+    t_requests, refused, refined, targets = [], 0, 0, []
     for s in range(0, len(flipped), batch):
-        r = un_all.forget(flipped[s : s + batch])
+        rows = flipped[s : s + batch]
+        try:
+            r = un_all.forget(rows)
+        except RequestFailedError:  # refused, nothing changed: the plain formula instead
+            refused += 1
+            r = un_all.forget(rows, safeguard=False)
+        refined += r.iterations is not None
+        targets.append(next(n for n in r.notes if n.startswith("update: ")))
         t_requests.append(r.time)
     exact, t_cg = timed(
         lambda: mlu.unlearn(
@@ -107,6 +116,9 @@ def large_case(
         "batch": batch,
         "requests": len(t_requests),
         "request_batch_mean_s": float(np.mean(t_requests)),
+        "requests_refused": refused,
+        "requests_refined": refined,
+        "targets_applied": {t: targets.count(t) for t in sorted(set(targets))},
         "cg_newton_s": t_cg,
         "cg_iterations": exact.iterations,
         "acc_before": float(np.mean(model.predict(Xt) == yt)),
@@ -114,6 +126,37 @@ def large_case(
         "acc_cg_newton": float(np.mean(pred_cg == yt)),
         "equal_predictions": float(np.mean(pred_ek == pred_cg)),
         "damping": DEFAULT_DAMPING,
+    }
+
+
+def kernel_profile(un: Unlearner, repeats: int = 20) -> dict:
+    """Milliseconds of each kernel of a Woodbury request, each timed alone in a loop, in the
+    Unlearner's last state (all flipped samples removed): Bᵀz over the data, the Gram-space
+    solve, the check's gradient over the retained check rows, a 20-row gradient."""
+    from mlu import _core
+
+    curv, prob = un._curv, un._problem
+    X = np.ascontiguousarray(prob.X)
+    z = np.random.default_rng(0).standard_normal((X.shape[0], 1))
+    dead = np.flatnonzero(~curv._alive_rows)
+    theta, sizes, act, Xc = un._check_prob.core_args()
+    keep = un._alive[un._check_rows]
+    Xk, yk = np.ascontiguousarray(Xc[keep]), un._check_prob.y[keep]
+
+    def ms(fn) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return 1e3 * (time.perf_counter() - start) / repeats
+
+    return {
+        "Btz_gn_vjp": ms(lambda: _core.gn_vjp(list(prob.sizes), X, curv.G, curv.hidden, z)),
+        "gram_solve": ms(lambda: _core.gram_retained_solve(curv.V, curv.w, 1.0, dead, z)),
+        "gram_solve_removed_rows": int(len(dead)),
+        "check_gradient": ms(lambda: _core.gradient(theta, sizes, act, Xk, yk, 0.0)),
+        "check_rows": int(keep.sum()),
+        "gradient_20_rows": ms(lambda: prob.gradient_sum(np.arange(20))),
     }
 
 
@@ -134,17 +177,19 @@ def paper_case(request: int) -> dict:
     t_retrain = float(np.median(retrains))
     un, _ = timed(lambda: Unlearner(model, X, y, curvature="woodbury"))
     res, t_wall = timed(lambda: un.forget(F))
-    # the requests that follow: their time varies with the update check's line search
-    later = [
-        un.forget(flipped[k : k + request]).time for k in range(request, 11 * request, request)
-    ]
-    # and on until every flipped sample is gone: the Gram-space solve grows with all removed
-    rest = [
-        un.forget(flipped[k : k + request]).time for k in range(11 * request, len(flipped), request)
-    ]
-    # exactness: the plain formulas, without the update checks (the request's runs on a subsample
-    # of R, mlu.unlearn's on all of R, so their line searches may stop at different steps)
-    plain = Unlearner(model, X, y, curvature="woodbury").forget(F, safeguard=False)
+    served = [res]
+    # the requests that follow, until every flipped sample is gone: the Gram-space solve grows
+    # with all removed
+    for k in range(request, len(flipped), request):
+        served.append(un.forget(flipped[k : k + request]))
+    later = [r.time for r in served[1:11]]
+    rest = [r.time for r in served[11:]]
+    targets = [next(n for n in r.notes if n.startswith("update: ")) for r in served]
+    profile = kernel_profile(un)
+    # exactness: the plain formula of the retained target against mlu.unlearn's exact CG Newton
+    plain = Unlearner(model, X, y, curvature="woodbury").forget(
+        F, safeguard=False, target="retained"
+    )
     exact = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cg", tol=1e-12,
                         maxiter=5000, steps=1, safeguard=False)  # fmt: skip
     step_w = plain.model.params - model.params
@@ -164,51 +209,83 @@ def paper_case(request: int) -> dict:
         "speedup_later_median_vs_retrain": t_retrain / float(np.median(later)),
         "all_requests_s": [res.time, *later, *rest],
         "all_requests_removed": int(len(flipped)),
+        "all_requests_checked": sum(len(r.checks) == 1 for r in served),
+        "targets_applied": {t: targets.count(t) for t in sorted(set(targets))},
+        "kernel_profile_ms": profile,
         "rel_diff_to_cg_newton": float(np.linalg.norm(step_w - step_cg) / np.linalg.norm(step_cg)),
         "cg_residual": exact.residual,
     }
 
 
 def markdown(results: dict) -> str:
-    big, paper = results["large"], results["paper"]
+    paper = results["paper"]
+    prof = paper["kernel_profile_ms"]
     lines = [
-        "# mlu.Unlearner vs retraining (one run; ratios measured in that run)",
+        "# mlu.Unlearner vs retraining (ratios measured in one run)",
         "",
-        f"Machine: {results['machine']}, threads {results['threads']}.",
+        f"Command: `{results.get('command', '')}`; commit {results.get('commit', '?')} "
+        f"(the working tree of that commit); machine {results['machine']}, threads "
+        f"{results['threads']}; {results.get('date', '')}.",
         "",
-        f"## Fashion-MNIST, {big['n']} samples, 784-256-10 (p = {big['p']}), 20% flipped, "
-        f"{big['epochs']} epochs",
-        "",
-        "| quantity | value | target |",
-        "| --- | --- | --- |",
-        f"| retraining (s) | {big['retrain_s']:.2f} | |",
-        f"| (a) EK-FAC build (s) / retraining | {big['ekfac_build_s']:.2f} / "
-        f"{big['ratio_build_to_retrain']:.3f} | ≤ 0.333 |",
-        f"| (b) {big['request']}-sample request (s) / retraining | {big['request_s']:.3f} / "
-        f"{big['ratio_request_to_retrain']:.4f} | ≤ 0.01 |",
-        f"| (c) test accuracy: before / EK-FAC, {big['requests']} requests of {big['batch']} / "
-        f"CG Newton | {100 * big['acc_before']:.2f} / {100 * big['acc_ekfac_requests']:.2f} / "
-        f"{100 * big['acc_cg_newton']:.2f} % | within 0.5 points |",
-        f"| (c) equal test predictions | {100 * big['equal_predictions']:.2f} % | ≥ 98 % |",
-        f"| mean request of {big['batch']} (s); CG Newton of all (s) | "
-        f"{big['request_batch_mean_s']:.3f}; {big['cg_newton_s']:.1f} | |",
-        "",
-        f"## Paper model: Fashion-MNIST 0 vs 1, {paper['n']} samples, 784-50-2 (p = {paper['p']})",
+        f"## Paper model: Fashion-MNIST 0 vs 1, {paper['n']} samples, 784-50-2 (p = {paper['p']}), "
+        '10% flipped, Woodbury, requests of 20 with the check on (`target="auto"`)',
         "",
         "| quantity | value | target |",
         "| --- | --- | --- |",
         f"| Woodbury build (s) | {paper['woodbury_build_s']:.3f} | |",
-        f"| {paper['request']}-sample request (s) vs retraining (s) | {paper['request_s']:.4f} vs "
-        f"{paper['retrain_s']:.3f} ({paper['speedup_request_vs_retrain']:.0f}×) | ≥ 100× |",
+        f"| first {paper['request']}-sample request (s) vs retraining (s, median of 3) | "
+        f"{paper['request_s']:.4f} vs {paper['retrain_s']:.3f} "
+        f"({paper['speedup_request_vs_retrain']:.0f}×) | ≥ 100× |",
         f"| next 10 requests of {paper['request']}: median (max) (s) | "
         f"{paper['later_request_median_s']:.4f} ({max(paper['later_requests_s']):.4f}), "
         f"{paper['speedup_later_median_vs_retrain']:.0f}× | ≥ 100× |",
         f"| all {len(paper['all_requests_s'])} requests, until the {paper['all_requests_removed']} "
         f"flipped samples are gone: median (max) (s) | {np.median(paper['all_requests_s']):.4f} "
         f"({max(paper['all_requests_s']):.4f}) | |",
-        f"| relative difference to the exact CG Newton update | "
-        f"{paper['rel_diff_to_cg_newton']:.2e} | exact |",
+        f"| requests applied with their check holding | {paper['all_requests_checked']} of "
+        f"{len(paper['all_requests_s'])} | all |",
+        f"| targets applied | {paper['targets_applied']} | |",
+        f"| relative difference of the retained target (no check) to the exact CG Newton update "
+        f"| {paper['rel_diff_to_cg_newton']:.2e} | exact |",
+        "",
+        "Kernels of a request, each timed alone in a loop (ms), in the state after the last "
+        "request:",
+        "",
+        "| Bᵀz over the data (`gn_vjp`) | Gram-space solve "
+        f"({prof['gram_solve_removed_rows']} rows removed) | check gradient "
+        f"({prof['check_rows']} rows) | gradient of 20 rows |",
+        "| --- | --- | --- | --- |",
+        f"| {prof['Btz_gn_vjp']:.2f} | {prof['gram_solve']:.2f} | {prof['check_gradient']:.2f} | "
+        f"{prof['gradient_20_rows']:.2f} |",
     ]
+    big = results.get("large")
+    if big:
+        lines += [
+            "",
+            f"## Fashion-MNIST, {big['n']} samples, 784-256-10 (p = {big['p']}), 20% flipped, "
+            f"{big['epochs']} epochs",
+            "",
+            f"From {results.get('large_run', 'this run')}.",
+            "",
+            "| quantity | value | target |",
+            "| --- | --- | --- |",
+            f"| retraining (s) | {big['retrain_s']:.2f} | |",
+            f"| (a) EK-FAC build (s) / retraining | {big['ekfac_build_s']:.2f} / "
+            f"{big['ratio_build_to_retrain']:.3f} | ≤ 0.333 |",
+            f"| (b) {big['request']}-sample request (s) / retraining | {big['request_s']:.3f} / "
+            f"{big['ratio_request_to_retrain']:.4f} | ≤ 0.01 |",
+            f"| (c) test accuracy: before / EK-FAC, {big['requests']} requests of {big['batch']} / "
+            f"CG Newton | {100 * big['acc_before']:.2f} / {100 * big['acc_ekfac_requests']:.2f} / "
+            f"{100 * big['acc_cg_newton']:.2f} % | within 0.5 points |",
+            f"| (c) equal test predictions | {100 * big['equal_predictions']:.2f} % | ≥ 98 % |",
+            f"| mean request of {big['batch']} (s); CG Newton of all (s) | "
+            f"{big['request_batch_mean_s']:.3f}; {big['cg_newton_s']:.1f} | |",
+        ]
+        if "requests_refused" in big:
+            lines.append(
+                f"| requests refused / refined by CG; targets | {big['requests_refused']} / "
+                f"{big['requests_refined']}; {big['targets_applied']} | 0 refused |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -220,18 +297,30 @@ def main() -> None:
         "--paper-only", action="store_true", help="rerun the paper model only (into --out)"
     )
     args = parser.parse_args()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "threads": mlu.get_num_threads(),
+        "command": "OMP_NUM_THREADS={} PYTHONPATH=python python benchmarks/unlearner.py {}".format(
+            os.environ.get("OMP_NUM_THREADS", ""), " ".join(sys.argv[1:])
+        ).strip(),
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "paper": paper_case(request=20),
     }
     if args.paper_only:  # the large case's numbers stay those of the last full run
         with open(args.out) as fh:
             old = json.load(fh)
+        if "large" in old and "large_run" not in old:
+            old["large_run"] = "the full run of 2026-11-30, before issue 23"
         old.update(results)
         with open(args.out, "w") as fh:
             json.dump(old, fh, indent=2)
-        print(json.dumps(results["paper"], indent=2))
+        with open(os.path.splitext(args.out)[0] + ".md", "w") as fh:
+            fh.write(markdown(old))
+        print(markdown(old))
         return
 
     def partial(large: dict) -> None:  # a long run leaves its numbers so far

@@ -121,7 +121,11 @@ def header() -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = ["# Unlearner request targets: tilted against retained (issue 23)", "", results["header"]]
+    lines = [
+        "# Unlearner request targets: tilted against retained (issue 23)",
+        "",
+        results["header"],
+    ]
     for case in results["cases"]:
         lines += [
             "",
