@@ -1,10 +1,10 @@
 """Flagging rules for the default pipeline, measured per data set, noise rate and seed (issue 12).
 
-    OMP_NUM_THREADS=1 python benchmarks/pipeline_rules.py --out pipeline_rules   # ~50 min loaded
+    OMP_NUM_THREADS=1 python studies/pipeline_rules/pipeline_rules.py --out pipeline_rules  # ~50 m
     # as run for the results (two processes, then joined):
     python pipeline_rules.py --datasets fmnist-0v6 digits-10 --out rules_a
     python pipeline_rules.py --datasets fmnist-0v1 digits-0v1 --out rules_b
-    python pipeline_rules.py --combine results/rules_a.csv results/rules_b.csv --out pipeline_rules
+    python pipeline_rules.py --combine rules_a.csv rules_b.csv --out pipeline_rules
 
 Every cell of benchmarks/pipeline_table.py (same data, noise, model and clean retraining) runs
 the pipeline ``flag -> mlu.unlearn`` (defaults) with several flagging rules on the same noisy
@@ -25,7 +25,7 @@ model, so the rules are compared on identical models:
   network memorises the flipped samples), the margin-sign threshold;
 * ``oracle``: the truly flipped samples (what perfect detection would give the unlearning).
 
-Writes benchmarks/results/<out>.csv and .md (one summary row per rule, over all cells and per
+Writes <out>.csv and .md beside this script (one summary row per rule, over all cells and per
 data set and r). Result (pipeline_rules.md): no rule beat ``aum>0`` across data sets and seeds;
 ``aum>0`` rows reproduce pipeline_table.csv exactly; the oracle detector still ends more than
 0.2 points below the noisy model in 10 of 65 cells (8 of them Fashion-MNIST 0 vs 6): there the
@@ -51,9 +51,17 @@ worst cell -14.4 and -5.6 points against -1.6).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The cells and helpers are benchmarks/pipeline_table.py's (it stays there, a headline
+# benchmark); this study's results go beside this script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
 import warnings
 
 import numpy as np
+import pipeline_table
 from pipeline_table import (
     MAX_DROP,
     MIN_RECOVERED,
@@ -69,6 +77,9 @@ from pipeline_table import (
 
 import mlu
 from mlu.detect import scores_aum
+
+HERE = Path(__file__).resolve().parent
+pipeline_table.OUT = HERE  # write_rows() writes here, not to benchmarks/results/
 
 RULES = (
     "aum>0",

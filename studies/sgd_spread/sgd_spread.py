@@ -1,6 +1,6 @@
 """How far test accuracy moves with the SGD seed alone, on the pipeline table's cells (issue 12).
 
-    OMP_NUM_THREADS=1 python benchmarks/sgd_spread.py          # ~4 min
+    OMP_NUM_THREADS=1 python studies/sgd_spread/sgd_spread.py          # ~4 min
 
 For every data set, noise rate r and data seed of benchmarks/pipeline_table.py (the same data,
 flipped labels and model), train the noisy model and the clean retraining (flipped samples left
@@ -8,14 +8,22 @@ out) with five SGD seeds each — the cell's own seed and the four after it — 
 standard deviation of their test accuracy, and how often a noisy model that differs only by its
 SGD seed ends more than 0.2 points below the cell's own noisy model (the pipeline table's
 "below noisy" test, which the cell's own model passes by definition). Writes
-benchmarks/results/sgd_spread.{csv,md}.
+sgd_spread.{csv,md} beside this script.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The cells and helpers are benchmarks/pipeline_table.py's (it stays there, a headline
+# benchmark); this study's results go beside this script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
 import warnings
 
 import numpy as np
+import pipeline_table
 from pipeline_table import (
     DATASETS,
     DEFAULT_RATES,
@@ -27,6 +35,9 @@ from pipeline_table import (
 )
 
 import mlu
+
+HERE = Path(__file__).resolve().parent
+pipeline_table.OUT = HERE  # write_rows() writes here, not to benchmarks/results/
 
 SGD_SEEDS = 5
 

@@ -16,10 +16,10 @@ exists), then polishes a copy with L-BFGS on L_D, and compares on both starting 
 
 Usage::
 
-    PYTHONPATH=python python benchmarks/unlearner_stationary.py [--n 5000] [--epochs 3] \
+    python studies/unlearner_stationary/unlearner_stationary.py [--n 5000] [--epochs 3] \
         [--l2 1e-3] [--maxiter 2000] [--batch 250]
 
-Writes benchmarks/results/unlearner_stationary.{json,md}.
+Writes unlearner_stationary.{json,md} beside this script.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
+
+# flipped_copy() is benchmarks/unlearner_damping.py's (cited by benchmarks/unlearner.md).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import numpy as np
 from scipy.optimize import minimize
@@ -38,7 +42,7 @@ from unlearner_damping import flipped_copy
 import mlu
 from mlu.unlearner import Unlearner
 
-OUT = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent  # results beside this script
 
 
 def polish(model: mlu.MLP, X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[mlu.MLP, int]:
@@ -122,7 +126,7 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--maxiter", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=250)
-    parser.add_argument("--out", default="unlearner_stationary", help="file stem under results/")
+    parser.add_argument("--out", default="unlearner_stationary", help="file stem, beside this")
     args = parser.parse_args()
     warnings.simplefilter("ignore", mlu.exceptions.UpdateShortenedWarning)
     ds, X, y, forget = flipped_copy(args.n)
