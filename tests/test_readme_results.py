@@ -50,7 +50,7 @@ def test_the_benchmark_table_quotes_results_json():
 
 
 def test_a_hand_edited_number_is_caught(tmp_path):
-    for rel in ("README.md", "benchmarks/results.json"):
+    for rel in ("README.md", "benchmarks/results.json", "docs/demo.json"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     readme = tmp_path / "README.md"
@@ -73,3 +73,18 @@ def test_a_hand_edited_number_is_caught(tmp_path):
     readme.write_text(text.replace("<!-- table:benchmarks -->", ""), encoding="utf-8")
     with pytest.raises(KeyError, match="lacks the block"):
         tool.check(tmp_path)
+
+
+def test_the_demo_output_is_a_stored_run():
+    # The demo block is what `mlu demo` printed in the run stored in docs/demo.json, whose
+    # header names the command, the commit and the machine; its numbers are the run's.
+    record = json.loads((ROOT / "docs" / "demo.json").read_text(encoding="utf-8"))
+    assert record["command"] == "mlu demo --no-progress"
+    assert record["commit"] and record["machine"]["cores"] >= 1
+    assert record["machine"]["dgemm_peak_gflops"] > 0
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- table:demo -->")[1].split("<!-- /table:demo -->")[0]
+    test = record["demo_json"]["test"]
+    for key in ("before", "after", "clean_retrain"):
+        assert f"{100 * test[key]['accuracy']:.1f}%" in block
+    assert "by aum score" in block  # the pipeline's default detector, as mlu clean uses
