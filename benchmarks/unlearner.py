@@ -11,8 +11,10 @@ One run, every number a ratio to a time measured in the same run:
 
 Usage::
 
-    OMP_NUM_THREADS=2 PYTHONPATH=python python benchmarks/unlearner.py [--quick] \
-        [--paper-only] [--out benchmarks/unlearner.json]
+    OMP_NUM_THREADS=1 PYTHONPATH=python python benchmarks/unlearner.py [--quick] \
+        [--paper-only] [--n N] [--epochs E] [--out benchmarks/unlearner.json]
+
+``--n`` runs the large case on the first N samples (a smaller copy of the 60000-sample case).
 
 ``--quick`` shrinks the large case (5000 samples, 2 epochs) for a smoke run. Writes JSON and a
 markdown table beside it (``.md``).
@@ -296,6 +298,8 @@ def main() -> None:
     parser.add_argument(
         "--paper-only", action="store_true", help="rerun the paper model only (into --out)"
     )
+    parser.add_argument("--n", type=int, default=None, help="large case: first n samples")
+    parser.add_argument("--epochs", type=int, default=10, help="large case: epochs")
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -329,8 +333,8 @@ def main() -> None:
 
     partial({})
     results["large"] = large_case(
-        n=5000 if args.quick else None,
-        epochs=2 if args.quick else 10,
+        n=5000 if args.quick else args.n,
+        epochs=2 if args.quick else args.epochs,
         request=100,
         batch=500,
         partial=partial,

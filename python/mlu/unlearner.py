@@ -5,17 +5,16 @@ curvature of the training objective at θ̂ once (:mod:`mlu.curvature`), keeps t
 over the data at θ̂, and serves each request from those stored quantities: its cost depends on
 |F| and p (and, for the Woodbury form, on the n·r Gram space), never on a pass over the data.
 
-Each request k removes F_k from the retained set. With R_k = D minus everything removed so far
-(m_k samples), ``method="newton"`` sets (docs/design.md, "Unlearner")
-
-    θ_k = θ̂ − (H_{R_k} + δI)⁻¹ ∇L_{R_k}(θ̂),  ∇L_{R_k}(θ̂) = (1/m_k)(Σ_D ∇ℓ − Σ_{removed} ∇ℓ) + λθ̂,
-
-always from θ̂ with the cumulative removed set and the downdated curvature. So requests F1 then
-F2 give exactly the model of one request F1 ∪ F2 (to rounding, for the exact representations),
-and the first request is ``mlu.unlearn(method="newton", curvature="ggn", steps=1)``.
-``method="influence"`` takes the first-order step of Koh & Liang from the current model,
-``θ_k = θ_{k−1} + (1/m_{k−1})(H_{R_{k−1}} + δI)⁻¹ Σ_{F_k} ∇ℓ(θ̂)`` (the first request is
-``mlu.unlearn(method="influence", curvature="ggn")``); it is not additive over requests.
+Every request is computed from θ̂ with everything removed so far (the cumulative forget set F,
+R = D minus F, m = |R|), its check included (docs/design.md, "Unlearner"), so requests F1
+then F2 give the model of one request F1 ∪ F2 (to rounding) and the same sequence gives the
+same bits. ``target="tilted"`` takes the Newton step of the objective θ̂ minimises with F's
+losses taken out, ``θ̂ + (1/m)(H_R + δI)⁻¹ Σ_F ∇ℓ(θ̂)``; ``target="retained"`` the Newton step
+on L_R, ``θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)`` (= ``mlu.unlearn(method="newton", steps=1)``);
+``"auto"`` (default) the tilted step, or the retained one where the tilted fails its check.
+The check: the target objective may not rise along the full step; a K-FAC/EK-FAC step that
+fails is refined by CG on the exact GGN of R; a step that still fails raises
+:class:`RequestFailedError` and changes nothing.
 """
 
 from __future__ import annotations
