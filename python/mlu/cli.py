@@ -1,8 +1,10 @@
 """The ``mlu`` command: ``mlu demo``, ``mlu run`` and ``mlu report``.
 
 ``mlu demo``
-    Trains on digits 0 vs 1 with 20 % flipped labels, detects, unlearns and prints a short
-    table (seconds; bundled data, no network); plots go to ``./mlu-demo``.
+    Flips 30 % of the digits' training labels, runs ``mlu clean`` (train, detect, unlearn) and
+    prints the test accuracy before and after next to retraining on the true labels (seconds;
+    bundled data, no network); the report goes to ``./mlu-demo`` (see :mod:`mlu.demo`).
+    ``--sweep``: one cell of the paper's sweep instead.
 ``mlu run [--config FILE] [options]``
     The paper's three experiments over flip ratios × seeds (see :mod:`mlu.experiment`),
     resumable; options override the config file, which overrides the defaults.
@@ -11,7 +13,8 @@
 ``mlu clean DATA [--model MODEL] --out DIR``
     Your own data (and model): find the mislabeled samples, unlearn them, and write
     ``suspects.csv``, the fixed model, ``report.md``/``report.html`` and ``summary.json``
-    (see :func:`mlu.clean.clean`).
+    (see :func:`mlu.clean.clean`). Exit status 1, and no outputs, when the model is no better
+    than chance or its scores have no spread (:class:`mlu.clean.CannotCleanError`).
 """
 
 from __future__ import annotations
