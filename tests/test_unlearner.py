@@ -646,3 +646,26 @@ def test_ekfac_requests_keep_the_builds_basis_unlike_mlu_unlearn(binary):
     assert rel(expected.model.params - model.params, -over_R) < 1e-10
     assert rel(res.model.params - model.params, -build_basis) < 1e-10
     assert rel(res.model.params, expected.model.params) > 1e-6
+
+
+@pytest.mark.parametrize("kind", ["dense", "woodbury", "ekfac"])
+def test_influence_requests_are_additive_and_survive_save_load(binary, kind, tmp_path):
+    """method="influence" uses the build's curvature H_D on the cumulative F, from θ̂: a saved
+    Unlearner keeps (or, for Woodbury, rebuilds from its Gram state) that curvature."""
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    un.forget([3, 9], method="influence", safeguard=False)
+    un.save(tmp_path / "u.npz")
+    back = Unlearner.load(tmp_path / "u.npz", X, y)
+    a = un.forget([5, 20], method="influence", safeguard=False)
+    b = back.forget([5, 20], method="influence", safeguard=False)
+    assert np.array_equal(a.model.params, b.model.params)
+    joint = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
+    joint = joint.forget([3, 9, 5, 20], method="influence", safeguard=False)
+    assert rel(a.model.params - model.params, joint.model.params - model.params) < 1e-10
+    if kind != "ekfac":
+        yk = mlu._validation.encode_labels(y, model.classes_)
+        expected = ref.influence_update(model.layers, model.activation, X, yk,
+                                        np.array([3, 9, 5, 20]), l2=model.l2, damping=DAMPING,
+                                        curvature="ggn")  # fmt: skip
+        assert rel(a.model.params - model.params, expected - model.params) < 1e-10
