@@ -236,3 +236,22 @@ def test_post_update_refuses_bad_input(problem):
         post_update(model, X[:, :10], y, [1], "finetune")  # wrong features
     with pytest.raises(TypeError):
         post_update(model, X, y, [1], "finetune", epochs="2")
+
+
+def test_fisher_noise_keeps_the_layer_variance_and_avoids_what_r_constrains(problem):
+    X, y, model, _, _ = problem
+    forget = np.arange(40)
+    out = post_update(model, X, y, forget, "fisher_finetune", epochs=0.0, noise=0.5)
+    assert out.rows_visited == 0
+    (W1, b1), _ = model.layers
+    (V1, c1), _ = out.model.layers
+    rms1 = float(np.sqrt(np.mean(W1**2)))
+    diff1 = np.r_[(V1 - W1).ravel(), c1 - b1]
+    assert np.sqrt(np.mean(diff1**2)) == pytest.approx(0.5 * rms1, rel=0.15)
+    # pixels that are zero in every retained image have zero Fisher: the most noise
+    keep = np.setdiff1d(np.arange(len(y)), forget)
+    dead = np.flatnonzero(np.all(X[keep] == 0, axis=0))
+    live = np.flatnonzero(np.any(X[keep] != 0, axis=0))
+    assert dead.size > 0
+    d = V1 - W1
+    assert np.sqrt(np.mean(d[:, dead] ** 2)) > 1.5 * np.sqrt(np.mean(d[:, live] ** 2))

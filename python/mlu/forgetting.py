@@ -17,6 +17,12 @@ forget set F (computed from θ̂) and use only the retained set R = D \\ F:
     biases of layer l (the calibration of Sekhari et al. 2021 needs a bound on
     ``‖θ_F − θ_retrain‖`` that a non-convex model does not give; the layer's weight scale is
     the practical stand-in), then the fine-tuning above, which repairs what the noise costs.
+``"fisher_finetune"``
+    As ``"noisy_finetune"`` with the noise shaped by the retained data's diagonal empirical
+    Fisher f (per-sample squared gradients over a seeded subsample of at most
+    :data:`FISHER_ROWS` retained rows): ``σ_i ∝ (f̄_l / (f_i + 10⁻³ f̄_l))^{1/4}``, scaled so
+    that each layer's mean noise variance is that of ``"noisy_finetune"`` (Fisher forgetting,
+    Golatkar et al. 2020: more noise where R does not constrain θ).
 ``"noise"``
     The noise alone (no fine-tuning): for the comparison.
 
@@ -50,19 +56,22 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_MODE",
     "DEFAULT_NOISE",
+    "FISHER_ROWS",
     "MODES",
     "PostUpdate",
     "post_update",
     "request_seed",
 ]
 
-MODES = ("exact", "finetune", "noisy_finetune", "noise")
+MODES = ("exact", "finetune", "noisy_finetune", "fisher_finetune", "noise")
+#: Retained rows whose squared gradients give the diagonal Fisher of ``"fisher_finetune"``.
+FISHER_ROWS = 256
 #: The mode chosen by benchmarks/forgetting_mia.py (see docs/design.md, "Forgetting modes").
-DEFAULT_MODE = "noisy_finetune"
+DEFAULT_MODE = "fisher_finetune"
 #: Passes over the retained set of the default post-update.
 DEFAULT_EPOCHS = 2.0
 #: Noise scale relative to each layer's weight RMS.
-DEFAULT_NOISE = 0.5
+DEFAULT_NOISE = 3.0
 
 
 @dataclass(frozen=True)
@@ -127,15 +136,34 @@ def request_seed(forgotten, n: int, seed: int = 0) -> int:
     return int.from_bytes(digest.digest()[:8], "little") % (2**31)
 
 
-def _noised(model: MLP, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """θ with Gaussian noise of std ``noise · rms(W_l)`` on layer l's weights and biases."""
+def _fisher(model: MLP, X: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Diagonal empirical Fisher ``Σ_i (∇ℓ_i)²`` over ``rows``, shape (p,), in blocks."""
+    f = np.zeros(model.n_params)
+    for start in range(0, rows.shape[0], 128):
+        G = model.gradients(X[rows[start : start + 128]], y[rows[start : start + 128]])
+        f += np.einsum("ij,ij->j", G, G)
+    return f
+
+
+def _noised(
+    model: MLP, noise: float, rng: np.random.Generator, fisher: np.ndarray | None = None
+) -> np.ndarray:
+    """θ with Gaussian noise on layer l's weights and biases: std ``noise · rms(W_l)``, or
+    with ``fisher`` that mean variance redistributed as ``(f̄_l / (f_i + 10⁻³ f̄_l))^{1/2}``."""
     theta = model.theta_.copy()
     pos = 0
     for fan_in, fan_out in zip(model.sizes_[:-1], model.sizes_[1:]):
         size = fan_out * fan_in + fan_out
         W = theta[pos : pos + fan_out * fan_in]
         sigma = noise * float(np.sqrt(np.mean(W * W)))
-        theta[pos : pos + size] += sigma * rng.standard_normal(size)
+        scale = np.ones(size)
+        if fisher is not None:
+            f = fisher[pos : pos + size]
+            mean = float(f.mean())
+            if mean > 0:
+                scale = np.sqrt(np.sqrt(mean / (f + 1e-3 * mean)))
+                scale /= np.sqrt(np.mean(scale * scale))
+        theta[pos : pos + size] += sigma * scale * rng.standard_normal(size)
         pos += size
     return theta
 
@@ -198,14 +226,14 @@ def post_update(
         Its labels.
     forgotten : array-like of int, shape (m,), or of bool, shape (n,)
         Every sample forgotten so far (the cumulative forget set F).
-    mode : {"exact", "finetune", "noisy_finetune", "noise"}
+    mode : {"exact", "finetune", "noisy_finetune", "fisher_finetune", "noise"}
         See the module docs; default :data:`DEFAULT_MODE`.
     epochs : float, default :data:`DEFAULT_EPOCHS`
         Passes of minibatch SGD over R for the fine-tuning modes (a fraction visits a seeded
         subset). Its cost is ``epochs / E`` of a retraining for E training epochs.
     noise : float, default :data:`DEFAULT_NOISE`
-        Noise std relative to each layer's weight RMS, for ``"noisy_finetune"`` and
-        ``"noise"``.
+        Noise std relative to each layer's weight RMS (the root mean variance, for
+        ``"fisher_finetune"``), for the modes with noise.
     lr : float, optional
         Learning rate of the fine-tuning; default the model's ``lr``.
     seed : int
@@ -235,13 +263,18 @@ def post_update(
     derived = request_seed(mask, X.shape[0], seed)
     rng = np.random.default_rng(derived)
     out = copy.deepcopy(model)
-    use_noise = mode in ("noisy_finetune", "noise")
-    use_tune = mode in ("finetune", "noisy_finetune")
+    use_noise = mode in ("noisy_finetune", "fisher_finetune", "noise")
+    use_tune = mode in ("finetune", "noisy_finetune", "fisher_finetune")
+    retained = np.flatnonzero(~mask)
     if use_noise and noise > 0:
-        out.params = _noised(out, noise, rng)
+        fisher = None
+        if mode == "fisher_finetune":
+            sub = np.sort(rng.permutation(retained)[:FISHER_ROWS])
+            fisher = _fisher(model, X, y, sub)
+        out.params = _noised(out, noise, rng, fisher)
     visited = 0
     if use_tune:
-        visited = _finetune(out, X, y, np.flatnonzero(~mask), epochs, lr, rng, derived)
+        visited = _finetune(out, X, y, retained, epochs, lr, rng, derived)
         out.set_params(**{k: model.get_params()[k] for k in ("warm_start", "epochs", "seed")})
         if lr is not None:
             out.set_params(lr=model.lr)
