@@ -313,22 +313,28 @@ def noisy():
 
 
 @pytest.mark.parametrize("kind", ["dense", "woodbury", "kfac", "ekfac"])
-@pytest.mark.parametrize("safeguard", [False, True])
-def test_two_requests_equal_their_union(kind, safeguard, noisy):
+@pytest.mark.parametrize(("safeguard", "target"), [(False, "tilted"), (True, "tilted"),
+                                                   (True, "auto")])  # fmt: skip
+def test_two_requests_equal_their_union(kind, safeguard, target, noisy):
     model, X, y, flipped = noisy
     F1, F2 = flipped[:5], flipped[5:10]
     seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    first = seq.forget(F1, safeguard=safeguard)
-    second = seq.forget(F2, safeguard=safeguard)
+    first = seq.forget(F1, safeguard=safeguard, target=target)
+    second = seq.forget(F2, safeguard=safeguard, target=target)
     union = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    union = union.forget(np.r_[F1, F2], safeguard=safeguard)
+    union = union.forget(np.r_[F1, F2], safeguard=safeguard, target=target)
     assert rel(second.model.params - model.params, union.model.params - model.params) < 1e-10
     assert [list(r) for r in seq.removed] == [list(F1), list(F2)]
     assert first.model is not second.model and seq.n_retained == len(y) - 10
-    if safeguard:  # every check held (after a refinement for the factored first request)
+    if safeguard:  # every check held (after a refinement for the factored tilted first request)
         assert all(c.actual_change < 0 and c.step == 1.0 for c in first.checks + second.checks)
-        if kind in ("kfac", "ekfac"):
+        if kind in ("kfac", "ekfac") and target == "tilted":
             assert first.iterations > 0 and any("refined by CG" in n for n in first.notes)
+        if kind in ("kfac", "ekfac") and target == "auto":  # the retained step held unrefined
+            assert first.iterations is None
+            assert "update: newton, target 'retained'" in first.notes
+    if target == "auto":
+        return
     if kind == "woodbury":  # B ∇L_R came from the Gram matrix, not from a pass over the data
         assert seq._curv.images_removed is not None
     if kind in ("dense", "woodbury"):
@@ -337,20 +343,27 @@ def test_two_requests_equal_their_union(kind, safeguard, noisy):
         assert rel(second.model.params - model.params, expected - model.params) < 1e-10
 
 
-def test_a_refined_factored_step_is_the_exact_ggn_step(noisy):
-    """The K-FAC step of the first request fails its check; CG on the exact GGN of R,
-    preconditioned by K-FAC, turns it into the exact (dense) step and says what it cost."""
+def test_a_refined_factored_step_is_the_exact_ggn_step(noisy, monkeypatch):
+    """The K-FAC tilted step of the first request fails its check; CG on the exact GGN of R,
+    preconditioned by K-FAC, stops at its first iterate that holds (checked every
+    REFINE_CHECK_EVERY iterations) and says what it cost; run on, it is the exact (dense) step."""
     model, X, y, flipped = noisy
     F = flipped[:5]
-    plain = Unlearner(model, X, y, curvature="kfac", damping=DAMPING).forget(F, safeguard=False)
-    res = Unlearner(model, X, y, curvature="kfac", damping=DAMPING).forget(F)
-    exact = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(F)
-    assert rel(plain.model.params - model.params, exact.model.params - model.params) > 0.1
-    assert rel(res.model.params - model.params, exact.model.params - model.params) < 1e-5
-    assert 0 < res.iterations <= 100 and res.residual <= 1e-6
+    kw = dict(curvature="kfac", damping=DAMPING)
+    plain = Unlearner(model, X, y, **kw).forget(F, safeguard=False, target="tilted")
+    res = Unlearner(model, X, y, **kw).forget(F, target="tilted")
+    exact = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(F, target="tilted")
+    d_exact = exact.model.params - model.params
+    assert rel(plain.model.params - model.params, d_exact) > 0.1
+    assert res.iterations % mlu.unlearner.REFINE_CHECK_EVERY == 0 and res.iterations > 0
+    assert res.checks[0].actual_change < 0 and res.residual < 1
     (note,) = [n for n in res.notes if "refined by CG" in n]
     assert f"{res.iterations} iterations" in note and " s" in note
     assert "nan" not in " ".join(res.notes).lower()
+    monkeypatch.setattr(mlu.unlearner, "REFINE_CHECK_EVERY", 10**9)
+    full = Unlearner(model, X, y, **kw).forget(F, target="tilted")
+    assert rel(full.model.params - model.params, d_exact) < 1e-5
+    assert 0 < full.iterations <= 100 and full.residual <= 1e-6
 
 
 def test_requests_are_deterministic(noisy):

@@ -25,6 +25,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,8 @@ REFINE_TOL = 1e-6
 """Relative residual at which the CG refinement of a failed factored step stops."""
 REFINE_MAXITER = 100
 """At most this many CG iterations refine a failed factored step."""
+REFINE_CHECK_EVERY = 5
+"""The refinement checks its iterate every this many iterations and stops once it holds."""
 
 
 def _describe(check: UpdateCheck, name: str) -> str:
@@ -338,10 +341,17 @@ class Unlearner:
         return bool(check.full_change <= scale)
 
     def _refine(
-        self, alive: np.ndarray, curv: Curvature, rhs: np.ndarray, x0: np.ndarray
+        self,
+        alive: np.ndarray,
+        curv: Curvature,
+        rhs: np.ndarray,
+        x0: np.ndarray,
+        holds: Callable[[np.ndarray], bool],
     ) -> tuple[np.ndarray, int, float, float]:
         """Solve ``(H_R + δI) x = rhs`` with the exact GGN of R by conjugate gradients,
-        preconditioned by the factored ``curv`` and started from its solution ``x0``.
+        preconditioned by the factored ``curv`` and started from its solution ``x0``; stop at
+        a relative residual of :data:`REFINE_TOL`, after :data:`REFINE_MAXITER` iterations, or
+        at the first iterate of every :data:`REFINE_CHECK_EVERY` whose check ``holds``.
 
         Returns x, the iterations, the relative residual and the seconds it took.
         """
@@ -377,6 +387,8 @@ class Unlearner:
             r -= alpha * Ap
             iterations += 1
             residual = float(np.linalg.norm(r)) / norm_b
+            if iterations % REFINE_CHECK_EVERY == 0 and holds(x):
+                break
             z = curv.solve(r)
             rz_new = float(r @ z)
             p = z + (rz_new / rz) * p
@@ -463,14 +475,18 @@ class Unlearner:
         alive = self._alive.copy()
         alive[rows] = False
         targets = ("tilted", "retained") if target == "auto" and method == "newton" else (target,)
+        factored = self._curv.kind in ("kfac", "ekfac") and method == "newton"
         failures: list[str] = []
-        for name in targets:
-            try:
-                return self._target_update(
-                    rows, removed_grad, new_curv, alive, method, name, safeguard, failures
-                )
-            except RequestFailedError as exc:
-                failures.append(str(exc))
+        # every target as it is first, then (K-FAC/EK-FAC) every target refined
+        for refine in (False, True) if factored else (False,):
+            for name in targets:
+                try:
+                    return self._target_update(
+                        rows, removed_grad, new_curv, alive, method, name, safeguard, refine,
+                        failures,
+                    )  # fmt: skip
+                except RequestFailedError as exc:
+                    failures.append(str(exc))
         raise RequestFailedError(" ".join(failures))
 
     def _target_update(
@@ -482,9 +498,11 @@ class Unlearner:
         method: str,
         target: str,
         safeguard: bool,
+        refine: bool,
         failures: list[str],
     ) -> _Update:
-        """The update of one ``target`` (see :meth:`_exact_update`)."""
+        """The update of one ``target``, refined by CG when ``refine`` (see
+        :meth:`_exact_update`); raises RequestFailedError when its check fails."""
         problem = self._problem
         notes = [f"curvature {self.choice}", *new_curv.notes, *failures]
         m = new_curv.m
@@ -526,25 +544,29 @@ class Unlearner:
             check = self._check(alive, b, x, rhs)
             rows_checked = int(alive[self._check_rows].sum())
             where = f"on {rows_checked} retained check rows (of {m})"
-            factored = used.kind in ("kfac", "ekfac") and method == "newton"
-            if not self._holds(check) and factored and problem.source is None:
+            refined = ""
+            if refine and problem.source is None:
                 first = check
-                x, iterations, residual, seconds = self._refine(alive, used, rhs, x)
+
+                def holds(x_trial: np.ndarray) -> bool:
+                    return self._holds(self._check(alive, b, x_trial, rhs))
+
+                x, iterations, residual, seconds = self._refine(alive, used, rhs, x, holds)
                 check = self._check(alive, b, x, rhs)
-                notes.append(
+                refined = (
                     f"the {used.kind} step failed its check ({_describe(first, J)}); refined by "
                     f"CG on the exact GGN of R preconditioned by {used.kind}: {iterations} "
                     f"iterations, relative residual {residual:.3g}, {seconds:.3g} s"
                 )
+                notes.append(refined)
             if not self._holds(check):
                 raise RequestFailedError(
-                    f"Unlearner.forget ({what}, curvature {used.kind}): the update would raise "
-                    f"its target objective {where}: {_describe(check, J)}. Nothing was changed."
-                    + (
-                        ""
-                        if target == "tilted" and len(failures) == 0
-                        else " Try a larger damping, or safeguard=False for the plain formula."
-                    )
+                    f"Unlearner.forget ({what}, curvature {used.kind}"
+                    + (", refined" if refined else "")
+                    + f"): the update would raise its target objective {where}: "
+                    f"{_describe(check, J)}."
+                    + (f" ({refined}.)" if refined else "")
+                    + " Nothing was changed."
                 )
             checks = (check,)
             notes.append(f"check {where}: {_describe(check, J)}")
