@@ -69,17 +69,27 @@ def parse_mode(text: str) -> tuple[str, float, float, float | None]:
 
 
 def header(argv: list[str]) -> list[str]:
-    """Command, commit and machine, as lines (the results files' header)."""
+    """Command, commit and machine, as lines (the results files' header).
+
+    When ``mlu`` is imported from outside this checkout (``MLU_SNAPSHOT_OF=<commit>`` names a
+    ``git archive`` of that commit put first on the path, to run clean code while the checkout
+    has uncommitted edits), the header says so instead of checking the checkout for edits."""
     root = Path(__file__).resolve().parent.parent
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
     ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "python", "benchmarks/forgetting_mia.py"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    package = Path(mlu.__file__).resolve().parent
+    if package.is_relative_to(root):
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "python", "benchmarks/forgetting_mia.py"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        where = f"commit: {commit}" + (" (python/ or this script modified)" if dirty else "")
+    else:
+        snap = os.environ.get("MLU_SNAPSHOT_OF", "unknown")
+        where = f"commit: {snap} (mlu imported from {package}, a git archive of that commit)"
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -91,9 +101,10 @@ def header(argv: list[str]) -> list[str]:
     return [
         "command: OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " "
         "PYTHONPATH=python python " + shlex.join(["benchmarks/forgetting_mia.py", *argv]),
-        f"commit: {commit}" + (" (python/ or this script modified)" if dirty else ""),
-        f"machine: {cpu}, {os.cpu_count()} cores, {mlu.get_num_threads()} core thread(s), "
-        f"Python {platform.python_version()}, NumPy {np.__version__}",
+        where,
+        f"machine: {cpu}, {os.cpu_count()} cores shared with other jobs, "
+        f"{mlu.get_num_threads()} core thread(s), Python {platform.python_version()}, "
+        f"NumPy {np.__version__}",
     ]
 
 
