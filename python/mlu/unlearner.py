@@ -269,9 +269,9 @@ class Unlearner:
         alive[arr] = False
         if not alive.any():
             raise ValueError("the request would remove every remaining sample")
-        before = np.unique(self._yk[self._alive])
-        after = np.unique(self._yk[alive])
-        lost = np.setdiff1d(before, after)
+        k = len(self.model.classes_)
+        left = np.bincount(self._yk[self._alive], minlength=k)  # O(n), no sort
+        lost = np.flatnonzero((left > 0) & (left == np.bincount(self._yk[arr], minlength=k)))
         if len(lost):
             raise ValueError(
                 f"the request would remove the last sample of class "
