@@ -425,12 +425,14 @@ class Unlearner:
             second-order part and exact for the rest. A K-FAC/EK-FAC step that fails is
             refined by preconditioned CG on the exact GGN of R; a step that still fails
             raises :class:`RequestFailedError`. False: the plain formula.
-        target : {"tilted", "retained"}
-            ``"tilted"`` (default): the Newton step of the objective θ̂ minimises,
+        target : {"auto", "tilted", "retained"}
+            ``"tilted"``: the Newton step of the objective θ̂ minimises,
             ``L_D − ∇L_D(θ̂)ᵀθ``, with F's losses taken out,
             ``θ̂ + (1/m)(H_R + δI)⁻¹ Σ_F ∇ℓ(θ̂)``. ``"retained"``: the Newton step on L_R,
             ``θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)``, which also carries the rest of training's
-            gradient at θ̂ (``mlu.unlearn(method="newton", steps=1)``).
+            gradient at θ̂ (``mlu.unlearn(method="newton", steps=1)``). ``"auto"``
+            (default): the tilted step, else the retained one, each tried as it is before
+            either is refined (docs/design.md, "Unlearner", for the measurement).
 
         Returns
         -------
