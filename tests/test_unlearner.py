@@ -6,6 +6,8 @@ bad requests, the automatic choice and the memory refusal."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,11 @@ from mlu.unlearner import RequestFailedError, Unlearner
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DAMPING = 0.05
+
+
+# mlu.unlearn(method="newton", steps=1) is one Newton step; with a ``polish`` option (issue 22)
+# its default finishes with SGD epochs on R, which a request does not take: polish=0 there
+PLAIN = {"polish": 0} if "polish" in inspect.signature(mlu.unlearn).parameters else {}
 
 
 def rel(a, b) -> float:
@@ -587,7 +594,7 @@ def test_a_scaled_model_matches_mlu_unlearn(scale):
     un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
     res = un.forget(F, safeguard=False, target="retained")
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky",
-                           damping=DAMPING, steps=1, safeguard=False)  # fmt: skip
+                           damping=DAMPING, steps=1, safeguard=False, **PLAIN)  # fmt: skip
     assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10
 
 
@@ -631,7 +638,7 @@ def test_a_retained_request_is_one_newton_step_of_mlu_unlearn(binary, solver, ki
     F = np.array([2, 11, 30])
     assert 50 * 1 < model.n_params
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver=solver,
-                           damping=DAMPING, steps=1, safeguard=safeguard)  # fmt: skip
+                           damping=DAMPING, steps=1, safeguard=safeguard, **PLAIN)  # fmt: skip
     un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
     res = un.forget(F, target="retained", safeguard=safeguard)
     assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10
@@ -649,7 +656,7 @@ def test_ekfac_requests_keep_the_builds_basis_unlike_mlu_unlearn(binary):
     F = np.array([2, 11, 30])
     keep = np.setdiff1d(np.arange(len(y)), F)
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="ekfac",
-                           damping=DAMPING, steps=1, safeguard=False)  # fmt: skip
+                           damping=DAMPING, steps=1, safeguard=False, **PLAIN)  # fmt: skip
     res = Unlearner(model, X, y, curvature="ekfac", damping=DAMPING)
     res = res.forget(F, target="retained", safeguard=False)
     prob, prob_R = problem_of(model, X, y), problem_of(model, X[keep], y[keep])
