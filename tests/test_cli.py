@@ -53,6 +53,15 @@ def test_demo_shows_a_test_accuracy_gain(tmp_path, capsys):
     assert "10 classes" in text and "r = 30%" in text
     assert "before: trained on the noisy labels" in text and "oracle" in text
     facts = json.loads((out / "demo.json").read_text())
+    # The held-out split judged both ways, as summary.json has it.
+    summary = json.loads((out / "summary.json").read_text())
+    trusted = summary["trusted"]
+    assert (
+        f"the {trusted['n_holdout_trusted']} the detector trusts "
+        f"{100 * trusted['before']['accuracy']:.1f}% -> {100 * trusted['after']['accuracy']:.1f}%"
+    ) in text
+    assert trusted["after"]["accuracy"] > summary["after"]["accuracy"]
+    assert summary["detector"] == "aum"
     test = facts["test"]
     # The default case: noise visibly hurts, and the pipeline wins back >= 2 points.
     assert test["clean_retrain"]["accuracy"] - test["before"]["accuracy"] >= 0.02
