@@ -12,6 +12,8 @@ __all__ = [
     "NoiseRateWarning",
     "NotCertifiedWarning",
     "NotPositiveDefiniteError",
+    "StoreCorruptError",
+    "StoreLockedError",
     "UnscaledFeaturesWarning",
     "UpdateShortenedWarning",
 ]
@@ -38,3 +40,14 @@ class UnscaledFeaturesWarning(UserWarning):
 
 class NotCertifiedWarning(RuntimeWarning):
     """A removal asked to be certified (``certify=(ε, δ)``) exceeded its residual budget."""
+
+
+class StoreCorruptError(Exception):
+    """A deletion store's log, state or model file is damaged or disagrees with its log.
+
+    Raised by :class:`mlu.DeletionStore` instead of serving a model it cannot vouch for.
+    """
+
+
+class StoreLockedError(TimeoutError):
+    """Another process held a deletion store's write lock for longer than the timeout."""
