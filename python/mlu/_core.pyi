@@ -54,7 +54,8 @@ def gradient(
     y: npt.ArrayLike,
     l2: float,
 ) -> tuple[_F64, float]:
-    """Gradient of the mean loss plus (l2/2)|theta|^2, shape (p,), and that objective's value."""
+    """Gradient of the mean loss plus (l2/2)|theta|^2, shape (p,), and the mean loss (without
+    the l2 term)."""
 
 def per_sample_gradients(
     theta: npt.ArrayLike, sizes: Sequence[int], activation: str, X: npt.ArrayLike, y: npt.ArrayLike

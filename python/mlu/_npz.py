@@ -25,6 +25,7 @@ _REQUIRED = ("format", "version", "sizes", "activation", "classes", "params", "h
 _OPTIONAL = (
     "torch_dtype",
     "loss_curve",
+    "fit_time",
     "trace_loss",
     "trace_margin",
     "feature_names",
@@ -92,6 +93,8 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
         arrays["torch_dtype"] = np.array(str(model.torch_dtype_))
     if getattr(model, "loss_curve_", None) is not None:
         arrays["loss_curve"] = np.asarray(model.loss_curve_, dtype=np.float64).reshape(-1)
+    if getattr(model, "fit_time_", None) is not None:
+        arrays["fit_time"] = np.array(float(model.fit_time_), dtype=np.float64)
     trace = getattr(model, "trace_", None)
     if trace is not None and trace.describes(model.theta_):  # a stale record is not written
         arrays["trace_loss"] = np.asarray(trace.loss, dtype=np.float64)
@@ -210,7 +213,7 @@ def _read_checked(zf: zipfile.ZipFile, path) -> dict[str, np.ndarray]:
     missing = [key for key in _REQUIRED if key not in infos]
     if missing:
         raise ValueError(f"{path}: corrupt mlu model file, missing arrays {missing}")
-    small = {"format", "version", "sizes", "activation", "hyperparams", "torch_dtype"}
+    small = {"format", "version", "sizes", "activation", "hyperparams", "torch_dtype", "fit_time"}
     for key in small & set(infos):
         if infos[key].file_size > _SMALL_MEMBER_BYTES:
             raise ValueError(
@@ -392,6 +395,11 @@ def load_model(path: str | os.PathLike, cls: type[Any], trace_type: type) -> Any
         if curve.dtype != np.float64 or curve.ndim != 1:
             raise ValueError(f"{path}: 'loss_curve' must be 1-D float64")
         model.loss_curve_ = curve.tolist()
+    if "fit_time" in arrays:
+        seconds = arrays["fit_time"]
+        if seconds.dtype != np.float64 or seconds.shape != () or not seconds >= 0:
+            raise ValueError(f"{path}: 'fit_time' must be one non-negative float64")
+        model.fit_time_ = float(seconds)
     if ("trace_loss" in arrays) != ("trace_margin" in arrays):
         raise ValueError(f"{path}: 'trace_loss' and 'trace_margin' must come together")
     if "trace_loss" in arrays:

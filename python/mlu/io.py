@@ -17,6 +17,7 @@ key               dtype, shape                 content
 ``hyperparams``   unicode, ()                  JSON object of ``get_params()``
 ``torch_dtype``   unicode, () — optional       e.g. ``"float32"`` (``torch_dtype_``)
 ``loss_curve``    float64, (epochs,) — opt.    ``loss_curve_``
+``fit_time``      float64, () — optional       ``fit_time_`` (seconds of training)
 ``trace_loss``,   float64, (epochs, n) — opt.  ``trace_`` (models fitted with ``track=True``)
 ``trace_margin``
 ``feature_names`` unicode, (d,) — optional     ``feature_names_in_``

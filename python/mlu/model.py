@@ -8,6 +8,7 @@ of shape ``(out, in)`` as in PyTorch's ``Linear``; the flat vector ``θ`` is ``W
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,6 +200,10 @@ class MLP(ClassifierMixin, BaseEstimator):
     sizes_ : tuple of int, (d, *hidden, k)
     theta_ : ndarray, shape (p,)   flat parameters (use :attr:`params` / :attr:`layers`)
     loss_curve_ : list of float    mean minibatch loss of every epoch
+    fit_time_ : float or None      wall seconds of the training epochs (summed over
+                                   ``partial_fit`` calls; the ``track`` passes excluded): what
+                                   an unlearning's cost is stated against
+                                   (:attr:`mlu.unlearn.UnlearningResult.cost_fraction`)
     trace_ : TrainingTrace or None
     scale_offset_, scale_factor_ : ndarray, shape (d,), or None   the input transform (scale)
     """
@@ -428,6 +433,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         velocity = None if velocity is None else velocity.copy()
         first = int(getattr(self, "n_iter_", 0)) if resume else 0
         curve = list(getattr(self, "loss_curve_", [])) if resume else []
+        fit_time = (getattr(self, "fit_time_", None) or 0.0) if resume else 0.0
         previous = getattr(self, "trace_", None) if resume else None
         yk = encode_labels(y, classes)  # before the model changes: a bad label leaves it as it was
         if warm:
@@ -455,6 +461,7 @@ class MLP(ClassifierMixin, BaseEstimator):
             if bar is not None:  # tqdm is optional: without it, no bar
                 epochs = bar
         for epoch in epochs:
+            tic = time.perf_counter()
             theta, velocity, loss = (_dask.sgd_epoch if streamed else _core.sgd_epoch)(
                 theta,
                 velocity,
@@ -468,6 +475,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                 hyper["batch_size"],
                 hyper["l2"],
             )
+            fit_time += time.perf_counter() - tic
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch} (loss {loss}); lower lr"
@@ -480,6 +488,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         self.theta_ = theta
         self.velocity_ = velocity
         self.n_iter_ = first + n_epochs
+        self.fit_time_ = fit_time
         self.trace_ = (
             TrainingTrace(
                 np.array(trace_loss).reshape(-1, X.shape[0]),

@@ -7,26 +7,32 @@ forget set F ⊂ D and the retained set R = D \\ F,
 * ``method="influence"`` (Koh & Liang, 2017):
   ``θ' = θ̂ + (1/n) (H_D + δI)⁻¹ Σ_{z∈F} ∇ℓ(z, θ̂)``;
 * ``method="newton"``: ``θ' = θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)``, where ``∇L_R`` includes ``λθ``;
-  ``steps > 1`` repeats the step from the new point. Every update is checked against L_R by
-  a line search (:mod:`mlu._safeguard`).
+  ``steps > 1`` repeats the step from the new point; a ``polish`` of SGD epochs on R may
+  follow. Every update is checked against L_R by a line search (:mod:`mlu._safeguard`).
 
 H is the exact Hessian (``curvature="hessian"``) or the generalized Gauss-Newton matrix
-(``"ggn"``), both including ``λI``; δ is the damping. The gradient sum over F is a single
-right-hand side, so each call (each Newton step) does one linear solve.
+(``"ggn"``), both including ``λI``; δ is the damping. The defaults
+(:data:`mlu.defaults.DEFAULTS`) are one truncated Newton step and a short polish, the measured
+best at a fifth of a retraining (docs/design.md, "The default unlearning").
+
+The data are checked, encoded and scaled once per call (:class:`_Retained`); every objective,
+gradient, curvature product and SGD epoch below runs on those arrays.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import numpy as np
 
-from . import _dask, _linalg
+from . import _core, _dask, _linalg
 from ._linalg import PINV_RCOND
+from ._problem import core_args
 from ._safeguard import UpdateCheck, checked_update
 from ._threads import serial_blas
 from ._validation import (
@@ -37,21 +43,41 @@ from ._validation import (
     check_damping,
     check_data,
     check_forget,
+    check_matrix_fits,
     check_model,
     check_positive_int,
     encode_labels,
 )
 from .certified import DENSE_MAX as CERTIFIED_DENSE_MAX
 from .certified import Certificate, certified_newton, check_certifiable
-from .curvature import Curvature, build_curvature, make_problem
+from .curvature import Curvature, Problem, build_curvature, make_problem
+from .defaults import (
+    DEFAULT_CG_PER_EPOCH,
+    DEFAULT_CURVATURE,
+    DEFAULT_DAMPING,
+    DEFAULT_METHOD,
+    DEFAULT_POLISH,
+    DEFAULT_POLISH_LR,
+    DEFAULT_STEP_TOL,
+    DEFAULT_STEPS,
+    DEFAULT_TOL,
+    DEFAULTS,
+    FACTORED_SOLVERS,
+    METHODS,
+    SOLVERS,
+)
 from .exceptions import NotCertifiedWarning, NotPositiveDefiniteError, UpdateShortenedWarning
-from .model import MLP
+from .model import MLP, HessianOperator
+from .result import UnlearningResult
 
 __all__ = [
     "DEFAULTS",
     "DEFAULT_CURVATURE",
     "DEFAULT_DAMPING",
+    "DEFAULT_CG_PER_EPOCH",
     "DEFAULT_METHOD",
+    "DEFAULT_POLISH",
+    "DEFAULT_POLISH_LR",
     "DEFAULT_STEPS",
     "DEFAULT_STEP_TOL",
     "DEFAULT_TOL",
@@ -68,68 +94,6 @@ __all__ = [
     "unlearn",
 ]
 
-METHODS = ("influence", "newton")
-SOLVERS = ("auto", "cholesky", "eigh", "cg", "kfac", "ekfac")
-FACTORED_SOLVERS = ("kfac", "ekfac")
-"""Solvers that build a Kronecker-factored GGN once at θ̂ (:mod:`mlu.curvature`) and reuse it
-for every step: one pass over the data to build, no Hessian-vector products in the solve."""
-
-DEFAULT_METHOD = "newton"
-DEFAULT_CURVATURE = "ggn"
-DEFAULT_DAMPING = 0.01
-DEFAULT_STEPS = 8
-DEFAULT_TOL = 1e-6
-DEFAULT_STEP_TOL = 1e-3
-"""CG's relative residual for one solve (:data:`DEFAULT_TOL`: the influence update, a single
-Newton step) and for each of several Newton steps (:data:`DEFAULT_STEP_TOL`), when ``tol`` is
-not given. Each of several steps is followed by another from the point it reached, which
-corrects its error (an inexact Newton method), so solving each to 1e-6 bought nothing
-measurable. benchmarks/results/unlearn_large.md (784-256-10, 6000 Fashion-MNIST samples, the
-default pipeline, seeds 0-4, one thread): test accuracy within 0.09 points per seed, 8.7-9.3
-instead of 11.1-16.8 retrainings (each against a retraining timed in the same run). The 65 cells of
-benchmarks/results/pipeline_table.md (1e-3) against pipeline_tol1e-6.md: mean gain 3.32 against
-3.30 points, 15 cells missing a per-seed target against 14 (Fashion-MNIST 0 vs 1, r = 10%,
-seed 4: two test samples fewer right).
-"""
-DEFAULTS = MappingProxyType(
-    {
-        "method": DEFAULT_METHOD,
-        "curvature": DEFAULT_CURVATURE,
-        "damping": DEFAULT_DAMPING,
-        "steps": DEFAULT_STEPS,
-    }
-)
-"""The one set of unlearning defaults, shared by :func:`unlearn`, the CLI, the experiment
-driver and the README: eight checked Newton steps on the retained objective with the
-Gauss-Newton curvature and damping δ = 0.01 (absolute; added to H, which already holds
-``l2·I``).
-
-Curvature and damping were chosen by benchmarks/unlearn_sweep.py (results in
-benchmarks/results/unlearn_sweep.md): the paper's 784-50-2 / 64-50-k ReLU MLPs (SGD, 20
-epochs) on Fashion-MNIST 0 vs 6 and 0 vs 1 (500 per class), digits 0 vs 1 (r = 30%) and digits
-10 classes (r = 20%), seeds 0-4 judged one by one, forgetting the samples the default detector
-flags. Newton/GGN/0.01 met both per-seed targets (never more than 0.2 points below the noisy
-model, ≥ 50% of the gap to clean retraining recovered) most often; the previous default
-influence/hessian/0.01 met 7 of 20 (8 cells below the noisy model, down to -3.9 points). The
-exact Hessian of a trained ReLU net is indefinite (eigenvalues down to -0.12 with 20% flipped
-labels), so its Newton step falls back to the GGN anyway (see ``solver="auto"``).
-
-The number of steps was chosen by benchmarks/newton_steps.py (results in
-benchmarks/results/newton_steps.md) on all 65 cells of the pipeline table (those data sets at
-r = 10-40%, seeds 0-4): cells missing a per-seed target fell from 27 (1 step) and 23 (2 steps)
-to 15 (5 steps) and 14 (8 steps) and stayed at 14-16 up to 20 steps; cells more than 0.2
-points below the noisy model fell from 12 (2 steps) to 3 (8 steps); with the truly flipped
-samples as the forget set, from 13 (2 steps) to 8 (8 steps). The same step curve with δ = 0.1
-(results/newton_steps_d0.1.md) missed 16-17 at 4-10 steps and with δ = 0.001 16 at 8-10, so
-δ = 0.01 stays. The price is time: each step is one solve (CG to :data:`DEFAULT_STEP_TOL`),
-and on these sets the eight steps took 2-3 retrainings (digits) to 4-5 (Fashion-MNIST pairs,
-0.9-1.2 s, 2 threads), and 9 (one thread) to 17 (two) on 784-256-10 with 6000 samples
-(benchmarks/results/unlearn_large.md, one thread). The model is trained by SGD that stopped
-short of a minimum, so later steps also finish optimising L_R; the line-search check
-(``safeguard``) keeps every step from raising it, and the loop stops early when no step can
-decrease it any more.
-"""
-
 DENSE_MAX_PARAMS = 1000
 """``solver="auto"`` assembles and factors H only for p ≤ this (and when three p × p float64
 copies take under a quarter of the available memory); beyond, it runs CG on Hessian-vector
@@ -143,142 +107,131 @@ set ``solver="cg"`` to skip it, or ``"cholesky"``/``"eigh"`` to force it.
 """
 
 _DENSE_MEMORY_FRACTION = 0.25
-_DEFAULT_MAXITER = 1000  # CG: enough for κ ~ 1e4 at tol 1e-6; each iteration is one H v
+_FULL_MAXITER = 1000  # CG to tol: enough for κ ~ 1e4 at tol 1e-6; each iteration is one H v
 
 
-@dataclass(frozen=True, repr=False)
-class UnlearningResult:
-    """The unlearned model and what a user needs to trust it.
+# ---------------------------------------------------------------------------------- the problem
 
-    Attributes
+
+class _Retained:
+    """The retained objective L_R over data checked once, and its derivatives at any θ.
+
+    NumPy data are encoded, scaled and (for ``params="last"``) passed through the frozen
+    layers once, into a :class:`mlu.curvature.Problem`; every call below is one core call on
+    those arrays. Dask data stay in their chunks and go through the model's dask methods.
+
+    Parameters
     ----------
-    model : estimator
-        The NEW model (the input model is left untouched).
-    method : str
-        ``"influence"``, ``"newton"`` or a baseline's name (``"retrain"``, ``"finetune"``,
-        ``"gradient_ascent"``).
-    solver : str or None
-        The solver actually used (``"cholesky"``, ``"eigh"``, ``"cg"``; ``"sgd"`` for
-        baselines), after any fallback; Newton steps that used different ones are joined by
-        ``"+"`` in order of first use (e.g. ``"cholesky+eigh"``).
-    params : str or None
-        ``"all"`` or ``"last"`` (the parameters that changed).
-    curvature : str or None
-        ``"hessian"`` or ``"ggn"``, the one actually used (joined by ``"+"`` like ``solver``
-        when Newton steps differed, e.g. ``"ggn+hessian"``).
-    damping : float or None
-        δ added to the curvature.
-    iterations : int or None
-        CG iterations (summed over Newton steps), or training epochs / ascent steps for
-        baselines; None for direct solves.
-    residual : float or None
-        Relative residual ``‖(H + δI)x − b‖ / ‖b‖`` of the solve (largest over Newton steps).
-    min_eigenvalue : float or None
-        Smallest eigenvalue of H (without δ) where an eigendecomposition was computed.
-    negative_curvature : bool
-        H + δI was found not positive definite (Cholesky failed, CG met a direction of
-        non-positive curvature, or eigh found λ_min + δ ≤ 0).
-    n_forget : int
-        Number of forgotten samples |F|.
-    steps : int
-        Newton steps taken (1 for influence).
-    time : float
-        Wall seconds of the whole call.
-    notes : tuple of str
-        Fallbacks and warnings, in the order they happened.
-    checks : tuple of UpdateCheck
-        One per update (the influence update, each Newton step) when ``safeguard=True``: the
-        retained objective L_R and ‖∇L_R‖ before and after, the predicted and actual change of
-        L_R, and the line-search factor ``step`` (1 = the update as computed).
-    certificate : Certificate or None
-        With ``certify=(ε, δ)``: the gradient-residual bound achieved, the budget it is allowed
-        and whether the removal is certified (:class:`mlu.certified.Certificate`).
+    model : MLP
+        The working copy of the model (its θ is set for the dask path).
+    X : ndarray or dask array, shape (m, d)
+        Checked features of the rows (R, or D for the influence curvature).
+    y : ndarray or dask array, shape (m,)
+        Their labels (the model's classes).
+    params : {"all", "last"}
     """
 
-    model: object
-    method: str
-    solver: str | None
-    params: str | None
-    curvature: str | None
-    damping: float | None
-    iterations: int | None
-    residual: float | None
-    min_eigenvalue: float | None
-    negative_curvature: bool
-    n_forget: int
-    steps: int
-    time: float
-    notes: tuple[str, ...] = field(default=())
-    checks: tuple[UpdateCheck, ...] = field(default=())
-    certificate: Certificate | None = None
+    def __init__(self, model: MLP, X, y, params: str) -> None:
+        self.model, self.params = model, params
+        self.dask = _dask.is_dask(X)
+        self.where = slice(None) if params == "all" else model.last_layer_slice()
+        self.n = int(X.shape[0])
+        if self.dask:
+            self.X, self.y = X, y
+            self.problem: Problem | None = None
+        else:
+            yk = encode_labels(np.asarray(y), model.classes_)
+            self.problem, _ = make_problem(model, X, yk, params)
+        frozen = np.delete(model.theta_, np.arange(model.theta_.shape[0])[self.where])
+        self._frozen_sq = float(frozen @ frozen)  # ‖θ‖² of the layers that stay fixed
 
-    @property
-    def shortened(self) -> bool:
-        """Whether any update was shortened (or not applied) because it would raise L_R."""
-        return any(c.shortened and c.significant for c in self.checks)
+    def _at(self, sub: np.ndarray) -> MLP:
+        """The working model with its selected parameters set to ``sub`` (dask path)."""
+        full = self.model.theta_.copy()
+        full[self.where] = sub
+        self.model.theta_ = full
+        return self.model
 
-    @property
-    def objective_before(self) -> float | None:
-        """L_R at the trained parameters (None without ``safeguard``)."""
-        return self.checks[0].objective_before if self.checks else None
+    def value_and_grad(self, sub: np.ndarray) -> tuple[float, np.ndarray]:
+        """L_R and its gradient w.r.t. the selected parameters, shape (p,): one pass."""
+        pr = self.problem
+        if pr is None:
+            model = self._at(sub)
+            return model.objective(self.X, self.y), model.gradient(self.X, self.y, self.params)
+        # the core's value is the mean loss; L_R adds (λ/2)‖θ‖² over all of θ, frozen layers too
+        g, loss = _core.gradient(sub, list(pr.sizes), pr.activation, pr.X, pr.y, pr.l2)
+        return float(loss) + 0.5 * pr.l2 * (float(sub @ sub) + self._frozen_sq), np.asarray(g)
 
-    @property
-    def objective_after(self) -> float | None:
-        """L_R at the unlearned parameters (None without ``safeguard``)."""
-        return self.checks[-1].objective_after if self.checks else None
-
-    @property
-    def gradient_residual(self) -> float | None:
-        """‖∇L_R‖ at the unlearned parameters (Guo et al., 2020); None without ``safeguard``."""
-        return self.checks[-1].grad_norm_after if self.checks else None
-
-    def summary(self) -> str:
-        """A short multi-line, human-readable description."""
-
-        def fmt(v) -> str:
-            if v is None:
-                return "-"
-            if isinstance(v, float):
-                return f"{v:.3g}"
-            return str(v)
-
-        lines = [
-            f"UnlearningResult: method={self.method}, forgot {self.n_forget} samples "
-            f"in {self.time:.3g} s",
-            f"  solver={fmt(self.solver)}, params={fmt(self.params)}, "
-            f"curvature={fmt(self.curvature)}, damping={fmt(self.damping)}, steps={self.steps}",
-            f"  iterations={fmt(self.iterations)}, residual={fmt(self.residual)}, "
-            f"min_eigenvalue={fmt(self.min_eigenvalue)}, "
-            f"negative_curvature={self.negative_curvature}",
-        ]
-        if self.checks:
-            first, last = self.checks[0], self.checks[-1]
-            lines.append(
-                f"  retained objective L_R {first.objective_before:.6g} -> "
-                f"{last.objective_after:.6g}, |grad L_R| {first.grad_norm_before:.3g} -> "
-                f"{last.grad_norm_after:.3g}, line-search factors "
-                + ", ".join(f"{c.step:.3g}" for c in self.checks)
-            )
-        if self.certificate is not None:
-            lines.append(f"  certificate: {self.certificate.describe()}")
-        lines += [f"  note: {note}" for note in self.notes]
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return (
-            f"UnlearningResult(method={self.method!r}, solver={self.solver!r}, "
-            f"params={self.params!r}, curvature={self.curvature!r}, damping={self.damping!r}, "
-            f"n_forget={self.n_forget}, steps={self.steps}, iterations={self.iterations}, "
-            f"residual={self.residual!r}, min_eigenvalue={self.min_eigenvalue!r}, "
-            f"negative_curvature={self.negative_curvature}, time={self.time:.3g}, "
-            f"notes={self.notes!r})"
+    def operator(self, sub: np.ndarray, curvature: str):
+        """v ↦ (H_R + λI) v at ``sub`` (forward pass cached), with ``.cg``."""
+        pr = self.problem
+        if pr is None:
+            return self._at(sub).hessian_operator(self.X, self.y, self.params, curvature)
+        core = _core.HessianOperator(
+            sub, list(pr.sizes), pr.activation, pr.X, pr.y, pr.l2, curvature
         )
+        return HessianOperator(core, self.params, curvature)
 
+    def hessian(self, sub: np.ndarray, curvature: str) -> np.ndarray:
+        """H_R + λI at ``sub``, shape (p, p)."""
+        pr = self.problem
+        if pr is None:
+            return self._at(sub).hessian(self.X, self.y, self.params, curvature)
+        check_matrix_fits(sub.shape[0], copies=1.2)
+        return _core.hessian(sub, list(pr.sizes), pr.activation, pr.X, pr.y, pr.l2, curvature)
 
-# ---------------------------------------------------------------------------------- validation
+    def gradient_sum(self, rows: np.ndarray) -> np.ndarray:
+        """Σ ∇ℓ(z, θ̂) over ``rows`` (no λ term), shape (p,): one backward pass."""
+        if self.problem is not None:
+            return self.problem.gradient_sum(rows)
+        model = self.model
+        theta = model.theta_[self.where]
+        X_F, y_F = self.X[rows], self.y[rows]
+        return len(rows) * (model.gradient(X_F, y_F, params=self.params) - model.l2 * theta)
+
+    def factored(self, sub: np.ndarray, kind: str, damping: float) -> Curvature:
+        """The ``kind`` ("kfac"/"ekfac") GGN at ``sub`` over these rows, built once."""
+        if self.problem is not None:
+            problem = dataclasses.replace(self.problem, theta=sub)
+        else:
+            problem, _ = make_problem(self._at(sub), self.X, self.y, self.params)
+        return build_curvature(problem, kind, damping)[0]
+
+    def sgd_epoch(
+        self, sub: np.ndarray, rows: np.ndarray | None, seed: int, lr: float
+    ) -> np.ndarray:
+        """One epoch of the model's SGD (its momentum, batch size and λ; the momentum buffer
+        starting at zero) over ``rows`` of these samples (None: all), from ``sub``."""
+        model, pr = self.model, self.problem
+        hyper = model.get_params(deep=False)
+        velocity = np.zeros_like(sub)
+        args = (seed, lr, float(hyper["momentum"]), int(hyper["batch_size"]), float(model.l2))
+        if pr is not None:
+            X, y = (pr.X, pr.y) if rows is None else (np.ascontiguousarray(pr.X[rows]), pr.y[rows])
+            out = _core.sgd_epoch(sub, velocity, list(pr.sizes), pr.activation, X, y, *args)
+        else:  # dask, params="all" (checked by the caller): streamed one chunk at a time
+            X = self.X if rows is None else self.X[rows]
+            yk = encode_labels(np.asarray(self.y if rows is None else self.y[rows]), model.classes_)
+            act = core_args(model)[2]
+            out = _dask.sgd_epoch(
+                sub, velocity, list(model.sizes_), act, _dask.scaled(model, X), yk, *args
+            )
+        return np.asarray(out[0])
 
 
 # ---------------------------------------------------------------------------------- solving
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How each linear system (H + δI) x = b is solved; see :func:`unlearn`."""
+
+    curvature: str
+    solver: str
+    damping: float
+    tol: float
+    maxiter: int | None
+    truncated: bool  # CG stops at maxiter by design (the default step): no warning
 
 
 @dataclass
@@ -316,12 +269,12 @@ def _solve_eigh(H: np.ndarray, b: np.ndarray, damping: float, info: _SolveInfo) 
 
 
 def _solve_dense_auto(
-    model: MLP, X, y, b: np.ndarray, params: str, curvature: str, damping: float
+    ret: _Retained, sub: np.ndarray, b: np.ndarray, curvature: str, damping: float
 ) -> tuple[np.ndarray, _SolveInfo]:
     """Cholesky of H + δI; for the exact Hessian fall back to the GGN when H + δI is
     indefinite or nearly singular; eigh (pseudo-inverse) when even that fails."""
     info = _SolveInfo(solver="cholesky", curvature=curvature)
-    H = model.hessian(X, y, params=params, curvature=curvature)
+    H = ret.hessian(sub, curvature)
     try:
         L = _linalg.cholesky(H, damping)
         reason = None
@@ -341,7 +294,7 @@ def _solve_dense_auto(
             f"cholesky: {reason}; fell back to the GGN (positive semi-definite) curvature"
         )
         info.curvature = "ggn"
-        H = model.hessian(X, y, params=params, curvature="ggn")
+        H = ret.hessian(sub, "ggn")
         try:
             L = _linalg.cholesky(H, damping)
         except NotPositiveDefiniteError:
@@ -359,24 +312,16 @@ def _solve_dense_auto(
 
 
 def _solve(
-    model: MLP,
-    X: np.ndarray,
-    y: np.ndarray,
-    b: np.ndarray,
-    params: str,
-    curvature: str,
-    solver: str,
-    damping: float,
-    tol: float,
-    maxiter: int | None,
+    ret: _Retained, sub: np.ndarray, b: np.ndarray, opt: _Options
 ) -> tuple[np.ndarray, _SolveInfo]:
-    """x = (H + δI)⁻¹ b with H the curvature of ``model`` over (X, y); see :func:`unlearn`."""
+    """x = (H + δI)⁻¹ b with H the curvature of L over ``ret``'s rows at ``sub``."""
     p = b.shape[0]
+    curvature, solver, damping = opt.curvature, opt.solver, opt.damping
     if solver == "auto" and fits_dense(p):
-        return _solve_dense_auto(model, X, y, b, params, curvature, damping)
+        return _solve_dense_auto(ret, sub, b, curvature, damping)
     info = _SolveInfo(solver=solver, curvature=curvature)
     if solver in ("cholesky", "eigh"):
-        H = model.hessian(X, y, params=params, curvature=curvature)
+        H = ret.hessian(sub, curvature)
         if solver == "eigh":
             x = _solve_eigh(H, b, damping, info)
         else:
@@ -392,13 +337,13 @@ def _solve(
         info.residual = _linalg.relative_residual(H, damping, x, b)
         return x, info
 
-    maxiter = min(10 * p, _DEFAULT_MAXITER) if maxiter is None else maxiter
-    op = model.hessian_operator(X, y, params=params, curvature=curvature)
-    res = op.cg(b, damping=damping, tol=tol, maxiter=maxiter)
+    maxiter = min(10 * p, _FULL_MAXITER) if opt.maxiter is None else opt.maxiter
+    res = ret.operator(sub, curvature).cg(b, damping=damping, tol=opt.tol, maxiter=maxiter)
     info.solver = "cg"
     info.iterations = int(res["iterations"])
     info.negative_curvature = bool(res["negative_curvature"])
-    if solver == "auto" and curvature == "hessian" and not res["converged"]:
+    stalled = not res["converged"] and not opt.truncated  # a truncated CG stops by design
+    if solver == "auto" and curvature == "hessian" and (res["negative_curvature"] or stalled):
         # Indefinite, or so close to singular that CG stalls: the GGN is the robust choice.
         if res["negative_curvature"]:
             reason = f"met negative curvature of H + δI after {res['iterations']} iterations"
@@ -410,8 +355,7 @@ def _solve(
         info.notes.append(
             f"cg {reason} (damping {damping:g}); fell back to the GGN (positive semi-definite)"
         )
-        op = model.hessian_operator(X, y, params=params, curvature="ggn")
-        res = op.cg(b, damping=damping, tol=tol, maxiter=maxiter)
+        res = ret.operator(sub, "ggn").cg(b, damping=damping, tol=opt.tol, maxiter=maxiter)
         info.curvature = "ggn"
         info.iterations += int(res["iterations"])
     if res["negative_curvature"]:  # after any fallback
@@ -423,43 +367,210 @@ def _solve(
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         info.notes.append(msg)
     elif not res["converged"]:
-        msg = (
-            f"cg did not reach tol={tol:g} in {res['iterations']} iterations "
-            f"(relative residual {res['relative_residual']:.3g}); raise maxiter or damping"
-        )
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        info.notes.append(msg)
+        if opt.truncated:
+            info.notes.append(
+                f"cg truncated at {res['iterations']} iterations by design (relative "
+                f"residual {res['relative_residual']:.3g}; a truncated Newton step)"
+            )
+        else:
+            msg = (
+                f"cg did not reach tol={opt.tol:g} in {res['iterations']} iterations "
+                f"(relative residual {res['relative_residual']:.3g}); raise maxiter or damping"
+            )
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            info.notes.append(msg)
     info.residual = float(res["relative_residual"])
     return np.asarray(res["x"]), info
 
 
-# ---------------------------------------------------------------------------------- unlearning
+# ---------------------------------------------------------------------------------- updating
 
 
-def _factored_curvature(
-    model: MLP, X, y, params: str, kind: str, damping: float
-) -> tuple[Curvature, _SolveInfo]:
-    """The ``kind`` ("kfac"/"ekfac") GGN of ``model`` at its θ over (X, y), built once."""
-    yk = y if _dask.is_dask(X) else encode_labels(y, model.classes_)
-    problem, _ = make_problem(model, X, yk, params)
-    curv, _ = build_curvature(problem, kind, damping)
-    info = _SolveInfo(solver=kind, curvature="ggn")
-    info.notes.append(
-        f"{kind} curvature of the GGN at θ̂ over {problem.n} samples built once "
-        f"({curv.build_time:.3g} s) and reused by every step"
+class _CheckedUpdate:
+    """The parameters being unlearned, on a copy of the model, and every update to them
+    checked against the retained objective L_R (:mod:`mlu._safeguard`).
+
+    Parameters
+    ----------
+    model : MLP
+        The trained model; never modified (the updates go to a deep copy).
+    X_R : ndarray or dask array, shape (n_R, d)
+    y_R : ndarray or dask array, shape (n_R,)
+        The retained set R, checked.
+    params : {"all", "last"}
+        Which parameters the updates move.
+    safeguard : bool
+        Check each update (line search on L_R) or apply it as it is.
+    """
+
+    def __init__(self, model: MLP, X_R, y_R, params: str, safeguard: bool) -> None:
+        self.model = copy.deepcopy(model)
+        self.model.trace_ = None  # the training record describes θ̂, not the unlearned model
+        self.retained = _Retained(self.model, X_R, y_R, params)
+        self.where = self.retained.where
+        self.theta = model.theta_.copy()
+        self.params, self.safeguard = params, safeguard
+        self.notes: list[str] = []
+        self.checks: list[UpdateCheck] = []
+        self.taken = 0  # updates taken (influence: 1; Newton: the steps applied)
+        self._at_theta: tuple[float, np.ndarray] | None = None  # (L_R, ∇L_R) at self.theta
+
+    def sub(self) -> np.ndarray:
+        """The updated parameters at the current θ (a copy)."""
+        return self.theta[self.where].copy()
+
+    def value_and_grad(self) -> tuple[float, np.ndarray]:
+        """L_R and ∇L_R at the current θ (remembered from the last check: no second pass)."""
+        if self._at_theta is None:
+            self._at_theta = self.retained.value_and_grad(self.sub())
+        return self._at_theta
+
+    def apply(self, direction: np.ndarray, predicted: float, label: str, warn: bool = True) -> bool:
+        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied.
+
+        ``predicted`` is the change of L_R the update's own model predicts for the full step;
+        ``warn=False`` records a shortened step in the notes without a warning (the polish,
+        whose full step is an SGD epoch rather than a model's minimiser)."""
+        if not self.safeguard:
+            self.theta[self.where] += direction
+            self._at_theta = None
+            return True
+        seen: dict[bytes, tuple[float, np.ndarray]] = {}
+
+        def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
+            value = self.retained.value_and_grad(sub)
+            seen[sub.tobytes()] = value
+            return value
+
+        sub, check = checked_update(
+            self.sub(), direction, objective, predicted, before=self.value_and_grad()
+        )
+        self.checks.append(check)
+        if check.step > 0.0:
+            self.theta[self.where] = sub
+            self._at_theta = seen.get(sub.tobytes())
+        if check.shortened and check.significant:
+            msg = f"{label}: {check.describe()}"
+            if warn:
+                # apply <- _influence_update / _newton_steps <- unlearn <- the caller
+                warnings.warn(msg, UpdateShortenedWarning, stacklevel=4)
+            self.notes.append(msg)
+        return check.step > 0.0
+
+    def result(self) -> MLP:
+        """The unlearned model (the copy at the final θ)."""
+        self.model.theta_ = self.theta
+        return self.model
+
+
+def _newton_predicted(g: np.ndarray, x: np.ndarray, damping: float) -> float:
+    """L_R's change predicted for the step −x by the quadratic model with the curvature H that
+    solved (H + δI) x = g: ``−gᵀx + ½ xᵀHx = −½ gᵀx − ½ δ‖x‖²``, since a CG iterate started at
+    zero (and a direct solve) has ``xᵀ(H + δI)x = xᵀg`` (Galerkin condition): no extra
+    product."""
+    return float(-0.5 * (g @ x) - 0.5 * damping * (x @ x))
+
+
+def _influence_update(
+    update: _CheckedUpdate, X, y, mask: np.ndarray, opt: _Options
+) -> list[_SolveInfo]:
+    """The one-step influence update θ̂ + (1/n)(H_D + δI)⁻¹ Σ_F ∇ℓ, checked; its solve's info."""
+    everything = _Retained(update.model, X, y, update.params)  # H_D: over all of D
+    sub = update.sub()
+    b = everything.gradient_sum(np.flatnonzero(mask))
+    if opt.solver in FACTORED_SOLVERS:
+        x = everything.factored(sub, opt.solver, opt.damping).solve(b)
+        info = _SolveInfo(solver=opt.solver, curvature="ggn")
+        info.notes.append(f"{opt.solver} curvature of the GGN at θ̂ over D built once")
+    else:
+        x, info = _solve(everything, sub, b, opt)
+    update.notes += info.notes
+    d = x / everything.n
+    predicted = float("nan")
+    if update.safeguard:  # the quadratic model of L_R along d: one product with H_R
+        _, g_R = update.value_and_grad()
+        hd = update.retained.operator(sub, info.curvature).matvec(d)
+        predicted = float(g_R @ d + 0.5 * d @ hd)
+    update.apply(d, predicted, "influence update")
+    update.taken = 1
+    return [info]
+
+
+def _newton_steps(update: _CheckedUpdate, steps: int, opt: _Options) -> list[_SolveInfo]:
+    """Up to ``steps`` checked Newton steps on L_R; the info of each solve.
+
+    Stops early at an exactly stationary point, when the check finds no decrease, or when a
+    step no longer moves θ beyond rounding. With a factored solver the curvature is built once
+    at θ̂ and reused for every step (a quasi-Newton iteration)."""
+    infos: list[_SolveInfo] = []
+    factored = None
+    if opt.solver in FACTORED_SOLVERS:
+        factored = update.retained.factored(update.sub(), opt.solver, opt.damping)
+        update.notes.append(
+            f"{opt.solver} curvature of the GGN at θ̂ over {update.retained.n} samples built once "
+            f"({factored.build_time:.3g} s) and reused by every step"
+        )
+    for _ in range(steps):
+        f_R, g = update.value_and_grad()
+        if not np.any(g):
+            break  # exactly stationary: nothing to do
+        if factored is not None:
+            x, info = factored.solve(g), _SolveInfo(solver=opt.solver, curvature="ggn")
+            predicted = 0.5 * float(g @ -x)  # C x = g: g·d + ½ dᵀCd = ½ g·d
+        else:
+            x, info = _solve(update.retained, update.sub(), g, opt)
+            predicted = _newton_predicted(g, x, opt.damping)
+        update.notes += info.notes
+        infos.append(info)
+        label = f"newton step {update.taken + 1}"
+        if not update.apply(-x, predicted, label):
+            if update.checks and not update.checks[-1].significant:
+                update.notes.append(f"{label}: converged to rounding; stopped")
+            break
+        update.taken += 1
+        if update.checks and update.checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
+            1.0, float(np.linalg.norm(update.theta))
+        ):
+            break  # converged to rounding
+    return infos
+
+
+def _polish_seed(model: MLP) -> int:
+    """The polish's shuffling seed: fixed by the model's seed and epochs (repeatable)."""
+    seed = int(model.get_params(deep=False)["seed"])
+    epochs = int(getattr(model, "n_iter_", 0) or 0)
+    return int(np.random.SeedSequence([seed, epochs, 0x706F6C]).generate_state(1)[0])
+
+
+def _polish(update: _CheckedUpdate, model: MLP, epochs: float) -> float:
+    """``epochs`` of the model's SGD on R at :data:`DEFAULT_POLISH_LR` of its learning rate,
+    from the Newton step's result, checked against L_R like every update; the epochs run.
+
+    A fractional epoch is one epoch over a seeded subset of that share of R."""
+    retained = update.retained
+    if retained.dask and update.params != "all":
+        update.notes.append("polish skipped: dask data with params='last' has no SGD path")
+        return 0.0
+    lr = DEFAULT_POLISH_LR * float(model.get_params(deep=False)["lr"])
+    seed = _polish_seed(model)
+    rng = np.random.default_rng(seed)
+    sub = update.sub()
+    whole, part = divmod(epochs, 1.0)
+    for e in range(int(whole)):
+        sub = retained.sgd_epoch(sub, None, seed + e, lr)
+    if part * retained.n >= 1:
+        rows = np.sort(rng.permutation(retained.n)[: int(part * retained.n)])
+        sub = retained.sgd_epoch(sub, rows, seed + int(whole), lr)
+    direction = sub - update.sub()
+    _, g = update.value_and_grad()
+    # first-order prediction: an SGD epoch has no quadratic model of its own
+    applied = update.apply(
+        direction, float(g @ direction), f"polish ({epochs:.3g} epochs of SGD on R)", warn=False
     )
-    return curv, info
+    return epochs if applied else 0.0
 
 
-def _forget_gradient_sum(model: MLP, X_F: np.ndarray, y_F: np.ndarray, params: str) -> np.ndarray:
-    """Σ_{z∈F} ∇ℓ(z, θ̂) as |F| · (mean gradient − l2·θ): one backward pass, never |F| × p."""
-    theta = model.theta_ if params == "all" else model.theta_[model.last_layer_slice()]
-    return X_F.shape[0] * (model.gradient(X_F, y_F, params=params) - model.l2 * theta)
-
-
-def _joined(values) -> str:
-    """Distinct values in order of first use, joined by '+' (Newton steps may differ)."""
-    return "+".join(dict.fromkeys(values))
+# ---------------------------------------------------------------------------------- unlearning
 
 
 def unlearn(
@@ -477,6 +588,7 @@ def unlearn(
     maxiter: int | None = None,
     safeguard: bool = True,
     certify: tuple[float, float] | None = None,
+    polish: float | None = None,
 ) -> UnlearningResult:
     """Remove the effect of the forget set F from a trained MLP without retraining.
 
@@ -519,19 +631,22 @@ def unlearn(
         so no step needs Hessian-vector products: far cheaper than CG for large networks, and
         an approximation of the exact GGN step (``tol`` and ``maxiter`` are not used).
     damping : float, default :data:`DEFAULT_DAMPING` (0.01)
-        δ ≥ 0 added to the curvature (which already includes ``l2·I``); see :data:`DEFAULTS`
-        for why these defaults (``method="newton"``, ``curvature="ggn"``, 0.01, 8 steps).
+        δ ≥ 0 added to the curvature (which already includes ``l2·I``); see
+        :data:`mlu.defaults.DEFAULTS` for why these defaults.
     steps : int, optional
-        Newton steps (``method="newton"`` only; default :data:`DEFAULT_STEPS` = 8), each from
-        the point the previous one reached.
-        Use several steps for large forget sets, where one step is not enough; the loop ends
-        early when a step cannot decrease L_R any more.
+        Newton steps (``method="newton"`` only; default :data:`DEFAULT_STEPS` = 1), each from
+        the point the previous one reached; the loop ends early when a step cannot decrease
+        L_R any more.
     tol : float, optional
-        Relative residual tolerance of CG. Default :data:`DEFAULT_STEP_TOL` (1e-3) for each
-        of several Newton steps, whose successors correct it, and :data:`DEFAULT_TOL` (1e-6)
-        for a single solve (``method="influence"``, ``steps=1``).
+        Relative residual tolerance of CG. Not given: the Newton steps are truncated Newton
+        steps (CG stops at ``maxiter`` by design, relative residual :data:`DEFAULT_STEP_TOL`
+        at most) and the influence update solves to :data:`DEFAULT_TOL` (1e-6). Given: every
+        solve runs CG to ``tol`` (``maxiter`` default ``min(10·p, 1000)``) and warns
+        (RuntimeWarning) when it does not get there.
     maxiter : int, optional
-        CG iteration limit per solve (default ``min(10·p, 1000)``).
+        CG iteration limit per solve. Default for the truncated Newton steps
+        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.25) per epoch the
+        model was trained for, at least 1 (5 for ``epochs=20``); else ``min(10·p, 1000)``.
     safeguard : bool, default True
         Check every update (the influence update, each Newton step) against the retained
         objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
@@ -549,7 +664,16 @@ def unlearn(
         achieved against the budget σε/√(2 log(1.5/δ)). Over budget, the removal is not
         certified: a :class:`mlu.NotCertifiedWarning` says to retrain. ``damping`` and
         ``curvature`` are not used; ``method`` must be ``"newton"``, ``params`` ``"all"``,
-        ``steps`` 1 or None, ``safeguard`` True.
+        ``steps`` 1 or None, ``safeguard`` True, ``polish`` 0 or None (not polished).
+    polish : float, optional
+        SGD on R after the Newton step(s), in units of the model's own training epochs
+        (``polish=0.05`` on a model trained for 20 epochs: one epoch over R; a fraction of an
+        epoch is one pass over a seeded subset of R), with the model's momentum and batch size
+        at :data:`mlu.defaults.DEFAULT_POLISH_LR` (1/2) of its learning rate, seeded by the
+        model's seed (repeatable). Checked like every update: a polish that would raise L_R is
+        shortened (a note, no warning: an SGD epoch is not a minimiser's step). Default
+        :data:`DEFAULT_POLISH` (0.05) for ``method="newton"``, 0 for ``"influence"``;
+        ``polish=0`` gives the plain Newton step(s).
 
     Returns
     -------
@@ -580,37 +704,47 @@ def unlearn(
             f"solver={solver!r} is a Kronecker-factored form of the GGN: use curvature='ggn'"
         )
     damping = check_damping(damping)
-    steps_given = steps
-    if steps is None:
-        steps = DEFAULT_STEPS if method == "newton" else 1
-    steps = check_positive_int(steps, "steps")
+    steps_given, polish_given = steps, polish
+    steps = check_positive_int(1 if steps is None else steps, "steps")
     if method == "influence" and steps != 1:
         raise ValueError("steps > 1 is only meaningful for method='newton'")
+    truncated = method == "newton" and tol is None
     if tol is None:
-        tol = DEFAULT_STEP_TOL if steps > 1 else DEFAULT_TOL
+        tol = DEFAULT_STEP_TOL if method == "newton" else DEFAULT_TOL
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if maxiter is not None:
         maxiter = check_positive_int(maxiter, "maxiter")
-    # dask: every sum below is a map-reduce over the chunks (model methods dispatch on dask)
+    elif truncated:  # a share of the training's cost (mlu.defaults.DEFAULT_CG_PER_EPOCH)
+        maxiter = max(1, int(DEFAULT_CG_PER_EPOCH * int(model.get_params(deep=False)["epochs"])))
+    if polish is None:
+        polish = DEFAULT_POLISH if method == "newton" and certify is None else 0.0
+    if not (isinstance(polish, (int, float, np.integer, np.floating)) and 0 <= polish < math.inf):
+        raise ValueError(f"polish must be a number >= 0 (training epochs), got {polish!r}")
+    if polish and method != "newton":
+        raise ValueError("polish is a finish of the Newton steps: use method='newton'")
+    # Checked, encoded and scaled once; everything below runs on these arrays.
     X, y = _dask.checked_pair(model, X, y) if _dask.is_dask(X, y) else check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
     n_forget = int(mask.sum())
     if certify is not None:
+        if polish_given:
+            raise ValueError("certify=(ε, δ) is one exact Newton step: polish must be 0 or None")
         return _unlearn_certified(
             model, X, y, mask, certify, method, params, steps_given, safeguard, start
         )
 
     update = _CheckedUpdate(model, X[~mask], y[~mask], params, safeguard)
+    opt = _Options(curvature, solver, damping, float(tol), maxiter, truncated)
+    epochs = float(polish) * float(model.get_params(deep=False)["epochs"])
     # NumPy's vector products between the core's passes: threaded BLAS would stall the
-    # core's threads (docs/design.md, "Threads"; F-MNIST pairs 1.6-1.9 s -> 0.9-1.2 s)
+    # core's threads (docs/design.md, "Threads")
     with serial_blas():
         if method == "influence":
-            infos = _influence_update(
-                update, model, X, y, mask, curvature, solver, damping, tol, maxiter
-            )
+            infos = _influence_update(update, X, y, mask, opt)
         else:
-            infos = _newton_steps(update, steps, curvature, solver, damping, tol, maxiter)
+            infos = _newton_steps(update, steps, opt)
+        polished = _polish(update, model, epochs) if epochs > 0 else 0.0
 
     new = update.result()
     if not infos:  # θ̂ was exactly stationary on R
@@ -634,166 +768,13 @@ def unlearn(
         time=time.perf_counter() - start,
         notes=tuple(update.notes),
         checks=tuple(update.checks),
+        polish=polished,
     )
 
 
-class _CheckedUpdate:
-    """The parameters being unlearned, on a copy of the model, and every update to them
-    checked against the retained objective L_R (:mod:`mlu._safeguard`).
-
-    Parameters
-    ----------
-    model : MLP
-        The trained model; never modified (the updates go to a deep copy).
-    X_R : ndarray, shape (n_R, d)
-    y_R : ndarray, shape (n_R,)
-        The retained set R.
-    params : {"all", "last"}
-        Which parameters the updates move.
-    safeguard : bool
-        Check each update (line search on L_R) or apply it as it is.
-    """
-
-    def __init__(
-        self, model: MLP, X_R: np.ndarray, y_R: np.ndarray, params: str, safeguard: bool
-    ) -> None:
-        self.model = copy.deepcopy(model)
-        self.model.trace_ = None  # the training record describes θ̂, not the unlearned model
-        self.where = slice(None) if params == "all" else model.last_layer_slice()
-        self.theta = model.theta_.copy()
-        self.X_R, self.y_R, self.params, self.safeguard = X_R, y_R, params, safeguard
-        self.notes: list[str] = []
-        self.checks: list[UpdateCheck] = []
-        self.taken = 0  # updates taken (influence: 1; Newton: the steps applied)
-
-    def retained(self, sub: np.ndarray) -> tuple[float, np.ndarray]:
-        """L_R and its gradient (w.r.t. the updated parameters) at θ with θ[where] = sub."""
-        full = self.theta.copy()
-        full[self.where] = sub
-        self.model.theta_ = full
-        return self.model.objective(self.X_R, self.y_R), self.model.gradient(
-            self.X_R, self.y_R, params=self.params
-        )
-
-    def current(self) -> MLP:
-        """The copy of the model at the current θ (for a solve at that point)."""
-        self.model.theta_ = self.theta
-        return self.model
-
-    def apply(
-        self,
-        direction: np.ndarray,
-        g_R: np.ndarray | None,
-        f_R: float,
-        curv: str,
-        label: str,
-        factored_step: bool = False,
-    ) -> bool:
-        """θ[where] += direction, checked against L_R when ``safeguard``; False if not applied.
-
-        The predicted change is the quadratic model's: with the exact curvature one
-        Hessian-vector product; for a factored step, which solves C d = −g with the factored
-        curvature C, it is g·d + ½ d·Cd = ½ g·d (no pass over the data)."""
-        if not self.safeguard:
-            self.theta[self.where] += direction
-            return True
-        assert g_R is not None  # computed whenever safeguard is on
-        model = self.current()
-        if factored_step:
-            predicted = 0.5 * float(g_R @ direction)
-        else:
-            hd = model.hvp(self.X_R, self.y_R, direction, params=self.params, curvature=curv)
-            predicted = float(g_R @ direction + 0.5 * direction @ hd)
-        sub, check = checked_update(
-            self.theta[self.where], direction, self.retained, predicted, before=(f_R, g_R)
-        )
-        self.checks.append(check)
-        self.theta[self.where] = sub
-        if check.shortened and check.significant:
-            msg = f"{label}: {check.describe()}"
-            # apply <- _influence_update / _newton_steps <- unlearn <- the caller
-            warnings.warn(msg, UpdateShortenedWarning, stacklevel=4)
-            self.notes.append(msg)
-        return check.step > 0.0
-
-    def result(self) -> MLP:
-        """The unlearned model (the copy at the final θ)."""
-        return self.current()
-
-
-def _influence_update(
-    update: _CheckedUpdate,
-    model: MLP,
-    X: np.ndarray,
-    y: np.ndarray,
-    mask: np.ndarray,
-    curvature: str,
-    solver: str,
-    damping: float,
-    tol: float,
-    maxiter: int | None,
-) -> list[_SolveInfo]:
-    """The one-step influence update θ̂ + (1/n)(H_D + δI)⁻¹ Σ_F ∇ℓ, checked; its solve's info."""
-    params = update.params
-    b = _forget_gradient_sum(model, X[mask], y[mask], params)
-    if solver in FACTORED_SOLVERS:
-        curv, info = _factored_curvature(model, X, y, params, solver, damping)
-        x = curv.solve(b)
-    else:
-        x, info = _solve(model, X, y, b, params, curvature, solver, damping, tol, maxiter)
-    update.notes += info.notes
-    if update.safeguard:
-        f_R, g_R = update.retained(update.theta[update.where])
-    else:
-        f_R, g_R = np.nan, None
-    update.apply(x / X.shape[0], g_R, f_R, info.curvature, "influence update")
-    update.taken = 1
-    return [info]
-
-
-def _newton_steps(
-    update: _CheckedUpdate,
-    steps: int,
-    curvature: str,
-    solver: str,
-    damping: float,
-    tol: float,
-    maxiter: int | None,
-) -> list[_SolveInfo]:
-    """Up to ``steps`` checked Newton steps on L_R; the info of each solve.
-
-    Stops early at an exactly stationary point, when the check finds no decrease, or when a
-    step no longer moves θ beyond rounding. With a factored solver the curvature is built once
-    at θ̂ and reused for every step (a quasi-Newton iteration)."""
-    X_R, y_R, params = update.X_R, update.y_R, update.params
-    infos: list[_SolveInfo] = []
-    factored = None
-    if solver in FACTORED_SOLVERS:
-        factored, built = _factored_curvature(update.model, X_R, y_R, params, solver, damping)
-        update.notes += built.notes
-    for _ in range(steps):
-        f_R, g = update.retained(update.theta[update.where])
-        if not np.any(g):
-            break  # exactly stationary: nothing to do
-        if factored is not None:
-            x, info = factored.solve(g), _SolveInfo(solver=solver, curvature="ggn")
-        else:
-            x, info = _solve(
-                update.current(), X_R, y_R, g, params, curvature, solver, damping, tol, maxiter
-            )
-        update.notes += info.notes
-        infos.append(info)
-        label = f"newton step {update.taken + 1}"
-        if not update.apply(-x, g, f_R, info.curvature, label, factored is not None):
-            if update.checks and not update.checks[-1].significant:
-                update.notes.append(f"{label}: converged to rounding; stopped")
-            break
-        update.taken += 1
-        if update.checks and update.checks[-1].step * np.linalg.norm(x) <= 1e-14 * max(
-            1.0, float(np.linalg.norm(update.theta))
-        ):
-            break  # converged to rounding
-    return infos
+def _joined(values) -> str:
+    """Distinct values in order of first use, joined by '+' (Newton steps may differ)."""
+    return "+".join(dict.fromkeys(values))
 
 
 def _unlearn_certified(
