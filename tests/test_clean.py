@@ -296,6 +296,11 @@ def test_given_mlp_with_mixed_activations_and_nothing_flagged(noisy_digits):
     result = clean(X, y, model=model, fraction=0.0, progress=False)
     assert len(result.suspects) == 0 and result.unlearning is None
     assert "nothing was flagged" in " ".join(result.notes)
+    # No training record (track=False): AUM cannot run, the loss scores instead, and it says so.
+    assert result.detector == "loss"
+    assert "scored by the per-sample loss instead" in " ".join(result.notes)
+    # Nothing flagged: every held-out label is trusted, and both judgements agree.
+    assert result.trusted.all() and result.trusted_before == result.before
     np.testing.assert_array_equal(result.model.params, params)
     assert result.model.activation == ("tanh", "relu")
     assert result.after == result.before
