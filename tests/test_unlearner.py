@@ -689,3 +689,15 @@ def test_influence_requests_are_additive_and_survive_save_load(binary, kind, tmp
                                         np.array([3, 9, 5, 20]), l2=model.l2, damping=DAMPING,
                                         curvature="ggn")  # fmt: skip
         assert rel(a.model.params - model.params, expected - model.params) < 1e-10
+
+
+def test_an_overflowing_step_is_refused_in_words(binary, monkeypatch):
+    """A step that overflows the loss fails its check, and the message says so without NaN."""
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    solve = type(un._curv)._solve
+    monkeypatch.setattr(type(un._curv), "_solve", lambda self, V, BV=None: 1e300 * solve(self, V))
+    with pytest.raises(RequestFailedError) as info:
+        un.forget([1, 2], target="tilted")
+    assert "not finite" in str(info.value) and "nan" not in str(info.value).lower()
+    assert un.removed == []

@@ -84,12 +84,17 @@ REFINE_CHECK_EVERY = 5
 """The refinement checks its iterate every this many iterations and stops once it holds."""
 
 
+def _num(value: float, digits: int = 3) -> str:
+    """``value`` in ``digits`` significant digits, or words when it is not finite."""
+    return f"{value:.{digits}g}" if np.isfinite(value) else "not finite (overflow)"
+
+
 def _describe(check: UpdateCheck, name: str) -> str:
-    """The check in one line, for the objective ``name`` (never NaN: every field is set)."""
+    """The check in one line, for the objective ``name`` (never "nan")."""
     return (
-        f"{name} {check.objective_before:.6g} -> {check.objective_after:.6g} (change "
-        f"{check.actual_change:.3g}, predicted {check.predicted_change:.3g}); "
-        f"|grad {name}| {check.grad_norm_before:.3g} -> {check.grad_norm_after:.3g}"
+        f"{name} {_num(check.objective_before, 6)} -> {_num(check.objective_after, 6)} (change "
+        f"{_num(check.actual_change)}, predicted {_num(check.predicted_change)}); "
+        f"|grad {name}| {_num(check.grad_norm_before)} -> {_num(check.grad_norm_after)}"
     )
 
 
@@ -293,6 +298,12 @@ class Unlearner:
         pass over them at θ̂ + d), the first-order part is exact. Exact when S = D. ``rhs``
         is the right-hand side the solve had, (H + δI) d = rhs, for the predicted change.
         """
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step fails in words
+            return self._check_unguarded(alive, b, d, rhs)
+
+    def _check_unguarded(
+        self, alive: np.ndarray, b: np.ndarray, d: np.ndarray, rhs: np.ndarray
+    ) -> UpdateCheck:
         prob = self._check_prob
         keep = alive[self._check_rows]
         count = int(keep.sum())
@@ -538,7 +549,8 @@ class Unlearner:
             what = f"newton, target {target!r}"
         notes.append(f"update: {what}")
         x = used.solve(rhs, BV=None if image is None else image[:, None])
-        residual = used.residual(x, rhs) if hasattr(used, "residual") else None
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge step fails its check
+            residual = used.residual(x, rhs) if hasattr(used, "residual") else None
         iterations = None
         checks: tuple[UpdateCheck, ...] = ()
         if safeguard:
