@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find mislabeled training samples of an MLP and unlearn them.",
     )
     parser.add_argument("--version", action="store_true", help="print versions and exit")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,run,report,clean}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,run,report,clean,forget}")
 
     demo = sub.add_parser(
         "demo",
@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", metavar="DIR", help="output directory of an earlier `mlu run`")
     rep.add_argument("--no-plots", action="store_true")
     _add_clean_parser(sub)
+    from .forget_cli import add_forget_parser
+
+    add_forget_parser(sub)  # mlu forget: its own module
     return parser
 
 
@@ -543,6 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "forget":
+            from .forget_cli import run_forget
+
+            return run_forget(args)
         if args.command == "clean":
             return _cmd_clean(args)
         return _cmd_report(args)
