@@ -701,3 +701,19 @@ def test_an_overflowing_step_is_refused_in_words(binary, monkeypatch):
         un.forget([1, 2], target="tilted")
     assert "not finite" in str(info.value) and "nan" not in str(info.value).lower()
     assert un.removed == []
+
+
+@pytest.mark.parametrize("kind", ["dense", "ekfac"])
+def test_last_layer_requests_are_checked_in_their_own_parameters(noisy, kind):
+    """params="last": the check runs on the last layer's objective (hidden features fixed);
+    requests still add up, with the check on, and only the last layer moves."""
+    model, X, y, flipped = noisy
+    seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params="last")
+    seq.forget(flipped[:4])
+    second = seq.forget(flipped[4:9])
+    joint = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params="last")
+    joint = joint.forget(flipped[:9])
+    assert rel(second.model.params - model.params, joint.model.params - model.params) < 1e-10
+    moved = np.flatnonzero(second.model.params != model.params)
+    last = model.last_layer_slice()
+    assert moved.min() >= last.start and second.checks[0].actual_change < 0
