@@ -255,3 +255,20 @@ def test_fisher_noise_keeps_the_layer_variance_and_avoids_what_r_constrains(prob
     assert dead.size > 0
     d = V1 - W1
     assert np.sqrt(np.mean(d[:, dead] ** 2)) > 1.5 * np.sqrt(np.mean(d[:, live] ** 2))
+
+
+def test_post_update_after_sequential_requests_equals_after_one_joint_request(problem):
+    X, y, model, _, _ = problem
+    a = mlu.Unlearner(model, X, y, curvature="dense")
+    a.forget([3, 17])
+    a.forget([42, 8])
+    b = mlu.Unlearner(model, X, y, curvature="dense")
+    b.forget([3, 17, 42, 8])
+    np.testing.assert_allclose(a.model.params, b.model.params, rtol=0, atol=1e-10)
+    F_a = np.concatenate(a.removed)
+    out_a = post_update(a.model, X, y, F_a)
+    out_b = post_update(b.model, X, y, np.concatenate(b.removed))
+    assert out_a.seed == out_b.seed
+    np.testing.assert_allclose(out_a.model.params, out_b.model.params, rtol=0, atol=1e-8)
+    again = post_update(a.model, X, y, F_a)  # replay: the same bits
+    np.testing.assert_array_equal(again.model.params, out_a.model.params)
