@@ -39,6 +39,7 @@ from .exceptions import (
     NoiseRateWarning,
     NotCertifiedWarning,
     NotPositiveDefiniteError,
+    RequestFailedError,
     UnscaledFeaturesWarning,
     UpdateShortenedWarning,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "HessianOperator",
     "HessianTooLargeError",
     "NotPositiveDefiniteError",
+    "RequestFailedError",
     "TrainingTrace",
     "datasets",
     "from_sklearn",

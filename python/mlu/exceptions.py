@@ -12,6 +12,7 @@ __all__ = [
     "NoiseRateWarning",
     "NotCertifiedWarning",
     "NotPositiveDefiniteError",
+    "RequestFailedError",
     "StoreCorruptError",
     "StoreLockedError",
     "UnscaledFeaturesWarning",
@@ -40,6 +41,11 @@ class UnscaledFeaturesWarning(UserWarning):
 
 class NotCertifiedWarning(RuntimeWarning):
     """A removal asked to be certified (``certify=(ε, δ)``) exceeded its residual budget."""
+
+
+class RequestFailedError(RuntimeError):
+    """A deletion request of :class:`mlu.Unlearner` whose update fails its check (after a
+    refinement, for a factored curvature): nothing was changed."""
 
 
 class StoreCorruptError(Exception):

@@ -54,6 +54,7 @@ from .curvature import (
     curvature_from_arrays,
     make_problem,
 )
+from .exceptions import RequestFailedError
 from .io import load_model, save_model
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING, METHODS, UnlearningResult
@@ -96,10 +97,6 @@ def _describe(check: UpdateCheck, name: str) -> str:
         f"{_num(check.actual_change)}, predicted {_num(check.predicted_change)}); "
         f"|grad {name}| {_num(check.grad_norm_before)} -> {_num(check.grad_norm_after)}"
     )
-
-
-class RequestFailedError(RuntimeError):
-    """A deletion request whose update fails its check: nothing was changed."""
 
 
 @dataclass(frozen=True)
