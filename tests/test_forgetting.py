@@ -188,6 +188,15 @@ def test_finetune_uses_only_the_retained_rows(problem):
     assert not np.array_equal(a.model.params, c.model.params)
 
 
+def test_finetune_keeps_every_hyper_parameter():
+    ds = mlu.datasets.load("digits")
+    X, y = ds.X_train[:200], ds.y_train[:200]
+    model = mlu.MLP(hidden=(8,), epochs=3, track=True, lr=0.05, seed=4).fit(X, y)
+    out = post_update(model, X, y, [0, 1], "noisy_finetune", epochs=0.5, lr=0.01)
+    assert out.model.get_params() == model.get_params()
+    assert out.rows_visited == 99
+
+
 def test_noise_zero_is_finetune_and_seed_changes_the_bits(problem):
     X, y, model, _, _ = problem
     a = post_update(model, X, y, [3, 4], "noisy_finetune", epochs=1.0, noise=0.0)

@@ -278,9 +278,7 @@ def post_update(
     visited = 0
     if use_tune:
         visited = _finetune(out, X, y, retained, epochs, lr, rng, derived)
-        out.set_params(**{k: model.get_params()[k] for k in ("warm_start", "epochs", "seed")})
-        if lr is not None:
-            out.set_params(lr=model.lr)
+        out.set_params(**model.get_params(deep=False))  # the fine-tuning's settings undone
     return PostUpdate(
         model=out,
         mode=mode,
