@@ -81,8 +81,10 @@ REFINE_TOL = 1e-6
 """Relative residual at which the CG refinement of a failed factored step stops."""
 REFINE_MAXITER = 100
 """At most this many CG iterations refine a failed factored step."""
-REFINE_CHECK_EVERY = 5
-"""The refinement checks its iterate every this many iterations and stops once it holds."""
+REFINE_CHECK_EVERY = 1
+"""The refinement checks its iterate every this many iterations and stops once it holds (a
+check is one gradient over at most CHECK_ROWS rows, an iteration a GGN product over R: on all
+of Fashion-MNIST with 784-256-10 one iteration sufficed where every 5 cost five)."""
 
 
 def _num(value: float, digits: int = 3) -> str:
