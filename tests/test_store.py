@@ -1,0 +1,446 @@
+"""mlu.DeletionStore: atomic, logged, idempotent, replayable deletion requests.
+
+The crash tests run writers in subprocesses and kill them with SIGKILL, at the points of the
+commit protocol named by ``MLU_STORE_FAULT`` and at random instants, then reopen the store and
+check that the log and the model agree, that ``verify()`` replays the log to the stored model
+bit for bit, and that no request was lost or applied twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlu
+from mlu.exceptions import StoreCorruptError, StoreLockedError
+from mlu.store import FAULT_ENV, FAULT_POINTS, DeletionStore, model_hash
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    ds = mlu.datasets.load("digits")
+    X, y = ds.X_train[:300], ds.y_train[:300]
+    model = mlu.MLP(hidden=(8,), epochs=5, seed=0, l2=1e-3).fit(X, y)
+    return model, X, y
+
+
+@pytest.fixture(scope="module")
+def empty_store(problem, tmp_path_factory):
+    """A store with no requests, copied by the tests that need a fresh one."""
+    model, X, y = problem
+    path = tmp_path_factory.mktemp("stores") / "empty"
+    DeletionStore.create(path, model, X, y, curvature="dense").close()
+    return path
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _leftovers(path: Path) -> list[str]:
+    return sorted(n for n in os.listdir(path) if n.startswith("."))
+
+
+# ---------------------------------------------------------------------- behaviour
+
+
+def test_requests_match_the_unlearner_and_are_logged(problem, empty_store, tmp_path):
+    model, X, y = problem
+    before = X.copy(), y.copy()
+    store = DeletionStore.open(_copy(empty_store, tmp_path / "s"), X, y)
+    r1 = store.forget([3, 17], request_id="first")
+    r2 = store.forget(np.array([42]))
+    un = mlu.Unlearner(model, X, y, curvature="dense")
+    un.forget([3, 17])
+    un.forget([42])
+    assert np.array_equal(store.model.theta_, un.model.theta_)  # the same bits
+    log = store.log()
+    assert [r["id"] for r in log] == ["first", r2["id"]] and r1["applied"] and r2["applied"]
+    assert [r["rows"] for r in log] == [[3, 17], [42]]
+    assert log[0]["model_before"] == model_hash(model)
+    assert log[0]["model_after"] == log[1]["model_before"]
+    assert log[1]["model_after"] == model_hash(un.model)
+    check = log[1]["check"]
+    assert check["objective_after"] <= check["objective_before"]
+    assert check["step"] == 1.0 and log[1]["cost"] > 0
+    assert log[0]["time"].endswith("+00:00")
+    assert log[0]["rows_hash"] != log[1]["rows_hash"] and len(log[0]["rows_hash"]) == 64
+    assert np.array_equal(X, before[0]) and np.array_equal(y, before[1])  # inputs untouched
+    store.close()
+    again = DeletionStore.open(tmp_path / "s", X, y)
+    assert again.recovered is None and again.n_requests == 2
+    assert np.array_equal(again.model.theta_, un.model.theta_)
+    result = again.verify()
+    assert result.ok and result.requests == 2 and result.first_mismatch is None
+    assert result.max_abs_diff == 0.0
+    again.close()
+
+
+def test_a_retried_id_is_applied_once(problem, empty_store, tmp_path):
+    _, X, y = problem
+    with DeletionStore.open(_copy(empty_store, tmp_path / "s"), X, y) as store:
+        first = store.forget([5, 6], request_id="r-1")
+        theta = store.model.theta_.copy()
+        again = store.forget([6, 5], request_id="r-1")  # same rows, any order
+        assert first["applied"] and not again["applied"]
+        assert again["model_after"] == first["model_after"] and store.n_requests == 1
+        assert np.array_equal(store.model.theta_, theta)
+        with pytest.raises(ValueError, match="already used for rows"):
+            store.forget([7], request_id="r-1")
+        assert store.n_requests == 1
+
+
+def test_a_bad_request_changes_nothing(problem, empty_store, tmp_path):
+    _, X, y = problem
+    with DeletionStore.open(_copy(empty_store, tmp_path / "s"), X, y) as store:
+        store.forget([1])
+        theta = store.model.theta_.copy()
+        for bad, err in (([1], ValueError), ([300], ValueError), ([], ValueError)):
+            with pytest.raises(err):
+                store.forget(bad)
+        with pytest.raises(TypeError, match="boolean mask"):
+            store.forget(np.ones(300, bool))
+        with pytest.raises(TypeError, match="integers"):
+            store.forget([1.5])
+        assert store.n_requests == 1 and np.array_equal(store.model.theta_, theta)
+        assert _leftovers(tmp_path / "s") == []
+        assert store.forget([2])["seq"] == 2
+        assert store.verify().ok
+
+
+def test_other_data_are_refused_and_no_data_is_read_only(problem, empty_store, tmp_path):
+    _, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    y2 = y.copy()
+    y2[0] = (y2[0] + 1) % 10
+    with pytest.raises(ValueError, match="differ from the data"):
+        DeletionStore.open(path, X, y2)
+    with pytest.raises(ValueError, match="differ from the data"):
+        DeletionStore.open(path, X[:-1], y[:-1])
+    with DeletionStore.open(path) as ro:
+        assert ro.log() == [] and ro.n_requests == 0
+        with pytest.raises(ValueError, match="needs the store's data"):
+            ro.forget([1])
+        with pytest.raises(ValueError, match="needs the store's data"):
+            ro.verify()
+        out = ro.export(tmp_path / "m.npz")
+        assert np.array_equal(mlu.MLP.load(out).theta_, problem[0].theta_)
+
+
+def test_create_is_all_or_nothing(problem, tmp_path):
+    model, X, y = problem
+    with pytest.raises(TypeError, match="unknown Unlearner option"):
+        DeletionStore.create(tmp_path / "a", model, X, y, solver="cg")
+    with pytest.raises(ValueError):
+        DeletionStore.create(tmp_path / "a", model, X, y[:10])
+    assert os.listdir(tmp_path) == []
+    DeletionStore.create(tmp_path / "a", model, X, y).close()
+    with pytest.raises(FileExistsError):
+        DeletionStore.create(tmp_path / "a", model, X, y)
+    assert sorted(os.listdir(tmp_path)) == ["a"]
+    assert sorted(os.listdir(tmp_path / "a")) == [
+        "base.npz",
+        "lock",
+        "log.sqlite",
+        "model.npz",
+        "unlearner-0.npz",
+    ]
+
+
+def test_checkpoints_and_replay_give_the_same_bits(problem, empty_store, tmp_path):
+    _, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    with DeletionStore.open(path, X, y, checkpoint_every=2) as store:
+        for i in range(5):
+            store.forget([10 + i])
+        names = sorted(os.listdir(path))
+        assert [n for n in names if n.startswith("unlearner")] == [
+            "unlearner-0.npz",
+            "unlearner-4.npz",
+        ]
+        theta5 = store.model.theta_.copy()
+        r6 = store.forget([20])  # served by the in-memory Unlearner
+    with DeletionStore.open(path, X, y, checkpoint_every=100) as store:
+        assert np.array_equal(store.model.theta_, mlu.MLP.load(path / "model.npz").theta_)
+        store.checkpoint()  # loads unlearner-4, replays 5 and 6, writes unlearner-6
+        assert (path / "unlearner-6.npz").exists() and not (path / "unlearner-4.npz").exists()
+    # another copy: from the checkpoint after 4, the replayed 5th and 6th give the same bits
+    with DeletionStore.open(path, X, y) as store:
+        assert store.log()[-1]["model_after"] == r6["model_after"]
+        assert not np.array_equal(store.model.theta_, theta5)
+        assert store.verify().ok
+
+
+# ---------------------------------------------------------------------- damage
+
+
+def test_a_damaged_log_is_a_clear_error(problem, empty_store, tmp_path):
+    _, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    with DeletionStore.open(path, X, y) as store:
+        for i in range(3):
+            store.forget([30 + i])
+    log = path / "log.sqlite"
+    raw = log.read_bytes()
+    for name, data in (
+        ("truncated", raw[: len(raw) // 2]),
+        ("garbage", b"not a database" * 100),
+        ("empty", b""),
+    ):
+        bad = _copy(path, tmp_path / name)
+        (bad / "log.sqlite").write_bytes(data)
+        with pytest.raises(StoreCorruptError, match="log"):
+            DeletionStore.open(bad, X, y)
+    # a row deleted: the chain of model hashes breaks
+    bad = _copy(path, tmp_path / "gap")
+    db = sqlite3.connect(bad / "log.sqlite")
+    db.execute("DELETE FROM requests WHERE seq = 2")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreCorruptError, match="chain"):
+        DeletionStore.open(bad, X, y)
+    # the last row lost (e.g. its WAL deleted): the model on disk is ahead of the log
+    bad = _copy(path, tmp_path / "lost")
+    db = sqlite3.connect(bad / "log.sqlite")
+    db.execute("DELETE FROM requests WHERE seq = 3")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreCorruptError, match="model.npz"):
+        DeletionStore.open(bad, X, y)
+
+
+def test_damaged_state_or_model_files_are_clear_errors(problem, empty_store, tmp_path):
+    model, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    with DeletionStore.open(path, X, y, checkpoint_every=2) as store:
+        for i in range(2):
+            store.forget([40 + i])
+    # the current model replaced by another one, or truncated
+    bad = _copy(path, tmp_path / "other-model")
+    model.save(bad / "model.npz")
+    with pytest.raises(StoreCorruptError, match="model.npz"):
+        DeletionStore.open(bad, X, y)
+    bad = _copy(path, tmp_path / "short-model")
+    raw = (bad / "model.npz").read_bytes()
+    (bad / "model.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(StoreCorruptError, match="model.npz"):
+        DeletionStore.open(bad, X, y)
+    # θ̂ replaced
+    bad = _copy(path, tmp_path / "base")
+    mlu.MLP.load(path / "model.npz").save(bad / "base.npz")
+    with pytest.raises(StoreCorruptError, match="base"):
+        DeletionStore.open(bad, X, y)
+    # the checkpoint damaged (one byte) or truncated: refused when the Unlearner is needed
+    for name, edit in (
+        ("flip", lambda b: b[:5000] + bytes([b[5000] ^ 1]) + b[5001:]),
+        ("cut", lambda b: b[: len(b) // 3]),
+    ):
+        bad = _copy(path, tmp_path / f"ck-{name}")
+        ck = bad / "unlearner-2.npz"
+        ck.write_bytes(edit(ck.read_bytes()))
+        with DeletionStore.open(bad, X, y) as store:
+            theta = store.model.theta_.copy()
+            with pytest.raises(StoreCorruptError, match="unlearner-2.npz"):
+                store.forget([50])
+            assert store.n_requests == 2 and np.array_equal(store.model.theta_, theta)
+        with DeletionStore.open(bad, X, y) as store:
+            assert store.log()[-1]["seq"] == 2  # nothing was logged
+    # the initial state damaged: verify refuses instead of comparing against garbage
+    bad = _copy(path, tmp_path / "initial")
+    ck = bad / "unlearner-0.npz"
+    raw = ck.read_bytes()
+    ck.write_bytes(raw[:4000] + bytes([raw[4000] ^ 1]) + raw[4001:])
+    with DeletionStore.open(bad, X, y) as store, pytest.raises(StoreCorruptError):
+        store.verify()
+
+
+# ---------------------------------------------------------------------- writers and crashes
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import mlu
+    from mlu.store import DeletionStore
+
+    mlu.set_num_threads(1)
+    path, data, plan, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with np.load(data) as f:
+        X, y = f["X"], f["y"]
+    store = DeletionStore.open(path, X, y, checkpoint_every=every, lock_timeout=60)
+    print("ready", flush=True)
+    for rid, rows in json.load(open(plan)):
+        print("start", rid, flush=True)
+        rec = store.forget(rows, request_id=rid)
+        print("done", rid, rec["applied"], flush=True)
+    store.close()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def child_files(problem, tmp_path_factory):
+    _, X, y = problem
+    d = tmp_path_factory.mktemp("child")
+    (d / "child.py").write_text(_CHILD)
+    np.savez(d / "data.npz", X=X, y=y)
+    return d
+
+
+def _plan(seed: int, count: int, start: int = 0) -> list[tuple[str, list[int]]]:
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(np.arange(60, 300))[: 2 * count]
+    return [
+        (f"q{seed}-{start + i}", sorted(int(r) for r in rows[2 * i : 2 * i + 1 + i % 2]))
+        for i in range(count)
+    ]
+
+
+def _spawn(child_files: Path, store: Path, plan, every: int = 32, env=None):
+    plan_file = store.parent / f"{store.name}.plan-{len(os.listdir(store.parent))}.json"
+    plan_file.write_text(json.dumps(plan))
+    return subprocess.Popen(
+        [sys.executable, str(child_files / "child.py"), str(store), str(child_files / "data.npz"),
+         str(plan_file), str(every)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )  # fmt: skip
+
+
+def _check_consistent(store_path: Path, X, y, plan, done: set[str]) -> DeletionStore:
+    """Reopen after a kill: the log and model agree and nothing reported done is lost."""
+    store = DeletionStore.open(store_path, X, y)
+    log = store.log()
+    ids = [r["id"] for r in log]
+    assert len(ids) == len(set(ids))
+    assert done <= set(ids)  # nothing the writer finished is lost
+    by_id = dict(plan)
+    assert all(r["rows"] == by_id[r["id"]] for r in log)  # each applied with its own rows
+    rows = [i for r in log for i in r["rows"]]
+    assert len(rows) == len(set(rows))  # no sample removed twice
+    expected = log[-1]["model_after"] if log else model_hash(mlu.MLP.load(store_path / "base.npz"))
+    assert model_hash(store.model) == expected
+    assert model_hash(mlu.MLP.load(store_path / "model.npz")) == expected
+    assert _leftovers(store_path) == []
+    if store.recovered:
+        for part in store.recovered.split("; "):
+            rid = part.split("'")[1]
+            assert (rid in ids) == part.startswith("finished"), store.recovered
+    return store
+
+
+_ROLLED_BACK = ("begin", "solved", "model-written", "in-commit")
+
+
+def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
+    problem, empty_store, child_files, tmp_path
+):
+    _, X, y = problem
+    base = _copy(empty_store, tmp_path / "base")
+    with DeletionStore.open(base, X, y) as store:
+        store.forget([1, 2], request_id="pre")
+    procs = {}
+    for point in FAULT_POINTS:
+        path = _copy(base, tmp_path / point)
+        plan = [(f"k-{point}", [11, 12])]
+        procs[point] = (path, plan, _spawn(child_files, path, plan, 1, {FAULT_ENV: point}))
+    for point, (path, plan, proc) in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL, (point, out, err)
+        assert "done" not in out
+        store = _check_consistent(path, X, y, [("pre", [1, 2]), *plan], {"pre"})
+        rid = plan[0][0]
+        if point in _ROLLED_BACK:
+            assert store.n_requests == 1
+            assert store.recovered == (
+                f"rolled back request {rid!r} (seq 2): killed before its commit, the store is "
+                "as before it"
+            )
+        else:
+            assert store.n_requests == 2 and store.log()[-1]["id"] == rid
+            if point in ("committed", "renamed"):
+                assert store.recovered is not None and store.recovered.startswith(
+                    f"finished request {rid!r} (seq 2)"
+                )
+        again = store.forget([11, 12], request_id=rid)  # the client retries
+        assert again["applied"] == (point in _ROLLED_BACK)
+        assert [r["id"] for r in store.log()] == ["pre", rid]
+        assert store.verify().ok
+        store.close()
+
+
+def test_kills_at_random_instants_lose_nothing_and_apply_nothing_twice(
+    problem, empty_store, child_files, tmp_path
+):
+    _, X, y = problem
+    rng = np.random.default_rng(24)
+    kills = 0
+    stores = [_copy(empty_store, tmp_path / f"s{i}") for i in range(4)]
+    plans = [_plan(i, 12) for i in range(4)]
+    for _ in range(3):  # 3 rounds x 4 stores: 12 kills, 4 writers at a time
+        procs = [_spawn(child_files, s, p, every=3) for s, p in zip(stores, plans)]
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        delays = rng.uniform(0.0, 0.8, size=len(procs))
+        t0 = time.monotonic()
+        for i in np.argsort(delays):
+            time.sleep(max(0.0, t0 + delays[i] - time.monotonic()))
+            procs[i].kill()
+        for store_path, plan, proc in zip(stores, plans, procs):
+            out, _ = proc.communicate(timeout=60)
+            kills += proc.returncode == -signal.SIGKILL
+            done = {line.split()[1] for line in out.splitlines() if line.startswith("done")}
+            _check_consistent(store_path, X, y, plan, done).close()
+    assert kills >= 10  # (a writer that finished its plan before its kill is not counted)
+    for store_path, plan in zip(stores, plans):
+        with DeletionStore.open(store_path, X, y) as store:
+            for rid, rows in plan:  # the client sends everything again
+                store.forget(rows, request_id=rid)
+            assert [(r["id"], r["rows"]) for r in store.log()] == [(i, r) for i, r in plan]
+            assert store.verify().ok
+
+
+def test_two_writers_at_once(problem, empty_store, child_files, tmp_path):
+    _, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    plans = [_plan(10, 4), _plan(11, 4)]
+    plans[1] = [(f"b{i}", rows) for i, (_, rows) in enumerate(plans[1])]
+    taken = {r for _, rows in plans[0] for r in rows}
+    plans[1] = [(rid, rows) for rid, rows in plans[1] if not taken & set(rows)]
+    procs = [_spawn(child_files, path, plan, every=2) for plan in plans]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    with DeletionStore.open(path, X, y) as store:
+        log = store.log()
+        assert sorted(r["id"] for r in log) == sorted(rid for p in plans for rid, _ in p)
+        assert store.verify().ok
+    # a writer that cannot get the lock in time gets a clear error and changes nothing
+    store = DeletionStore.open(path, X, y, lock_timeout=0.2)
+    with open(path / "lock", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(StoreLockedError, match="another process is writing"):
+            store.forget([59], request_id="late")
+        with pytest.raises(StoreLockedError):
+            DeletionStore.open(path, X, y, lock_timeout=0.1)
+    assert store.forget([59], request_id="late")["applied"]
+    assert len(store.log()) == len(log) + 1
+    store.close()
