@@ -25,9 +25,9 @@ Usage::
 ``--n-per-class 0`` takes all 60000 training samples; ``--request-size N`` splits the forgotten
 samples into requests of N instead of ``--requests`` requests.
 
-A mode is ``name[:epochs[:noise[:lr]]]``. Writes benchmarks/results/<stem>.csv (one row per seed
-and mode) and <stem>.md (per seed, and mean ± std over seeds), each headed by the command, the
-commit and the machine.
+A mode is ``name[:epochs[:noise[:lr[:anneal]]]]`` (see :func:`parse_mode`). Writes
+benchmarks/results/<stem>.csv (one row per seed and mode) and <stem>.md (per seed, and
+mean ± std over seeds), each headed by the command, the commit and the machine.
 """
 
 from __future__ import annotations
@@ -65,12 +65,17 @@ DEFAULT_MODES = (
 )
 
 
-def parse_mode(text: str) -> tuple[str, float, float, float | None]:
-    """``"noisy_finetune:2:0.5:0.03"`` -> ("noisy_finetune", 2.0, 0.5, 0.03): name, epochs,
-    noise (0 when missing) and the fine-tuning lr (None: the model's)."""
-    parts = text.split(":") + ["", "", ""]
-    lr = float(parts[3]) if parts[3] else None
-    return parts[0], float(parts[1] or 0.0), float(parts[2] or 0.0), lr
+def parse_mode(text: str) -> dict:
+    """``"noisy_finetune:2:0.5:0.03:0"`` -> name, then post_update's epochs, noise, lr and
+    anneal (empty or missing fields: epochs and noise 0, lr and anneal post_update's
+    defaults)."""
+    parts = text.split(":") + [""] * 4
+    out: dict = {"mode": parts[0], "epochs": float(parts[1] or 0.0), "noise": float(parts[2] or 0)}
+    if parts[3]:
+        out["lr"] = float(parts[3])
+    if parts[4]:
+        out["anneal"] = float(parts[4])
+    return out
 
 
 def header(argv: list[str]) -> list[str]:
@@ -154,8 +159,7 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
         done.append(req)
         cumulative = np.concatenate(done)
         for m in modes:
-            name, ep, noise, lr = parse_mode(m)
-            out = post_update(exact, X, y, cumulative, name, epochs=ep, noise=noise, lr=lr)
+            out = post_update(exact, X, y, cumulative, **parse_mode(m))
             post_times[m].append(out.time)
             final[m] = out.model
     rows = []

@@ -197,6 +197,19 @@ def test_finetune_keeps_every_hyper_parameter():
     assert out.rows_visited == 99
 
 
+def test_anneal_slows_the_end_of_the_finetuning(problem):
+    X, y, model, _, _ = problem
+    plain = post_update(model, X, y, [3, 4], "finetune", epochs=1.0, anneal=0.0)
+    tail = post_update(model, X, y, [3, 4], "finetune", epochs=1.0, anneal=0.5)
+    assert plain.rows_visited == tail.rows_visited == 398
+    assert tail.anneal == 0.5 and "the last 50% at lr x 0.2" in tail.summary()
+    step_plain = np.linalg.norm(plain.model.params - model.params)
+    step_tail = np.linalg.norm(tail.model.params - model.params)
+    assert step_tail < step_plain  # half of the rows at a fifth of the rate: a shorter path
+    with pytest.raises(ValueError, match="anneal"):
+        post_update(model, X, y, [3, 4], "finetune", anneal=1.5)
+
+
 def test_noise_zero_is_finetune_and_seed_changes_the_bits(problem):
     X, y, model, _, _ = problem
     a = post_update(model, X, y, [3, 4], "noisy_finetune", epochs=1.0, noise=0.0)

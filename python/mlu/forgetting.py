@@ -11,7 +11,8 @@ forget set F (computed from θ̂) and use only the retained set R = D \\ F:
     ``θ_F`` itself.
 ``"finetune"``
     ``epochs`` passes of the model's own minibatch SGD over R from ``θ_F`` (fractional: a
-    seeded subset of R), as the strongest entries of the NeurIPS 2023 unlearning competition do.
+    seeded subset of R), the last ``anneal`` share of them at a fifth of the learning rate, as
+    the strongest entries of the NeurIPS 2023 unlearning competition do.
 ``"noisy_finetune"``
     Gaussian noise first, ``θ_F + σ_l ε`` with ``σ_l = noise · rms(W_l)`` for the weights and
     biases of layer l (the calibration of Sekhari et al. 2021 needs a bound on
@@ -53,6 +54,8 @@ from ._validation import (
 from .model import MLP
 
 __all__ = [
+    "ANNEAL_DECAY",
+    "DEFAULT_ANNEAL",
     "DEFAULT_EPOCHS",
     "DEFAULT_MODE",
     "DEFAULT_NOISE",
@@ -75,6 +78,10 @@ DEFAULT_MODE = "noisy_finetune"
 DEFAULT_EPOCHS = 2.0
 #: Noise scale relative to each layer's weight RMS.
 DEFAULT_NOISE = 3.0
+#: Share of the fine-tuning run at the learning rate times :data:`ANNEAL_DECAY`.
+DEFAULT_ANNEAL = 0.25
+#: Learning-rate factor of the annealed end of the fine-tuning.
+ANNEAL_DECAY = 0.2
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class PostUpdate:
         Passes over the retained set (0 for ``"exact"`` and ``"noise"``).
     noise : float
         Noise scale relative to the layers' weight RMS (0 without noise).
+    anneal : float
+        Share of the fine-tuning at the reduced learning rate (0 without fine-tuning).
     rows_visited : int
         Retained rows the fine-tuning visited (``epochs · |R|``, rounded).
     time : float
@@ -104,6 +113,7 @@ class PostUpdate:
     seed: int
     epochs: float
     noise: float
+    anneal: float
     rows_visited: int
     time: float
 
@@ -111,7 +121,8 @@ class PostUpdate:
         """One line: mode, settings, rows visited and seconds."""
         return (
             f"forgetting mode {self.mode!r}: noise {self.noise:g} x layer weight RMS, "
-            f"{self.epochs:g} epochs over the retained set ({self.rows_visited} rows), "
+            f"{self.epochs:g} epochs over the retained set ({self.rows_visited} rows, the last "
+            f"{100 * self.anneal:g}% at lr x {ANNEAL_DECAY:g}), "
             f"seed {self.seed}, {self.time:.3f} s"
         )
 
@@ -177,31 +188,31 @@ def _finetune(
     y: np.ndarray,
     retained: np.ndarray,
     epochs: float,
-    lr: float | None,
+    lr: float,
+    anneal: float,
     rng: np.random.Generator,
     seed: int,
 ) -> int:
-    """Minibatch SGD (the model's settings) over ``round(epochs · |R|)`` retained rows, in
-    passes of at most |R| rows each (a seeded permutation of R, the last pass a prefix of
-    one); modifies ``model`` in place and returns the rows visited."""
+    """Minibatch SGD (the model's settings) over ``round(epochs · |R|)`` retained rows, the last
+    ``anneal`` share of them at ``lr · ANNEAL_DECAY``, in passes of at most |R| rows each (a
+    seeded permutation of R, the last pass of a phase a prefix of one); the momentum carries
+    over. Modifies ``model`` in place and returns the rows visited."""
     total = int(round(epochs * retained.shape[0]))
-    if total == 0:
-        return 0
-    model.set_params(
-        warm_start=True, epochs=1, seed=seed, track=False, verbose=False,
-        **({} if lr is None else {"lr": lr}),
-    )  # fmt: skip
-    done = 0
+    tail = int(round(anneal * total))
+    model.set_params(warm_start=True, epochs=1, seed=seed, track=False, verbose=False)
     first = True
-    while done < total:
-        rows = np.sort(rng.permutation(retained)[: min(retained.shape[0], total - done)])
-        if first:
-            model.fit(X[rows], y[rows], classes=model.classes_)  # velocity starts at zero
-            first = False
-        else:
-            model.partial_fit(X[rows], y[rows])  # velocity carries over
-        done += rows.shape[0]
-    return done
+    for count, rate in ((total - tail, lr), (tail, lr * ANNEAL_DECAY)):
+        model.set_params(lr=rate)
+        done = 0
+        while done < count:
+            rows = np.sort(rng.permutation(retained)[: min(retained.shape[0], count - done)])
+            if first:
+                model.fit(X[rows], y[rows], classes=model.classes_)  # velocity starts at zero
+                first = False
+            else:
+                model.partial_fit(X[rows], y[rows])  # velocity carries over
+            done += rows.shape[0]
+    return total
 
 
 def post_update(
@@ -214,6 +225,7 @@ def post_update(
     epochs: float = DEFAULT_EPOCHS,
     noise: float = DEFAULT_NOISE,
     lr: float | None = None,
+    anneal: float = DEFAULT_ANNEAL,
     seed: int = 0,
 ) -> PostUpdate:
     """Run a forgetting mode after the exact update of a deletion request.
@@ -239,6 +251,9 @@ def post_update(
         ``"fisher_finetune"``), for the modes with noise.
     lr : float, optional
         Learning rate of the fine-tuning; default the model's ``lr``.
+    anneal : float in [0, 1], default :data:`DEFAULT_ANNEAL`
+        Share of the fine-tuning's rows visited at ``lr ·`` :data:`ANNEAL_DECAY` (the end of
+        the run, as at the end of a training schedule); 0: all at ``lr``.
     seed : int
         Mixed into the seed derived from F (:func:`request_seed`).
 
@@ -257,8 +272,8 @@ def post_update(
     check_choice(mode, "mode", MODES)
     epochs = check_real(epochs, "epochs", low=0.0)
     noise = check_real(noise, "noise", low=0.0)
-    if lr is not None:
-        lr = check_real(lr, "lr", low=0.0, open_low=True)
+    lr = model.lr if lr is None else check_real(lr, "lr", low=0.0, open_low=True)
+    anneal = check_real(anneal, "anneal", low=0.0, high=1.0)
     X = as_features(X, model.n_features_in_)
     y = as_labels(y, X.shape[0])
     encode_labels(y, model.classes_)  # a label the model does not know raises here
@@ -277,7 +292,7 @@ def post_update(
         out.params = _noised(out, noise, rng, fisher)
     visited = 0
     if use_tune:
-        visited = _finetune(out, X, y, retained, epochs, lr, rng, derived)
+        visited = _finetune(out, X, y, retained, epochs, lr, anneal, rng, derived)
         out.set_params(**model.get_params(deep=False))  # the fine-tuning's settings undone
     return PostUpdate(
         model=out,
@@ -285,6 +300,7 @@ def post_update(
         seed=derived,
         epochs=float(epochs) if use_tune else 0.0,
         noise=float(noise) if use_noise else 0.0,
+        anneal=float(anneal) if use_tune else 0.0,
         rows_visited=visited,
         time=time.perf_counter() - start,
     )
