@@ -40,6 +40,8 @@ from .exceptions import (
     NotCertifiedWarning,
     NotPositiveDefiniteError,
     RequestFailedError,
+    StoreCorruptError,
+    StoreLockedError,
     UnscaledFeaturesWarning,
     UpdateShortenedWarning,
 )
@@ -50,11 +52,10 @@ from .sisa import SISA
 from .unlearn import UnlearningResult, unlearn
 from .unlearner import Unlearner
 
-# (issue 24: ``from .store import DeletionStore`` goes here, with "DeletionStore" in __all__.)
-
 if TYPE_CHECKING:  # the lazy names below, for type checkers
     from . import experiment, experiments, reference
     from .experiments import ExperimentConfig, run_experiments
+    from .store import DeletionStore
 
 # name -> (module, attribute or None for the module itself), imported on first access.
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -63,6 +64,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("mlu.reference", None),
     "ExperimentConfig": ("mlu.experiments", "ExperimentConfig"),
     "run_experiments": ("mlu.experiments", "run_experiments"),
+    "DeletionStore": ("mlu.store", "DeletionStore"),  # sqlite3 only when a store is used
 }
 
 
@@ -122,5 +124,8 @@ __all__ = [
     "select",
     "unlearn",
     "Unlearner",
+    "DeletionStore",
+    "StoreCorruptError",
+    "StoreLockedError",
     "influence",
 ]
