@@ -127,8 +127,10 @@ struct CGResult {
 // Conjugate gradients on (H + damping I) x = b with H given by `op`. Stops at
 // |r| <= tol |b|, after maxiter products, or when a direction of non-positive
 // curvature is met (the CG iterate is then returned and the flag set).
+// true_residual: report |b - (H + damping I) x| / |b| from one more product; otherwise
+// the recursively updated residual (a truncated solve of a few products saves one).
 inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, double damping, double tol,
-                                   Index maxiter) {
+                                   Index maxiter, bool true_residual = true) {
     const Index p = op.size();
     CGResult res;
     res.x = Vec::Zero(p);
@@ -160,6 +162,10 @@ inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, d
         }
         d = r + (rr_new / rr) * d;
         rr = rr_new;
+    }
+    if (!true_residual) {
+        res.relative_residual = std::sqrt(rr) / bnorm;
+        return res;
     }
     // Report the true residual of the returned x, not the recursively updated one.
     Vec Ax(p);

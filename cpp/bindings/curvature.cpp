@@ -37,7 +37,7 @@ struct PyHessianOperator {
         return to_numpy(std::move(out));
     }
 
-    py::dict cg(const DArr& b, double damping, double tol, Index maxiter) const {
+    py::dict cg(const DArr& b, double damping, double tol, Index maxiter, bool true_residual) const {
         auto bv = vector_view(b, "b");
         require(bv.size() == op->size(),
                 "b has " + std::to_string(bv.size()) + " entries, expected " + std::to_string(op->size()));
@@ -46,7 +46,7 @@ struct PyHessianOperator {
         {
             py::gil_scoped_release release;
             guarded("HessianOperator.cg", 8.0 * double(num_threads() + 6) * double(op->size()),
-                    [&] { r = conjugate_gradient(*op, bv, damping, tol, maxiter); });
+                    [&] { r = conjugate_gradient(*op, bv, damping, tol, maxiter, true_residual); });
         }
         py::dict out;
         out["x"] = to_numpy(std::move(r.x));
@@ -89,6 +89,7 @@ void bind_curvature(py::module_& m) {
             "size", [](const PyHessianOperator& o) { return o.op->size(); }, "Dimension p.")
         .def("matvec", &PyHessianOperator::matvec, py::arg("v"), "H v, shape (p,).")
         .def("cg", &PyHessianOperator::cg, py::arg("b"), py::arg("damping"), py::arg("tol"), py::arg("maxiter"),
+             py::arg("true_residual") = true,
              "Solve (H + damping I) x = b by conjugate gradients; returns a dict with x and diagnostics.");
 }
 

@@ -94,8 +94,16 @@ class HessianOperator:
     def matvec(self, v: npt.ArrayLike) -> _F64:
         """H v, shape (p,)."""
 
-    def cg(self, b: npt.ArrayLike, damping: float, tol: float, maxiter: int) -> dict[str, Any]:
-        """Solve (H + damping I) x = b by conjugate gradients.
+    def cg(
+        self,
+        b: npt.ArrayLike,
+        damping: float,
+        tol: float,
+        maxiter: int,
+        true_residual: bool = True,
+    ) -> dict[str, Any]:
+        """Solve (H + damping I) x = b by conjugate gradients (true_residual: the reported
+        residual from one more product, else the recursively updated one).
 
         Returns a dict: x (shape (p,)), iterations (int), relative_residual (float),
         converged (bool), negative_curvature (bool).

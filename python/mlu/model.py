@@ -104,16 +104,24 @@ class HessianOperator:
         return self._op.matvec(as_vector(v, self.size))
 
     def cg(
-        self, b: np.ndarray, damping: float = 0.0, tol: float = 1e-6, maxiter: int | None = None
+        self,
+        b: np.ndarray,
+        damping: float = 0.0,
+        tol: float = 1e-6,
+        maxiter: int | None = None,
+        true_residual: bool = True,
     ):
         """Solve ``(H + damping·I) x = b`` by conjugate gradients.
 
-        Returns a dict with ``x`` (p,), ``iterations``, ``relative_residual`` (true residual of
-        the returned x), ``converged`` and ``negative_curvature`` (a direction with
-        ``dᵀ(H + δI)d ≤ 0`` was met: H + δI is not positive definite; raise damping or use GGN).
+        Returns a dict with ``x`` (p,), ``iterations``, ``relative_residual`` (the true residual
+        of the returned x, from one more product; with ``true_residual=False`` the recursively
+        updated one, which a truncated solve of a few products reports instead), ``converged``
+        and ``negative_curvature`` (a direction with ``dᵀ(H + δI)d ≤ 0`` was met: H + δI is not
+        positive definite; raise damping or use GGN).
         """
         maxiter = 10 * self.size if maxiter is None else int(maxiter)
-        return self._op.cg(as_vector(b, self.size, "b"), float(damping), float(tol), maxiter)
+        b = as_vector(b, self.size, "b")
+        return self._op.cg(b, float(damping), float(tol), maxiter, bool(true_residual))
 
 
 def _num_params(sizes: Sequence[int]) -> int:

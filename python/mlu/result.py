@@ -53,9 +53,9 @@ class UnlearningResult:
         Number of forgotten samples |F|.
     steps : int
         Newton steps taken (1 for influence).
-    polish : float
-        Epochs of SGD on the retained set applied after the Newton step(s) (0: none; see
-        :data:`mlu.defaults.DEFAULT_POLISH`).
+    polish : int
+        SGD steps on the retained set applied after the Newton step(s) (0: none, or refused by
+        the check; see :data:`mlu.defaults.DEFAULT_POLISH`).
     time : float
         Wall seconds of the whole call.
     notes : tuple of str
@@ -85,7 +85,7 @@ class UnlearningResult:
     notes: tuple[str, ...] = field(default=())
     checks: tuple[UpdateCheck, ...] = field(default=())
     certificate: Certificate | None = None
-    polish: float = 0.0
+    polish: int = 0
 
     @property
     def shortened(self) -> bool:
@@ -146,7 +146,7 @@ class UnlearningResult:
             f"in {self.describe_cost()}",
             f"  solver={fmt(self.solver)}, params={fmt(self.params)}, "
             f"curvature={fmt(self.curvature)}, damping={fmt(self.damping)}, steps={self.steps}"
-            + (f", polish={self.polish:.3g} epochs" if self.polish else ""),
+            + (f", polish={self.polish} SGD steps" if self.polish else ""),
             f"  iterations={fmt(self.iterations)}, residual={fmt(self.residual)}, "
             f"min_eigenvalue={fmt(self.min_eigenvalue)}, "
             f"negative_curvature={self.negative_curvature}",

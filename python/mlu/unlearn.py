@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from .defaults import (
     DEFAULT_METHOD,
     DEFAULT_POLISH,
     DEFAULT_POLISH_LR,
+    DEFAULT_POLISH_SHARE,
     DEFAULT_STEP_TOL,
     DEFAULT_STEPS,
     DEFAULT_TOL,
@@ -78,6 +78,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_POLISH",
     "DEFAULT_POLISH_LR",
+    "DEFAULT_POLISH_SHARE",
     "DEFAULT_STEPS",
     "DEFAULT_STEP_TOL",
     "DEFAULT_TOL",
@@ -172,6 +173,23 @@ class _Retained:
         )
         return HessianOperator(core, self.params, curvature)
 
+    def cg(
+        self,
+        sub: np.ndarray,
+        curvature: str,
+        b: np.ndarray,
+        damping: float,
+        tol: float,
+        maxiter: int,
+        exact_residual: bool = True,
+    ) -> dict:
+        """CG on (H_R + λI + δI) x = b at ``sub`` (:meth:`mlu.HessianOperator.cg`'s dict);
+        ``exact_residual=False`` reports CG's recursive residual, saving one product."""
+        op = self.operator(sub, curvature)
+        if self.problem is None:  # the dask operator reports the true residual
+            return op.cg(b, damping=damping, tol=tol, maxiter=maxiter)
+        return op.cg(b, damping=damping, tol=tol, maxiter=maxiter, true_residual=exact_residual)
+
     def hessian(self, sub: np.ndarray, curvature: str) -> np.ndarray:
         """H_R + λI at ``sub``, shape (p, p)."""
         pr = self.problem
@@ -197,26 +215,37 @@ class _Retained:
             problem, _ = make_problem(self._at(sub), self.X, self.y, self.params)
         return build_curvature(problem, kind, damping)[0]
 
-    def sgd_epoch(
-        self, sub: np.ndarray, rows: np.ndarray | None, seed: int, lr: float
-    ) -> np.ndarray:
-        """One epoch of the model's SGD (its momentum, batch size and λ; the momentum buffer
-        starting at zero) over ``rows`` of these samples (None: all), from ``sub``."""
+    def sgd_steps(self, sub: np.ndarray, steps: int, seed: int, lr: float) -> np.ndarray:
+        """``steps`` minibatch steps of the model's SGD (its momentum, batch size and λ; the
+        momentum buffer starting at zero) over these samples from ``sub``: whole epochs, then
+        one epoch over a seeded subset of ``(steps mod epoch) · batch_size`` rows."""
         model, pr = self.model, self.problem
         hyper = model.get_params(deep=False)
+        batch = int(hyper["batch_size"])
+        per_epoch = -(-self.n // batch)
+        whole, rest = divmod(int(steps), per_epoch)
+        rng = np.random.default_rng(seed)
         velocity = np.zeros_like(sub)
-        args = (seed, lr, float(hyper["momentum"]), int(hyper["batch_size"]), float(model.l2))
-        if pr is not None:
-            X, y = (pr.X, pr.y) if rows is None else (np.ascontiguousarray(pr.X[rows]), pr.y[rows])
-            out = _core.sgd_epoch(sub, velocity, list(pr.sizes), pr.activation, X, y, *args)
-        else:  # dask, params="all" (checked by the caller): streamed one chunk at a time
-            X = self.X if rows is None else self.X[rows]
-            yk = encode_labels(np.asarray(self.y if rows is None else self.y[rows]), model.classes_)
-            act = core_args(model)[2]
-            out = _dask.sgd_epoch(
-                sub, velocity, list(model.sizes_), act, _dask.scaled(model, X), yk, *args
-            )
-        return np.asarray(out[0])
+        passes: list[np.ndarray | None] = [None] * whole
+        if rest:
+            passes.append(np.sort(rng.permutation(self.n)[: rest * batch]))
+        for e, rows in enumerate(passes):
+            args = (seed + e, lr, float(hyper["momentum"]), batch, float(model.l2))
+            if pr is not None:
+                X, y = (
+                    (pr.X, pr.y) if rows is None else (np.ascontiguousarray(pr.X[rows]), pr.y[rows])
+                )
+                out = _core.sgd_epoch(sub, velocity, list(pr.sizes), pr.activation, X, y, *args)
+            else:  # dask, params="all" (checked by the caller): streamed one chunk at a time
+                Xd = self.X if rows is None else self.X[rows]
+                labels = np.asarray(self.y if rows is None else self.y[rows])
+                yk = encode_labels(labels, model.classes_)
+                act = core_args(model)[2]
+                out = _dask.sgd_epoch(
+                    sub, velocity, list(model.sizes_), act, _dask.scaled(model, Xd), yk, *args
+                )
+            sub, velocity = np.asarray(out[0]), np.asarray(out[1])
+        return sub
 
 
 # ---------------------------------------------------------------------------------- solving
@@ -338,7 +367,7 @@ def _solve(
         return x, info
 
     maxiter = min(10 * p, _FULL_MAXITER) if opt.maxiter is None else opt.maxiter
-    res = ret.operator(sub, curvature).cg(b, damping=damping, tol=opt.tol, maxiter=maxiter)
+    res = ret.cg(sub, curvature, b, damping, opt.tol, maxiter, exact_residual=not opt.truncated)
     info.solver = "cg"
     info.iterations = int(res["iterations"])
     info.negative_curvature = bool(res["negative_curvature"])
@@ -355,7 +384,7 @@ def _solve(
         info.notes.append(
             f"cg {reason} (damping {damping:g}); fell back to the GGN (positive semi-definite)"
         )
-        res = ret.operator(sub, "ggn").cg(b, damping=damping, tol=opt.tol, maxiter=maxiter)
+        res = ret.cg(sub, "ggn", b, damping, opt.tol, maxiter, exact_residual=not opt.truncated)
         info.curvature = "ggn"
         info.iterations += int(res["iterations"])
     if res["negative_curvature"]:  # after any fallback
@@ -539,35 +568,32 @@ def _polish_seed(model: MLP) -> int:
     """The polish's shuffling seed: fixed by the model's seed and epochs (repeatable)."""
     seed = int(model.get_params(deep=False)["seed"])
     epochs = int(getattr(model, "n_iter_", 0) or 0)
-    return int(np.random.SeedSequence([seed, epochs, 0x706F6C]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, epochs, 0x706F6C]).generate_state(1)[0] >> 1)
 
 
-def _polish(update: _CheckedUpdate, model: MLP, epochs: float) -> float:
-    """``epochs`` of the model's SGD on R at :data:`DEFAULT_POLISH_LR` of its learning rate,
-    from the Newton step's result, checked against L_R like every update; the epochs run.
+def _default_polish(model: MLP, n: int) -> int:
+    """:data:`DEFAULT_POLISH` SGD steps, at most :data:`DEFAULT_POLISH_SHARE` of the steps of a
+    retraining on the n retained samples (at least one)."""
+    hyper = model.get_params(deep=False)
+    trained = int(hyper["epochs"]) * -(-n // int(hyper["batch_size"]))
+    return max(1, min(DEFAULT_POLISH, int(DEFAULT_POLISH_SHARE * trained)))
 
-    A fractional epoch is one epoch over a seeded subset of that share of R."""
+
+def _polish(update: _CheckedUpdate, model: MLP, steps: int) -> int:
+    """``steps`` minibatch steps of the model's SGD on R at :data:`DEFAULT_POLISH_LR` of its
+    learning rate, from the Newton step's result, checked against L_R like every update; the
+    steps applied (0 when the check refused them)."""
     retained = update.retained
     if retained.dask and update.params != "all":
         update.notes.append("polish skipped: dask data with params='last' has no SGD path")
-        return 0.0
+        return 0
     lr = DEFAULT_POLISH_LR * float(model.get_params(deep=False)["lr"])
-    seed = _polish_seed(model)
-    rng = np.random.default_rng(seed)
-    sub = update.sub()
-    whole, part = divmod(epochs, 1.0)
-    for e in range(int(whole)):
-        sub = retained.sgd_epoch(sub, None, seed + e, lr)
-    if part * retained.n >= 1:
-        rows = np.sort(rng.permutation(retained.n)[: int(part * retained.n)])
-        sub = retained.sgd_epoch(sub, rows, seed + int(whole), lr)
-    direction = sub - update.sub()
+    start = update.sub()
+    direction = retained.sgd_steps(start, steps, _polish_seed(model), lr) - start
     _, g = update.value_and_grad()
-    # first-order prediction: an SGD epoch has no quadratic model of its own
-    applied = update.apply(
-        direction, float(g @ direction), f"polish ({epochs:.3g} epochs of SGD on R)", warn=False
-    )
-    return epochs if applied else 0.0
+    # first-order prediction: an SGD run has no quadratic model of its own
+    label = f"polish ({steps} SGD steps on R)"
+    return steps if update.apply(direction, float(g @ direction), label, warn=False) else 0
 
 
 # ---------------------------------------------------------------------------------- unlearning
@@ -645,8 +671,8 @@ def unlearn(
         (RuntimeWarning) when it does not get there.
     maxiter : int, optional
         CG iteration limit per solve. Default for the truncated Newton steps
-        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.25) per epoch the
-        model was trained for, at least 1 (5 for ``epochs=20``); else ``min(10·p, 1000)``.
+        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.2) per epoch the
+        model was trained for, at least 1 (4 for ``epochs=20``); else ``min(10·p, 1000)``.
     safeguard : bool, default True
         Check every update (the influence update, each Newton step) against the retained
         objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
@@ -665,15 +691,15 @@ def unlearn(
         certified: a :class:`mlu.NotCertifiedWarning` says to retrain. ``damping`` and
         ``curvature`` are not used; ``method`` must be ``"newton"``, ``params`` ``"all"``,
         ``steps`` 1 or None, ``safeguard`` True, ``polish`` 0 or None (not polished).
-    polish : float, optional
-        SGD on R after the Newton step(s), in units of the model's own training epochs
-        (``polish=0.05`` on a model trained for 20 epochs: one epoch over R; a fraction of an
-        epoch is one pass over a seeded subset of R), with the model's momentum and batch size
-        at :data:`mlu.defaults.DEFAULT_POLISH_LR` (1/2) of its learning rate, seeded by the
-        model's seed (repeatable). Checked like every update: a polish that would raise L_R is
-        shortened (a note, no warning: an SGD epoch is not a minimiser's step). Default
-        :data:`DEFAULT_POLISH` (0.05) for ``method="newton"``, 0 for ``"influence"``;
-        ``polish=0`` gives the plain Newton step(s).
+    polish : int, optional
+        SGD steps on R after the Newton step(s): minibatches of the model's batch size, with
+        its momentum (starting at zero) at :data:`mlu.defaults.DEFAULT_POLISH_LR` (1/2) of its
+        learning rate, shuffled with a seed fixed by the model's (repeatable). Checked like
+        every update: a polish that would raise L_R is shortened (a note, no warning: an SGD
+        run is not a minimiser's step). Default for ``method="newton"``:
+        :data:`DEFAULT_POLISH` (32) steps, at most :data:`DEFAULT_POLISH_SHARE` (5%) of the
+        steps of a retraining on R; 0 for ``"influence"``. ``polish=0`` gives the plain
+        Newton step(s).
 
     Returns
     -------
@@ -717,12 +743,13 @@ def unlearn(
         maxiter = check_positive_int(maxiter, "maxiter")
     elif truncated:  # a share of the training's cost (mlu.defaults.DEFAULT_CG_PER_EPOCH)
         maxiter = max(1, int(DEFAULT_CG_PER_EPOCH * int(model.get_params(deep=False)["epochs"])))
-    if polish is None:
-        polish = DEFAULT_POLISH if method == "newton" and certify is None else 0.0
-    if not (isinstance(polish, (int, float, np.integer, np.floating)) and 0 <= polish < math.inf):
-        raise ValueError(f"polish must be a number >= 0 (training epochs), got {polish!r}")
-    if polish and method != "newton":
-        raise ValueError("polish is a finish of the Newton steps: use method='newton'")
+    if polish is not None:
+        if isinstance(polish, (bool, np.bool_)) or not isinstance(polish, (int, np.integer)):
+            raise ValueError(f"polish must be an int >= 0 (SGD steps), got {polish!r}")
+        if polish < 0:
+            raise ValueError(f"polish must be an int >= 0 (SGD steps), got {polish!r}")
+        if polish and method != "newton":
+            raise ValueError("polish is a finish of the Newton steps: use method='newton'")
     # Checked, encoded and scaled once; everything below runs on these arrays.
     X, y = _dask.checked_pair(model, X, y) if _dask.is_dask(X, y) else check_data(model, X, y)
     mask = check_forget(forget, X.shape[0])
@@ -736,7 +763,8 @@ def unlearn(
 
     update = _CheckedUpdate(model, X[~mask], y[~mask], params, safeguard)
     opt = _Options(curvature, solver, damping, float(tol), maxiter, truncated)
-    epochs = float(polish) * float(model.get_params(deep=False)["epochs"])
+    if polish is None:
+        polish = _default_polish(model, update.retained.n) if method == "newton" else 0
     # NumPy's vector products between the core's passes: threaded BLAS would stall the
     # core's threads (docs/design.md, "Threads")
     with serial_blas():
@@ -744,7 +772,7 @@ def unlearn(
             infos = _influence_update(update, X, y, mask, opt)
         else:
             infos = _newton_steps(update, steps, opt)
-        polished = _polish(update, model, epochs) if epochs > 0 else 0.0
+        polished = _polish(update, model, int(polish)) if polish > 0 else 0
 
     new = update.result()
     if not infos:  # θ̂ was exactly stationary on R
