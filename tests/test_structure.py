@@ -181,6 +181,30 @@ def test_import_graph_has_no_cycle():
     assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph) or [])
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+UNLEARNING_STACK = {"mlu.unlearn", "mlu.unlearner", "mlu.baselines", "mlu.sisa", "mlu.clean"}
+
+
+@pytest.mark.parametrize("name", ["mlu.detect", "mlu.influence", "mlu.defaults", "mlu.result"])
+def test_detection_and_the_leaves_sit_below_the_unlearning_stack(name):
+    # docs/design.md, "Module map": detection needs only the defaults, never the unlearning
+    assert not _reachable(_graph(), name) & UNLEARNING_STACK
+
+
+@pytest.mark.parametrize("name", ["mlu.defaults", "mlu.result"])
+def test_defaults_and_result_types_are_leaves(name):
+    # they import at most the check's record (a leaf itself), so every layer may read them
+    assert _reachable(_graph(), name) <= {"mlu._safeguard", "mlu.exceptions"}
+
+
 def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None

@@ -577,3 +577,50 @@ def test_defaults_are_the_one_shared_set(small):
     assert len(plain.checks) == 2 and plain.solver == "cholesky"  # p = 270: dense
     # influence keeps one step without being told
     assert unlearn(model, X, y, [3], method="influence").steps == 1
+
+
+@pytest.fixture
+def validations(monkeypatch):
+    """Counts, per array object, the calls of mlu._validation.as_features (the check of X)
+    through every module that holds it."""
+    import sys
+
+    original = mlu._validation.as_features
+    seen: list[int] = []
+
+    def counting(X, *args, **kwargs):
+        seen.append(id(X))
+        return original(X, *args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("mlu") and getattr(module, "as_features", None) is original:
+            monkeypatch.setattr(module, "as_features", counting)
+    return seen
+
+
+@SHORTENED_IS_INCIDENTAL
+def test_each_public_entry_checks_X_once(binary, validations):
+    # issue 22: (X, y) are checked, encoded and scaled once per call, not in every objective,
+    # gradient and curvature product of every step
+    X, y = binary.X_train, binary.y_train
+    model = mlu.MLP(hidden=(8,), epochs=5, seed=0, track=True).fit(X, y)
+    X_test, y_test = binary.X_test[:5], binary.y_test[:5]
+    calls = {
+        "unlearn": lambda: unlearn(model, X, y, [1, 2, 3]),
+        "unlearn(influence)": lambda: unlearn(model, X, y, [1, 2, 3], method="influence"),
+        "unlearn(kfac, 3 steps)": lambda: unlearn(model, X, y, [1, 2, 3], solver="kfac", steps=3),
+        "Unlearner": lambda: mlu.Unlearner(model, X, y).forget([1, 2]),
+        "influence": lambda: mlu.influence(model, X, y, X_test, y_test),
+        **{
+            f"detect({m})": (lambda m=m: mlu.detect(model, X, y, method=m))
+            for m in ("loss", "margin", "aum", "self_influence")
+        },
+    }
+    for name, call in calls.items():
+        validations.clear()
+        call()
+        assert validations.count(id(X)) == 1, name
+    assert validations.count(id(X_test)) == 0  # (the last call: detect)
+    validations.clear()
+    calls["influence"]()
+    assert validations.count(id(X_test)) == 1

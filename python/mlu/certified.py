@@ -34,6 +34,7 @@ from . import _linalg
 from ._problem import scaled
 from ._safeguard import UpdateCheck, checked_update
 from .model import MLP
+from .result import Certificate
 
 __all__ = [
     "DENSE_MAX",
@@ -78,55 +79,6 @@ class Perturbation:
     b: np.ndarray
     sigma: float
     training_residual: float
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """What a certified removal (``mlu.unlearn(..., certify=(ε, δ))``) achieved.
-
-    All residuals are in the sum form of Guo et al. (|R| times the gradient of the mean
-    objective), the units of the budget.
-
-    Attributes
-    ----------
-    epsilon, delta : float
-        The (ε, δ) asked for.
-    sigma : float
-        σ of the model's objective perturbation.
-    budget : float
-        ε' = σ ε / √(2 log(1.5/δ)): the gradient residual the certificate allows.
-    bound : float
-        The data-dependent bound γ ‖X̃_R‖₂ ‖Δ‖₂ max_i‖x̃_i‖ ‖X̃_R Δ_Wᵀ‖_F of this removal.
-    solve_residual : float
-        ‖∇L_b(θ*; R) + H_R Δ‖, the linear solve's own error, added to the bound.
-    gradient_residual : float
-        The measured ‖∇L_b(θ⁻; R)‖ (never above ``bound + solve_residual`` for a full step).
-    certified : bool
-        ``bound + solve_residual <= budget`` and the Newton step was applied in full.
-    """
-
-    epsilon: float
-    delta: float
-    sigma: float
-    budget: float
-    bound: float
-    solve_residual: float
-    gradient_residual: float
-    certified: bool
-
-    def describe(self) -> str:
-        """One plain sentence: certified or not, with the numbers."""
-        spent = self.bound + self.solve_residual
-        head = (
-            f"({self.epsilon:g}, {self.delta:g})-certified removal"
-            if self.certified
-            else f"NOT ({self.epsilon:g}, {self.delta:g})-certified: retrain from scratch to "
-            "remove these samples with a guarantee"
-        )
-        return (
-            f"{head}; gradient-residual bound {spent:.3g} (measured {self.gradient_residual:.3g})"
-            f" against the budget σε/c = {self.budget:.3g} (σ = {self.sigma:g})"
-        )
 
 
 def noise_budget(sigma: float, epsilon: float, delta: float) -> float:

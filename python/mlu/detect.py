@@ -168,10 +168,8 @@ def scores_loss(model, X, y) -> np.ndarray:
     ndarray, shape (n,)
         ``ℓ(f(x_i; θ̂), y_i)`` ≥ 0; higher = more likely mislabeled.
     """
-    if _dask.is_dask(X, y):
-        return model.losses(X, y)
-    X, y = _checked_Xy(model, X, y)
-    return model.losses(X, model.classes_[y])
+    check_model(model)
+    return model.losses(X, y)  # checks and encodes (X, y) once, NumPy or dask
 
 
 def scores_margin(model, X, y) -> np.ndarray:
@@ -189,10 +187,8 @@ def scores_margin(model, X, y) -> np.ndarray:
         ``max_{c ≠ y_i} z_ic − z_{i y_i}``: positive when the given label is not the predicted
         one; higher = more likely mislabeled.
     """
-    if _dask.is_dask(X, y):
-        return -model.margins(X, y)
-    X, y = _checked_Xy(model, X, y)
-    return -model.margins(X, model.classes_[y])
+    check_model(model)
+    return -model.margins(X, y)  # checks and encodes (X, y) once, NumPy or dask
 
 
 def scores_aum(model, X, y, first_epoch: int = 1, last_epoch: int | None = None) -> np.ndarray:
@@ -326,9 +322,8 @@ def scores_self_influence(
     if _dask.is_dask(X, y):  # H tree-summed and factored here, scores per chunk on the workers
         check_model(model)
         return _dask.self_influence(model, X, y, params, curvature, damping, solver, float(rcond))
-    X, yk = _checked_Xy(model, X, y)
-    y = model.classes_[yk]
-    if representation is not None:
+    check_model(model)
+    if representation is not None:  # it checks and encodes (X, y) once itself
         return influence_self_influence(
             model, X, y, curvature=representation, damping=damping, params=params
         )
@@ -336,8 +331,8 @@ def scores_self_influence(
     d, k = model.sizes_[-2], model.sizes_[-1]
     p = model.n_params if params == "all" else (d + 1) * k
     check_matrix_fits(p, copies=2.2, what="the Hessian and its factorisation")
-    H = model.hessian(X, y, params=params, curvature=curvature)
-    problem = core_problem(model, X, y, params)
+    problem = core_problem(model, X, y, params)  # (X, y) checked, encoded and scaled once
+    H = _core.hessian(*problem, float(model.l2), curvature)
     if solver == "cholesky":
         L = _linalg.cholesky(H, damping)
         del H

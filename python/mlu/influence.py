@@ -28,7 +28,7 @@ from ._validation import (
 )
 from .curvature import REPRESENTATIONS, build_curvature, make_problem
 from .model import MLP
-from .unlearn import DEFAULT_DAMPING
+from .defaults import DEFAULT_DAMPING
 
 __all__ = ["influence", "self_influence"]
 

@@ -1,20 +1,65 @@
 """What an unlearning call returns: the new model and what a user needs to trust it.
 
 A leaf module (it imports only the check's record), shared by :func:`mlu.unlearn`,
-:class:`mlu.Unlearner` and the baselines (docs/design.md, "Module map").
+:class:`mlu.Unlearner`, :mod:`mlu.certified` and the baselines (docs/design.md, "Module map").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ._safeguard import UpdateCheck
 
-if TYPE_CHECKING:  # the certificate's type only; mlu.certified sits above this leaf
-    from .certified import Certificate
+__all__ = ["Certificate", "UnlearningResult"]
 
-__all__ = ["UnlearningResult"]
+
+@dataclass(frozen=True)
+class Certificate:
+    """What a certified removal (``mlu.unlearn(..., certify=(ε, δ))``) achieved.
+
+    All residuals are in the sum form of Guo et al. (|R| times the gradient of the mean
+    objective), the units of the budget.
+
+    Attributes
+    ----------
+    epsilon, delta : float
+        The (ε, δ) asked for.
+    sigma : float
+        σ of the model's objective perturbation.
+    budget : float
+        ε' = σ ε / √(2 log(1.5/δ)): the gradient residual the certificate allows.
+    bound : float
+        The data-dependent bound γ ‖X̃_R‖₂ ‖Δ‖₂ max_i‖x̃_i‖ ‖X̃_R Δ_Wᵀ‖_F of this removal.
+    solve_residual : float
+        ‖∇L_b(θ*; R) + H_R Δ‖, the linear solve's own error, added to the bound.
+    gradient_residual : float
+        The measured ‖∇L_b(θ⁻; R)‖ (never above ``bound + solve_residual`` for a full step).
+    certified : bool
+        ``bound + solve_residual <= budget`` and the Newton step was applied in full.
+    """
+
+    epsilon: float
+    delta: float
+    sigma: float
+    budget: float
+    bound: float
+    solve_residual: float
+    gradient_residual: float
+    certified: bool
+
+    def describe(self) -> str:
+        """One plain sentence: certified or not, with the numbers."""
+        spent = self.bound + self.solve_residual
+        head = (
+            f"({self.epsilon:g}, {self.delta:g})-certified removal"
+            if self.certified
+            else f"NOT ({self.epsilon:g}, {self.delta:g})-certified: retrain from scratch to "
+            "remove these samples with a guarantee"
+        )
+        return (
+            f"{head}; gradient-residual bound {spent:.3g} (measured {self.gradient_residual:.3g})"
+            f" against the budget σε/c = {self.budget:.3g} (σ = {self.sigma:g})"
+        )
 
 
 @dataclass(frozen=True, repr=False)
