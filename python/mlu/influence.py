@@ -27,8 +27,8 @@ from ._validation import (
     encode_labels,
 )
 from .curvature import REPRESENTATIONS, build_curvature, make_problem
-from .model import MLP
 from .defaults import DEFAULT_DAMPING
+from .model import MLP
 
 __all__ = ["influence", "self_influence"]
 
