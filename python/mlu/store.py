@@ -6,7 +6,8 @@ A store is a directory (docs/design.md, "Deletion store")::
     unlearner-0.npz       the Unlearner built at θ̂ (never changes; what verify() replays from)
     unlearner-<k>.npz     a checkpoint: the Unlearner's state after request k (the latest only)
     model.npz             the current model, after the last request in the log
-    log.sqlite            the request log (SQLite, WAL): one row per request, and the metadata
+    log.sqlite            the request log (SQLite, WAL, synchronous=FULL): one row per request,
+                          the metadata, and a copy of the current θ
     lock                  the writers' lock file (fcntl.flock)
 
 The log is the truth; every other file is derived from it and from θ̂. A request k
@@ -14,15 +15,16 @@ The log is the truth; every other file is derived from it and from θ̂. A reque
 1. takes the lock and writes ``.pending-request-<k>.json`` (its id and rows, to say which
    request a crash interrupted);
 2. computes the new model in memory (:meth:`mlu.Unlearner.forget`);
-3. writes it to ``.pending-model-<k>.npz``, fsyncs the file and the directory;
-4. inserts its log row and commits, in one SQLite transaction: **the commit point**;
-5. renames the pending model onto ``model.npz`` and removes the pending files.
+3. inserts its log row and the new θ and commits, in one SQLite transaction (one fsync of the
+   write-ahead log): **the commit point**;
+4. writes ``model.npz`` (to a temporary file renamed over it) and removes the pending file.
 
-A kill before 4 leaves the log and ``model.npz`` as before the request, and the next
-:meth:`DeletionStore.open` deletes the pending files ("rolled back"); a kill after 4 leaves a
-committed row whose model is in the pending file, fsynced before the commit, and ``open`` renames
-it into place ("finished"). SQLite makes 4 atomic. :attr:`DeletionStore.recovered` says what
-``open`` did.
+A kill before 3 completes leaves the log and ``model.npz`` as before the request, and the next
+:meth:`DeletionStore.open` deletes the pending file ("rolled back"); a kill after it leaves a
+committed row whose θ is in the log, and ``open`` rewrites ``model.npz`` from it when that is
+behind, missing or torn ("finished"). SQLite makes 3 atomic and durable. A ``model.npz`` that
+holds any other model is an error, never overwritten. :attr:`DeletionStore.recovered` says
+what ``open`` did.
 
 The Unlearner's state (the downdated curvature: 12 MB for digits with a dense GGN, 67 MB for
 the paper's Fashion-MNIST model in Woodbury form) is too large to write with every request, so
@@ -39,6 +41,7 @@ checkpoint (the crash tests use it; it costs one dictionary look-up per point).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime
 import hashlib
@@ -79,17 +82,15 @@ FAULT_ENV = "MLU_STORE_FAULT"
 FAULT_POINTS = (
     "begin",  # lock taken, pending request file written
     "solved",  # the new model computed in memory
-    "model-written",  # pending model file written and fsynced
-    "in-commit",  # log row inserted, transaction not committed
-    "committed",  # transaction committed, model not renamed into place
-    "renamed",  # model in place, pending request file not removed
+    "in-commit",  # log row and model inserted, transaction not committed
+    "committed",  # transaction committed, model.npz not yet replaced
+    "model-written",  # model.npz replaced, pending request file not removed
     "checkpoint-written",  # checkpoint file in place, not recorded in the log's metadata
     "checkpoint-committed",  # checkpoint recorded, older checkpoint not removed
 )
 """Where ``MLU_STORE_FAULT`` can kill a request or a checkpoint (in order)."""
 
 _OPTIONS = ("curvature", "damping", "params", "matrix")
-_PENDING_MODEL = re.compile(r"^\.pending-model-(\d+)\.npz$")
 _PENDING_REQUEST = re.compile(r"^\.pending-request-(\d+)\.json$")
 _PENDING_CHECKPOINT = re.compile(r"^\.pending-unlearner-(\d+)\.npz$")
 _CHECKPOINT = re.compile(r"^unlearner-(\d+)\.npz$")
@@ -108,6 +109,7 @@ CREATE TABLE requests (
     "check" TEXT NOT NULL,
     notes TEXT NOT NULL
 );
+CREATE TABLE current (k INTEGER PRIMARY KEY CHECK (k = 0), seq INTEGER NOT NULL, theta BLOB);
 """
 _COLUMNS = (
     "seq",
@@ -408,6 +410,7 @@ class DeletionStore:
                 db.executescript(_SCHEMA)
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
+                db.execute("INSERT INTO current VALUES (0, 0, NULL)")  # θ̂: base.npz
                 db.execute("COMMIT")
             finally:
                 db.close()
@@ -649,7 +652,6 @@ class DeletionStore:
         d = self.directory
         seq = self._seq + 1
         pending_request = d / f".pending-request-{seq}.json"
-        pending_model = d / f".pending-model-{seq}.npz"
         pending_request.write_text(json.dumps({"seq": seq, "id": request_id, "rows": rows}))
         _fault("begin")
         committed = False
@@ -661,10 +663,6 @@ class DeletionStore:
             _fault("solved")
             new_model: MLP = unlearner.model  # = result.model
             after = model_hash(new_model)
-            new_model.save(pending_model)
-            _fsync_file(pending_model)
-            _fsync_dir(d)
-            _fault("model-written")
             check = (
                 {k: _finite(v) for k, v in dataclasses.asdict(result.checks[-1]).items()}
                 if result.checks
@@ -691,6 +689,8 @@ class DeletionStore:
                 self._db.execute(
                     f"INSERT INTO requests VALUES ({', '.join('?' * len(_COLUMNS))})", values
                 )
+                theta = np.ascontiguousarray(new_model.theta_, dtype="<f8").tobytes()
+                self._db.execute("UPDATE current SET seq = ?, theta = ? WHERE k = 0", (seq, theta))
                 _fault("in-commit")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -699,17 +699,16 @@ class DeletionStore:
                 raise
             committed = True
             _fault("committed")
-            os.replace(pending_model, d / MODEL)
-            _fault("renamed")
+            new_model.save(d / MODEL)  # derived from the log: no fsync (recovery rewrites it)
+            _fault("model-written")
             pending_request.unlink()
         except BaseException:
             if not committed:
                 # the log was not touched: drop what was written and the advanced Unlearner
                 self._unlearner = None
-                for path in (pending_model, pending_request):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-            else:  # committed: the next open (or request) finishes it from the pending file
+                with contextlib.suppress(FileNotFoundError):
+                    pending_request.unlink()
+            else:  # committed: the next open (or request) writes model.npz from the log
                 self._unlearner = None
                 self._seq = -1
             raise
@@ -905,31 +904,25 @@ class DeletionStore:
             if m:
                 with contextlib.suppress(OSError, ValueError):
                     ids[int(m.group(1))] = json.loads((d / name).read_text()).get("id")
-        finished: set[int] = set()
-        for name in sorted(os.listdir(d)):
-            m = _PENDING_MODEL.match(name)
-            if not m:
-                continue
-            seq = int(m.group(1))
-            if seq == last and self._file_model_hash(d / MODEL) != after:
-                if self._file_model_hash(d / name) != after:
-                    raise StoreCorruptError(
-                        f"{d / name}: the model of the committed request {seq} is damaged"
-                    )
-                os.replace(d / name, d / MODEL)
-                _fsync_dir(d)
-                finished.add(seq)
-            else:
-                (d / name).unlink()
-        for seq in sorted(set(ids) | finished):
-            rid = ids.get(seq)
-            label = f"request {rid!r} (seq {seq})" if rid is not None else f"request {seq}"
-            if seq <= last:
-                messages.append(f"finished {label}: it was committed to the log before the crash")
-            else:
-                messages.append(
-                    f"rolled back {label}: killed before its commit, the store is as before it"
+        try:
+            on_disk: str | None = self._file_model_hash(d / MODEL)
+        except StoreCorruptError:
+            on_disk = "unreadable"
+        if on_disk != after:
+            behind = self._db.execute(
+                "SELECT model_before FROM requests WHERE seq = ?", (last,)
+            ).fetchone()
+            if on_disk not in (None, "unreadable") and (behind is None or on_disk != behind[0]):
+                raise StoreCorruptError(
+                    f"{d / MODEL}: differs from the model the log's last request ({last}) "
+                    "produced; the store cannot vouch for it"
                 )
+            # killed after the commit and before model.npz was replaced, or model.npz lost or
+            # torn (it is written without fsync): the log holds the model, committed with it
+            self._model_from_log(last, after).save(d / MODEL)
+            if last not in ids:
+                what = {None: "missing", "unreadable": "damaged"}.get(on_disk, "behind the log")
+                messages.append(f"rewrote {MODEL} from the log ({MODEL} was {what})")
         ck = int(self._meta["checkpoint"])
         for name in os.listdir(d):
             m = _PENDING_REQUEST.match(name) or _PENDING_CHECKPOINT.match(name)
@@ -938,16 +931,36 @@ class DeletionStore:
                 with contextlib.suppress(FileNotFoundError):
                     (d / name).unlink()
         remove_stale_temp_files(d)
-        current = self._file_model_hash(d / MODEL)
-        if current != after:
-            raise StoreCorruptError(
-                f"{d / MODEL}: differs from the model the log's last request ({last}) "
-                "produced; the store cannot vouch for it"
-            )
+        for seq in sorted(ids):
+            rid = ids[seq]
+            label = f"request {rid!r} (seq {seq})" if rid is not None else f"request {seq}"
+            if seq <= last:
+                messages.append(f"finished {label}: it was committed to the log before the crash")
+            else:
+                messages.append(
+                    f"rolled back {label}: killed before its commit, the store is as before it"
+                )
         self._seq, self._model_hash = last, after
         self._model = _load_model_file(d / MODEL)
         self._unlearner = None
         return "; ".join(messages) or None
+
+    def _model_from_log(self, last: int, after: str) -> MLP:
+        """The model after request ``last`` from the copy committed with it in the log."""
+        model = copy.deepcopy(self._base)
+        if last > 0:
+            row = self._db.execute("SELECT seq, theta FROM current WHERE k = 0").fetchone()
+            p = model.theta_.shape[0]
+            if row is None or row[0] != last or row[1] is None or len(row[1]) != 8 * p:
+                raise StoreCorruptError(
+                    f"{self.directory / LOG}: no copy of the model after request {last}"
+                )
+            model.theta_ = np.frombuffer(row[1], dtype="<f8").astype(np.float64)
+        if model_hash(model) != after:
+            raise StoreCorruptError(
+                f"{self.directory / LOG}: its copy of the model after request {last} is damaged"
+            )
+        return model
 
     def _file_model_hash(self, path: Path) -> str | None:
         if not path.exists():
