@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import StoreCorruptError, StoreLockedError, UpdateShortenedWarning
+from .exceptions import (
+    RequestFailedError,
+    StoreCorruptError,
+    StoreLockedError,
+    UpdateShortenedWarning,
+)
 from .store import DeletionStore
 
 __all__ = ["add_forget_parser", "run_forget"]
@@ -270,6 +275,7 @@ def run_forget(args: argparse.Namespace) -> int:
         OSError,
         ImportError,
         MemoryError,
+        RequestFailedError,
         StoreCorruptError,
         StoreLockedError,
         sqlite3.Error,
