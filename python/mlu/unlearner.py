@@ -233,6 +233,7 @@ class Unlearner:
         else:
             self.__dict__.update(_state)
         self._init_check()
+        self._ggn_all: Any = None  # the GGN operator over D for refinements (_refine)
 
     def _init_check(self) -> None:
         """The fixed seeded check rows S (at most :data:`CHECK_ROWS` of D) and what the check
@@ -369,15 +370,23 @@ class Unlearner:
         if self._problem.source is not None:
             raise NotImplementedError("refinement needs the data in memory (not dask)")
         prob = self._problem
-        rows = np.flatnonzero(alive)
-        op = _core.HessianOperator(
-            prob.theta, list(prob.sizes), prob.activation,
-            np.ascontiguousarray(prob.X[rows]), np.ascontiguousarray(prob.y[rows]),
-            float(prob.l2), "ggn",
+        sizes = list(prob.sizes)
+        if self._ggn_all is None:  # built at the first refinement, kept: a forward pass over D
+            self._ggn_all = _core.HessianOperator(
+                prob.theta, sizes, prob.activation, np.ascontiguousarray(prob.X),
+                np.ascontiguousarray(prob.y), 0.0, "ggn",
+            )  # fmt: skip
+        op_all, n = self._ggn_all, prob.n
+        gone = np.flatnonzero(~alive)  # the GGN of R: D's sum minus the removed rows' sum
+        op_gone = _core.HessianOperator(
+            prob.theta, sizes, prob.activation, np.ascontiguousarray(prob.X[gone]),
+            np.ascontiguousarray(prob.y[gone]), 0.0, "ggn",
         )  # fmt: skip
+        m, shift = n - len(gone), prob.l2 + self.damping
 
         def apply(v: np.ndarray) -> np.ndarray:
-            return np.asarray(op.matvec(v)) + self.damping * v
+            summed = n * np.asarray(op_all.matvec(v)) - len(gone) * np.asarray(op_gone.matvec(v))
+            return summed / m + shift * v
 
         norm_b = float(np.linalg.norm(rhs))
         x = x0.copy()
