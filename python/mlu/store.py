@@ -26,8 +26,8 @@ behind, missing or torn ("finished"). SQLite makes 3 atomic and durable. A ``mod
 holds any other model is an error, never overwritten. :attr:`DeletionStore.recovered` says
 what ``open`` did.
 
-The Unlearner's state (the downdated curvature: 12 MB for digits with a dense GGN, 67 MB for
-the paper's Fashion-MNIST model in Woodbury form) is too large to write with every request, so
+The Unlearner's state (the downdated curvature: 67 MB for the paper's Fashion-MNIST model in
+Woodbury form, benchmarks/results/store_overhead.md) is too large to write with every request, so
 it is checkpointed every ``checkpoint_every`` requests (and by :meth:`DeletionStore.checkpoint`)
 and the requests after the checkpoint are replayed from the log when the Unlearner is next
 needed. Replay is exact because a request is a deterministic function of the state and its rows;
