@@ -671,8 +671,8 @@ def unlearn(
         (RuntimeWarning) when it does not get there.
     maxiter : int, optional
         CG iteration limit per solve. Default for the truncated Newton steps
-        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.2) per epoch the
-        model was trained for, at least 1 (4 for ``epochs=20``); else ``min(10·p, 1000)``.
+        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.1) per epoch the
+        model was trained for, at least 1 (2 for ``epochs=20``); else ``min(10·p, 1000)``.
     safeguard : bool, default True
         Check every update (the influence update, each Newton step) against the retained
         objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
