@@ -70,8 +70,8 @@ MODES = ("exact", "finetune", "noisy_finetune", "fisher_finetune", "noise")
 #: Retained rows whose squared gradients give the diagonal Fisher of ``"fisher_finetune"``.
 FISHER_ROWS = 256
 #: The mode chosen by benchmarks/forgetting_mia.py (docs/design.md, "Forgetting modes"): on the
-#: memorising model of issue 23 (seeds 0-2) it closed 71 ± 18% of the membership-inference AUC
-#: gap to retraining (the exact update 32 ± 7%) for 0.054 of a retraining per request, at 2.5
+#: memorising model of issue 23 (seeds 0-2) it closed 70 ± 23% of the membership-inference AUC
+#: gap to retraining (the exact update 37 ± 7%) for 0.061 of a retraining per request, at 2.1
 #: points of test accuracy below retraining (benchmarks/results/forgetting_mia.md).
 DEFAULT_MODE = "noisy_finetune"
 #: Passes over the retained set of the default post-update.
