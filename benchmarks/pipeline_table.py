@@ -331,6 +331,15 @@ def cost_summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _script() -> str:
+    """The running script's path from the repository's root (as the command to type)."""
+    path = Path(sys.argv[0]).resolve()
+    try:
+        return str(path.relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def provenance(argv: list[str]) -> str:
     """Command, commit, machine (cores, CPU) and OpenBLAS's dgemm peak measured now."""
     import os
@@ -364,7 +373,7 @@ def provenance(argv: list[str]) -> str:
     peak = 2 * 2000**3 / best / 1e9
     threads = os.environ.get("OMP_NUM_THREADS", "all")
     return (
-        f"Command: `OMP_NUM_THREADS={threads} python benchmarks/{Path(sys.argv[0]).name} "
+        f"Command: `OMP_NUM_THREADS={threads} python {_script()} "
         f"{' '.join(argv)}`. Commit {commit}{' (with uncommitted changes)' if dirty else ''}; "
         f"{os.cpu_count()} cores ({cpu}); dgemm peak (numpy.dot 2000x2000, same run) "
         f"{peak:.1f} GFLOP/s; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"

@@ -671,8 +671,9 @@ def unlearn(
         (RuntimeWarning) when it does not get there.
     maxiter : int, optional
         CG iteration limit per solve. Default for the truncated Newton steps
-        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.1) per epoch the
-        model was trained for, at least 1 (2 for ``epochs=20``); else ``min(10·p, 1000)``.
+        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.15) per epoch the
+        model was trained for, rounded, at least 1 (3 for ``epochs=20``); else
+        ``min(10·p, 1000)``.
     safeguard : bool, default True
         Check every update (the influence update, each Newton step) against the retained
         objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
@@ -742,7 +743,8 @@ def unlearn(
     if maxiter is not None:
         maxiter = check_positive_int(maxiter, "maxiter")
     elif truncated:  # a share of the training's cost (mlu.defaults.DEFAULT_CG_PER_EPOCH)
-        maxiter = max(1, int(DEFAULT_CG_PER_EPOCH * int(model.get_params(deep=False)["epochs"])))
+        epochs = int(model.get_params(deep=False)["epochs"])
+        maxiter = max(1, int(DEFAULT_CG_PER_EPOCH * epochs + 0.5))
     if polish is not None:
         if isinstance(polish, (bool, np.bool_)) or not isinstance(polish, (int, np.integer)):
             raise ValueError(f"polish must be an int >= 0 (SGD steps), got {polish!r}")
