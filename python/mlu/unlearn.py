@@ -31,7 +31,6 @@ import numpy as np
 
 from . import _core, _dask, _linalg
 from ._linalg import PINV_RCOND
-from ._problem import core_args
 from ._safeguard import UpdateCheck, checked_update
 from ._threads import serial_blas
 from ._validation import (
@@ -216,36 +215,30 @@ class _Retained:
         return build_curvature(problem, kind, damping)[0]
 
     def sgd_steps(self, sub: np.ndarray, steps: int, seed: int, lr: float) -> np.ndarray:
-        """``steps`` minibatch steps of the model's SGD (its momentum, batch size and λ; the
-        momentum buffer starting at zero) over these samples from ``sub``: whole epochs, then
-        one epoch over a seeded subset of ``(steps mod epoch) · batch_size`` rows."""
-        model, pr = self.model, self.problem
+        """``steps`` minibatch steps of the model's SGD (its momentum, starting at zero, batch
+        size and λ) from ``sub``, over ``steps · batch_size`` rows drawn as seeded passes over
+        these samples (one core epoch over those rows). Dask data: only those rows are
+        gathered, so the result is the NumPy one bit for bit."""
+        model = self.model
         hyper = model.get_params(deep=False)
         batch = int(hyper["batch_size"])
-        per_epoch = -(-self.n // batch)
-        whole, rest = divmod(int(steps), per_epoch)
         rng = np.random.default_rng(seed)
+        need = int(steps) * batch
+        order = np.concatenate([rng.permutation(self.n) for _ in range(-(-need // self.n))])
+        order = order[:need]
+        if self.problem is not None:
+            pr = self.problem
+            X, y = np.ascontiguousarray(pr.X[order]), pr.y[order]
+        else:
+            unique, back = np.unique(order, return_inverse=True)
+            X_u = np.asarray(self.X[unique].compute(), dtype=np.float64)
+            y_u = encode_labels(np.asarray(self.y[unique]), model.classes_)
+            pr, _ = make_problem(model, X_u, y_u, self.params)  # scaled (and features) once
+            X, y = np.ascontiguousarray(pr.X[back]), pr.y[back]
         velocity = np.zeros_like(sub)
-        passes: list[np.ndarray | None] = [None] * whole
-        if rest:
-            passes.append(np.sort(rng.permutation(self.n)[: rest * batch]))
-        for e, rows in enumerate(passes):
-            args = (seed + e, lr, float(hyper["momentum"]), batch, float(model.l2))
-            if pr is not None:
-                X, y = (
-                    (pr.X, pr.y) if rows is None else (np.ascontiguousarray(pr.X[rows]), pr.y[rows])
-                )
-                out = _core.sgd_epoch(sub, velocity, list(pr.sizes), pr.activation, X, y, *args)
-            else:  # dask, params="all" (checked by the caller): streamed one chunk at a time
-                Xd = self.X if rows is None else self.X[rows]
-                labels = np.asarray(self.y if rows is None else self.y[rows])
-                yk = encode_labels(labels, model.classes_)
-                act = core_args(model)[2]
-                out = _dask.sgd_epoch(
-                    sub, velocity, list(model.sizes_), act, _dask.scaled(model, Xd), yk, *args
-                )
-            sub, velocity = np.asarray(out[0]), np.asarray(out[1])
-        return sub
+        args = (seed, lr, float(hyper["momentum"]), batch, float(model.l2))
+        theta, _, _ = _core.sgd_epoch(sub, velocity, list(pr.sizes), pr.activation, X, y, *args)
+        return np.asarray(theta)
 
 
 # ---------------------------------------------------------------------------------- solving
@@ -584,9 +577,6 @@ def _polish(update: _CheckedUpdate, model: MLP, steps: int) -> int:
     learning rate, from the Newton step's result, checked against L_R like every update; the
     steps applied (0 when the check refused them)."""
     retained = update.retained
-    if retained.dask and update.params != "all":
-        update.notes.append("polish skipped: dask data with params='last' has no SGD path")
-        return 0
     lr = DEFAULT_POLISH_LR * float(model.get_params(deep=False)["lr"])
     start = update.sub()
     direction = retained.sgd_steps(start, steps, _polish_seed(model), lr) - start
