@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 import warnings
@@ -299,6 +300,38 @@ def write_rows(rows: list[dict], stem: str, text: str) -> None:
 
 def _write(rows: list[dict], stem: str, header: str = "") -> None:
     write_rows(rows, stem, header + "\n" + summary(rows) + "\n" + markdown(rows))
+    numbers = {"provenance": header.strip(), **summary_numbers(rows)}
+    (OUT / f"{stem}_summary.json").write_text(json.dumps(numbers, indent=2) + "\n")
+
+
+def summary_numbers(rows: list[dict]) -> dict:
+    """What README.md quotes from the table (tools/readme-tables renders it): per data set and
+    over all cells, the unlearning's cost against retraining on the kept samples, the
+    accuracies, and the cells that miss a per-seed target."""
+
+    def block(c: list[dict]) -> dict:
+        ratios = [row["cost_ratio"] for row in c if np.isfinite(row.get("cost_ratio", np.nan))]
+        kept = [row["kept_acc"] for row in c if np.isfinite(row.get("kept_acc", np.nan))]
+        return dict(
+            cells=len(c),
+            median_cost=float(np.median(ratios)) if ratios else None,
+            max_cost=float(np.max(ratios)) if ratios else None,
+            above_half=int(sum(r > 0.5 for r in ratios)),
+            noisy_acc=float(np.mean([row["noisy_acc"] for row in c])),
+            pipeline_acc=float(np.mean([row["pipeline_acc"] for row in c])),
+            kept_acc=float(np.mean(kept)) if len(kept) == len(c) else None,
+            mean_gain=float(np.mean([row["gain"] for row in c])),
+            missed=int(sum(verdict(row) != "ok" for row in c)),
+            kept_missed=int(sum(verdict(row, "kept_acc") != "ok" for row in c))
+            if len(kept) == len(c)
+            else None,
+        )
+
+    names = list(dict.fromkeys(row["dataset"] for row in rows))
+    return {
+        "all": block(rows),
+        "datasets": {name: block([r for r in rows if r["dataset"] == name]) for name in names},
+    }
 
 
 def cost_summary(rows: list[dict]) -> list[str]:
