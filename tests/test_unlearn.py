@@ -624,3 +624,52 @@ def test_each_public_entry_checks_X_once(binary, validations):
     validations.clear()
     calls["influence"]()
     assert validations.count(id(X_test)) == 1
+
+
+def test_cost_is_stated_against_the_models_training_time(binary, tmp_path):
+    # issue 22: a fitted model records its training time; every result states its cost in it
+    X, y = binary.X_train, binary.y_train
+    model = mlu.MLP(hidden=(8,), epochs=4, seed=0).fit(X, y)
+    assert model.fit_time_ > 0
+    again = mlu.MLP(hidden=(8,), epochs=2, seed=0).partial_fit(X, y).partial_fit(X, y)
+    assert np.array_equal(again.params, mlu.MLP(hidden=(8,), epochs=2, seed=0).fit(X, y).params)
+    assert again.fit_time_ > 0  # summed over the calls
+    model.save(tmp_path / "m.npz")
+    assert mlu.MLP.load(tmp_path / "m.npz").fit_time_ == model.fit_time_
+    result = unlearn(model, X, y, [0, 1, 2])
+    assert result.training_time == model.fit_time_
+    assert result.cost_fraction == pytest.approx(result.time / model.fit_time_, rel=1e-12)
+    assert f"{result.cost_fraction:.2g} of this model's training time" in result.summary()
+    # a model made from parameters has no training time: the cost is stated in seconds only
+    bare = mlu.MLP.from_params(model.sizes_, model.params, classes=model.classes_)
+    plain = unlearn(bare, X, y, [0, 1, 2])
+    assert plain.cost_fraction is None and "training time" not in plain.summary()
+
+
+def test_polish_is_the_reference_sgd_after_the_newton_step(small):
+    """The default recipe's finish, specified by the NumPy reference: ``polish`` minibatch steps
+    of the model's SGD (momentum from zero, half its learning rate) on seeded passes over R,
+    from the Newton step."""
+    model, X, y = small
+    F = np.array([3, 17, 41, 42])
+    keep = np.setdiff1d(np.arange(len(y)), F)
+    steps = 5  # more rows than R has: two passes
+    result = unlearn(model, X, y, F, damping=REF_DAMPING, tol=1e-12, polish=steps, safeguard=False)
+    newton = ref.newton_update(
+        model.layers, "relu", X, y, F, l2=model.l2, damping=REF_DAMPING, curvature="ggn"
+    )
+    seed = unlearn_module._polish_seed(model)
+    batch = model.batch_size
+    rng = np.random.default_rng(seed)
+    order = np.concatenate(
+        [rng.permutation(len(keep)) for _ in range(-(-steps * batch // len(keep)))]
+    )
+    rows = keep[order[: steps * batch]]
+    yk = np.searchsorted(model.classes_, y[rows])
+    layers, _ = ref.sgd_epoch(
+        ref.unflatten(newton, model.sizes_), "relu", X[rows], yk, 0.5 * model.lr,
+        model.momentum, batch, model.l2, None, mlu._core.permutation(len(rows), seed),
+    )  # fmt: skip
+    expected = ref.flatten(layers)
+    assert result.polish == steps
+    assert rel(result.model.params - model.params, expected - model.params) < 1e-10

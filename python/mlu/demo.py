@@ -133,7 +133,7 @@ def demo(
             f"{len(result.holdout_index)}), flagged {len(result.suspects)} suspects by "
             f"{result.detector} score (precision {_pct(result.precision)}, recall "
             f"{_pct(result.recall)}), unlearned them"
-            + (f" ({u.method}, {u.time:.2f} s)" if u is not None else ""),
+            + (f" ({u.method}, {u.describe_cost()})" if u is not None else ""),
         ]
         b, a = result.before, result.after
         tb, ta = result.trusted_before, result.trusted_after
