@@ -2,11 +2,11 @@
 
 After each multi-threaded call, OpenBLAS's worker threads spin for a while (up to ~0.1 s)
 waiting for the next one. An OpenMP region of the C++ core that starts in that window finds
-its cores taken and waits for its slowest thread. Measured on 2 cores: a deletion request on
-the paper's model (Fashion-MNIST 0 vs 1, 784-50-2, Woodbury) took 0.10-0.14 s with BLAS
-threaded and 0.026-0.045 s with it on one thread; the default ``mlu.unlearn`` on a Fashion-MNIST
-pair 1.6-1.9 s and 0.9-1.2 s (the same result to the bit). Code that interleaves small NumPy
-products with core calls runs under :func:`serial_blas` (docs/design.md, "Threads").
+its cores taken and waits for its slowest thread. Code that interleaves small NumPy products
+with core calls (a deletion request, ``mlu.unlearn``) runs under :func:`serial_blas`
+(docs/design.md, "Threads"). The controller that finds the loaded BLAS libraries is built when
+this module is imported: its few milliseconds would otherwise land on the first unlearning of a
+process, which on the paper's small models is a large share of that call.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def _controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+_controller()  # at import, not in the first unlearning's time (see the module docstring)
 
 
 @contextlib.contextmanager

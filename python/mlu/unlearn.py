@@ -50,6 +50,8 @@ from .certified import DENSE_MAX as CERTIFIED_DENSE_MAX
 from .certified import Certificate, certified_newton, check_certifiable
 from .curvature import Curvature, Problem, build_curvature, make_problem
 from .defaults import (
+    DEFAULT_CG_MIN,
+    DEFAULT_CG_MULTICLASS,
     DEFAULT_CG_PER_EPOCH,
     DEFAULT_CURVATURE,
     DEFAULT_DAMPING,
@@ -73,6 +75,8 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_CURVATURE",
     "DEFAULT_DAMPING",
+    "DEFAULT_CG_MIN",
+    "DEFAULT_CG_MULTICLASS",
     "DEFAULT_CG_PER_EPOCH",
     "DEFAULT_METHOD",
     "DEFAULT_POLISH",
@@ -564,6 +568,13 @@ def _polish_seed(model: MLP) -> int:
     return int(np.random.SeedSequence([seed, epochs, 0x706F6C]).generate_state(1)[0] >> 1)
 
 
+def _default_cg_iterations(model: MLP) -> int:
+    """The truncated Newton step's CG budget (:data:`mlu.defaults.DEFAULT_CG_PER_EPOCH`)."""
+    epochs = int(model.get_params(deep=False)["epochs"])
+    extra = DEFAULT_CG_MULTICLASS if len(model.classes_) > 2 else 0
+    return max(DEFAULT_CG_MIN, int(DEFAULT_CG_PER_EPOCH * epochs + 0.5) + extra)
+
+
 def _default_polish(model: MLP, n: int) -> int:
     """:data:`DEFAULT_POLISH` SGD steps, at most :data:`DEFAULT_POLISH_SHARE` of the steps of a
     retraining on the n retained samples (at least one)."""
@@ -661,9 +672,10 @@ def unlearn(
         (RuntimeWarning) when it does not get there.
     maxiter : int, optional
         CG iteration limit per solve. Default for the truncated Newton steps
-        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.15) per epoch the
-        model was trained for, rounded, at least 1 (3 for ``epochs=20``); else
-        ``min(10·p, 1000)``.
+        (``method="newton"`` without ``tol``): :data:`DEFAULT_CG_PER_EPOCH` (0.1) per epoch the
+        model was trained for, rounded, one more for more than two classes, at least
+        :data:`DEFAULT_CG_MIN` (2 for the paper's two-class 20-epoch models, 3 with 10
+        classes); else ``min(10·p, 1000)``.
     safeguard : bool, default True
         Check every update (the influence update, each Newton step) against the retained
         objective ``L_R(θ) = (1/|R|) Σ_R ℓ + (l2/2)‖θ‖²``: an update that would increase it is
@@ -733,8 +745,7 @@ def unlearn(
     if maxiter is not None:
         maxiter = check_positive_int(maxiter, "maxiter")
     elif truncated:  # a share of the training's cost (mlu.defaults.DEFAULT_CG_PER_EPOCH)
-        epochs = int(model.get_params(deep=False)["epochs"])
-        maxiter = max(1, int(DEFAULT_CG_PER_EPOCH * epochs + 0.5))
+        maxiter = _default_cg_iterations(model)
     if polish is not None:
         if isinstance(polish, (bool, np.bool_)) or not isinstance(polish, (int, np.integer)):
             raise ValueError(f"polish must be an int >= 0 (SGD steps), got {polish!r}")
