@@ -54,7 +54,8 @@ DEFAULT_CG_MULTICLASS = 1
 """One more CG iteration for more than two classes: their Gauss-Newton matrix has k − 1
 independent rows per sample where two classes have one, so its Krylov space fills more slowly.
 On 10-class digits with 30% flipped labels (``mlu demo``) two products left the unlearned model
-0.9 points below retraining on the kept samples (docs/design.md, "The default unlearning")."""
+0.7 points below retraining on the kept samples, three matched it
+(studies/default_unlearning/demo_case.md)."""
 DEFAULT_POLISH = 32
 """SGD steps (minibatches of the model's batch size) on the retained set after the Newton
 step(s) of the default recipe, at most :data:`DEFAULT_POLISH_SHARE` of the steps a retraining on
