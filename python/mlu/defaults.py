@@ -44,8 +44,8 @@ DEFAULT_CG_PER_EPOCH = 0.1
 rounded, plus :data:`DEFAULT_CG_MULTICLASS` for more than two classes, at least
 :data:`DEFAULT_CG_MIN`: two for the paper's two-class models (20 epochs), three for 10 classes
 and 20 epochs, two for 10 classes and 10 epochs. Each iteration is one curvature-vector product,
-a pass over R that costs about 0.3-0.4 of an SGD epoch, so the step keeps its share of a
-retraining's cost as training grows. On the two-class cells of the pipeline table two products
+a pass over R of the order of an SGD epoch's cost, so the step keeps its share of a retraining's
+cost as training grows. On the two-class cells of the pipeline table two products
 met the accuracy targets better than three or four at less cost
 (studies/default_unlearning/default_unlearning.md)."""
 DEFAULT_CG_MIN = 2
@@ -60,17 +60,17 @@ DEFAULT_POLISH = 32
 """SGD steps (minibatches of the model's batch size) on the retained set after the Newton
 step(s) of the default recipe, at most :data:`DEFAULT_POLISH_SHARE` of the steps a retraining on
 R would take: one epoch over R on the paper's 1000-sample sets, a few hundredths of an epoch on
-Fashion-MNIST's 60000 samples, where longer polishing put back the SGD noise that the Newton
-step had taken out (docs/design.md, "The default unlearning")."""
+Fashion-MNIST's 60000 samples, where the Newton step does most of the work
+(benchmarks/results/unlearn_large_60000.md; docs/design.md, "The default unlearning")."""
 DEFAULT_POLISH_SHARE = 0.05
 """The default polish's cap, as a share of the SGD steps of a retraining on R."""
 DEFAULT_POLISH_LR = 0.5
 """The polish's learning rate as a fraction of the model's ``lr``."""
 DEFAULT_TOL = 1e-6
 DEFAULT_STEP_TOL = 1e-3
-"""CG's relative residual for a single solve (:data:`DEFAULT_TOL`: the influence update, a
-Newton step asked for with ``steps``) and for each of several Newton steps
-(:data:`DEFAULT_STEP_TOL`), each corrected by the next (an inexact Newton method)."""
+"""CG's relative residual: :data:`DEFAULT_TOL` for the influence update; each Newton step stops
+at :data:`DEFAULT_STEP_TOL` or its CG budget, whichever comes first (an inexact Newton method),
+unless ``tol`` is given."""
 
 DEFAULTS = MappingProxyType(
     {
