@@ -60,8 +60,8 @@ DEFAULT_POLISH = 32
 """SGD steps (minibatches of the model's batch size) on the retained set after the Newton
 step(s) of the default recipe, at most :data:`DEFAULT_POLISH_SHARE` of the steps a retraining on
 R would take: one epoch over R on the paper's 1000-sample sets, a few hundredths of an epoch on
-Fashion-MNIST's 60000 samples, where the Newton step does most of the work
-(benchmarks/results/unlearn_large_60000.md; docs/design.md, "The default unlearning")."""
+Fashion-MNIST's 60000 samples (benchmarks/results/unlearn_large_60000.md; docs/design.md,
+"The default unlearning")."""
 DEFAULT_POLISH_SHARE = 0.05
 """The default polish's cap, as a share of the SGD steps of a retraining on R."""
 DEFAULT_POLISH_LR = 0.5
