@@ -173,11 +173,28 @@ def test_unlearner_equals_numpy(client, problem, rows):
         assert got.curvature == want.curvature == options["curvature"]
         # two requests: each gathers only its rows (a downdate of the tree-summed curvature)
         for request in ([0, 5, 11], [7]):
+            # the default on dask data is the exact update (the post-update needs X in memory)
             a = got.forget(request, safeguard=False)
-            b = want.forget(request, safeguard=False)
+            b = want.forget(request, safeguard=False, mode="exact")
             assert rel(a.model.params, b.model.params) < RTOL, options
             assert rel(a.model.params, model.params) > 1e-6  # it did move
+            assert "forgetting mode 'exact' (the default on dask data" in a.notes[-1]
         np.testing.assert_array_equal(model.params, problem[0].params)
+
+
+def test_unlearner_refuses_a_post_update_on_dask_data_and_changes_nothing(client, problem):
+    model, X, y = problem
+    un = mlu.Unlearner(model, *chunked(X, y, 4), curvature="dense")
+    first = un.forget([0, 5], safeguard=False)
+    for mode in ("noisy_finetune", "finetune", "noise"):
+        with pytest.raises(ValueError, match=f"mode='{mode}' needs the training data in memory"):
+            un.forget([7], safeguard=False, mode=mode)
+    assert un.model is first.model and len(un.removed) == 1 and un.n_retained == len(y) - 2
+    exact = un.forget([7], safeguard=False, mode="exact")  # by name: as the default there
+    want = mlu.Unlearner(model, X, y, curvature="dense")
+    want.forget([0, 5], safeguard=False, mode="exact")
+    expected = want.forget([7], safeguard=False, mode="exact").model.params
+    assert rel(exact.model.params, expected) < RTOL
 
 
 @pytest.mark.parametrize("rows", CHUNKINGS)

@@ -73,6 +73,28 @@ def test_forget_end_to_end(files, tmp_path, capsys):
     assert code == 0 and out.startswith("verified: 2 request(s)")
 
 
+def test_forget_init_records_the_mode(files, tmp_path, capsys):
+    d, model, X, y = files
+    store = str(tmp_path / "store")
+    code, out, _ = _run(
+        capsys, "forget", "init", store, "--model", str(d / "model.npz"),
+        "--data", str(d / "data.npz"), "--curvature", "dense", "--mode", "exact",
+    )  # fmt: skip
+    assert code == 0 and "forgetting mode 'exact'" in out
+    code, _, _ = _run(capsys, "forget", store, "--rows", "3,17")
+    assert code == 0
+    un = mlu.Unlearner(model, X, y, curvature="dense")
+    un.forget([3, 17], mode="exact")
+    with DeletionStore.open(store) as opened:
+        assert opened.options["mode"] == "exact"
+        assert np.array_equal(opened.model.theta_, un.model.theta_)
+    code, _, err = _run(
+        capsys, "forget", "init", str(tmp_path / "other"), "--model", str(d / "model.npz"),
+        "--data", str(d / "data.npz"), "--epochs", "-1",
+    )  # fmt: skip
+    assert code == 1 and "epochs" in err and not (tmp_path / "other").exists()
+
+
 def test_forget_errors_are_one_line_and_leave_nothing(files, tmp_path, capsys):
     d, model, X, y = files
     store = tmp_path / "store"

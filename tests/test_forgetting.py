@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.forgetting import MODES, post_update, request_seed
+from mlu.forgetting import MODES, check_settings, default_epochs, post_update, request_seed
 from mlu.metrics import ForgettingReport, forgetting_report, loss_auc
 
 
@@ -282,10 +282,10 @@ def test_fisher_noise_keeps_the_layer_variance_and_avoids_what_r_constrains(prob
 def test_post_update_after_sequential_requests_equals_after_one_joint_request(problem):
     X, y, model, _, _ = problem
     a = mlu.Unlearner(model, X, y, curvature="dense")
-    a.forget([3, 17])
-    a.forget([42, 8])
+    a.forget([3, 17], mode="exact")
+    a.forget([42, 8], mode="exact")
     b = mlu.Unlearner(model, X, y, curvature="dense")
-    b.forget([3, 17, 42, 8])
+    b.forget([3, 17, 42, 8], mode="exact")
     np.testing.assert_allclose(a.model.params, b.model.params, rtol=0, atol=1e-10)
     F_a = np.concatenate(a.removed)
     out_a = post_update(a.model, X, y, F_a)
@@ -294,3 +294,23 @@ def test_post_update_after_sequential_requests_equals_after_one_joint_request(pr
     np.testing.assert_allclose(out_a.model.params, out_b.model.params, rtol=0, atol=1e-8)
     again = post_update(a.model, X, y, F_a)  # replay: the same bits
     np.testing.assert_array_equal(again.model.params, out_a.model.params)
+
+
+def test_the_post_updated_model_keeps_its_training_record(problem):
+    # the fine-tuning's fit would reset the epoch count and the seconds of the training
+    X, y, model, _, _ = problem
+    out = post_update(model, X, y, [3, 17], "finetune", epochs=1.0).model
+    assert out.n_iter_ == model.n_iter_ == 15 and out.fit_time_ == model.fit_time_
+    assert out.loss_curve_ == model.loss_curve_ and out.get_params() == model.get_params()
+    assert not np.array_equal(out.params, model.params)
+
+
+def test_default_epochs_and_settings():
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = np.arange(30) % 2
+    for epochs, expected in ((40, 2.0), (20, 2.0), (10, 1.0), (3, 0.3)):
+        model = mlu.MLP(hidden=(2,), epochs=epochs, seed=0).fit(X, y)
+        assert default_epochs(model) == pytest.approx(expected, abs=1e-15)
+    assert check_settings("finetune", 1, 0, None, 0.5) == ("finetune", 1.0, 0.0, None, 0.5)
+    with pytest.raises(ValueError, match="lr"):
+        check_settings("finetune", 1, 0, 0.0, 0.5)

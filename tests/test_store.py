@@ -25,6 +25,7 @@ import pytest
 
 import mlu
 from mlu.exceptions import StoreCorruptError, StoreLockedError
+from mlu.forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, DEFAULT_NOISE, default_epochs
 from mlu.store import FAULT_ENV, FAULT_POINTS, DeletionStore, model_hash
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,6 +90,45 @@ def test_requests_match_the_unlearner_and_are_logged(problem, empty_store, tmp_p
     assert result.ok and result.requests == 2 and result.first_mismatch is None
     assert result.max_abs_diff == 0.0
     again.close()
+
+
+def test_the_forgetting_settings_are_recorded_and_replayed(problem, empty_store, tmp_path):
+    # issue 23: a request's default is the exact update then the forgetting mode; the store
+    # resolves the mode's settings at its creation and serves and replays every request with them
+    model, X, y = problem
+    store = DeletionStore.open(_copy(empty_store, tmp_path / "s"), X, y)
+    assert store.options["mode"] == DEFAULT_MODE
+    assert store.options["epochs"] == default_epochs(model)
+    assert (store.options["noise"], store.options["anneal"]) == (DEFAULT_NOISE, DEFAULT_ANNEAL)
+    store.forget([3, 17])
+    assert "forgetting mode 'noisy_finetune'" in store.log()[0]["notes"][-1]
+    store.close()
+    # mode="exact" by name: the exact update, as the Unlearner gives it
+    exact = DeletionStore.create(
+        tmp_path / "e", model, X, y, curvature="dense", mode="exact", epochs=0.5
+    )
+    exact.forget([3, 17])
+    un = mlu.Unlearner(model, X, y, curvature="dense")
+    assert np.array_equal(exact.model.theta_, un.forget([3, 17], mode="exact").model.theta_)
+    assert exact.options["epochs"] == 0.5 and exact.verify().ok
+    exact.close()
+    with pytest.raises(ValueError, match="mode"):
+        DeletionStore.create(tmp_path / "bad", model, X, y, mode="forget-harder")
+    assert not (tmp_path / "bad").exists()
+    # a store written before the modes were recorded served the exact update: it still does
+    db = sqlite3.connect(tmp_path / "e" / "log.sqlite")
+    options = json.loads(db.execute("SELECT value FROM meta WHERE key = 'options'").fetchone()[0])
+    for key in ("mode", "epochs", "noise", "anneal"):
+        del options[key]
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'options'", (json.dumps(options),))
+    db.close()
+    old = DeletionStore.open(tmp_path / "e", X, y)
+    assert old.verify().ok
+    old.forget([42])
+    un.forget([42], mode="exact")
+    assert np.array_equal(old.model.theta_, un.model.theta_)
+    old.close()
 
 
 def test_a_retried_id_is_applied_once(problem, empty_store, tmp_path):
@@ -411,7 +451,9 @@ def test_kills_at_random_instants_lose_nothing_and_apply_nothing_twice(
     rng = np.random.default_rng(24)
     kills = 0
     stores = [_copy(empty_store, tmp_path / f"s{i}") for i in range(5)]
-    plans = [_plan(i, 12) for i in range(5)]
+    # long enough plans that a writer is still working at its kill (up to 0.8 s after "ready"
+    # in each of the 3 rounds): 12 requests took less than that on a quiet machine
+    plans = [_plan(i, 32) for i in range(5)]
     for _ in range(3):  # 3 rounds x 5 stores: 15 kills (+ 7 at the protocol's points)
         procs = [_spawn(child_files, s, p, every=3) for s, p in zip(stores, plans)]
         for proc in procs:

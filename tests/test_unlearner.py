@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu import _core, curvature
+from mlu import _core, curvature, forgetting
 from mlu import reference as ref
 from mlu.curvature import EKFACCurvature, KFACCurvature, make_problem
+from mlu.forgetting import default_epochs, post_update
 from mlu.unlearner import RequestFailedError, Unlearner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -292,7 +293,7 @@ def test_exact_representations_match_the_reference_updates(kind, name, params, r
     )  # fmt: skip
     for method, target, expected in cases:
         un = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params=params)
-        res = un.forget(F, method=method, safeguard=False, target=target)
+        res = un.forget(F, method=method, safeguard=False, target=target, mode="exact")
         assert rel(res.model.params - model.params, expected - model.params) < 1e-10
         assert res.model is un.model and res.n_forget == 3 and res.curvature == "ggn"
 
@@ -302,7 +303,7 @@ def test_dense_exact_hessian_matches_the_reference(binary):
     yk = mlu._validation.encode_labels(y, model.classes_)
     F = np.array([0, 5, 9])
     un = Unlearner(model, X, y, curvature="dense", matrix="hessian", damping=0.3)
-    res = un.forget(F, safeguard=False, target="retained")
+    res = un.forget(F, safeguard=False, target="retained", mode="exact")
     expected = ref.newton_update(model.layers, "relu", X, yk, F, l2=model.l2, damping=0.3)
     assert rel(res.model.params - model.params, expected - model.params) < 1e-10
     assert res.curvature == "hessian"
@@ -326,10 +327,10 @@ def test_two_requests_equal_their_union(kind, safeguard, target, noisy):
     model, X, y, flipped = noisy
     F1, F2 = flipped[:5], flipped[5:10]
     seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    first = seq.forget(F1, safeguard=safeguard, target=target)
-    second = seq.forget(F2, safeguard=safeguard, target=target)
+    first = seq.forget(F1, safeguard=safeguard, target=target, mode="exact")
+    second = seq.forget(F2, safeguard=safeguard, target=target, mode="exact")
     union = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    union = union.forget(np.r_[F1, F2], safeguard=safeguard, target=target)
+    union = union.forget(np.r_[F1, F2], safeguard=safeguard, target=target, mode="exact")
     assert rel(second.model.params - model.params, union.model.params - model.params) < 1e-10
     assert [list(r) for r in seq.removed] == [list(F1), list(F2)]
     assert first.model is not second.model and seq.n_retained == len(y) - 10
@@ -357,9 +358,11 @@ def test_a_refined_factored_step_is_the_exact_ggn_step(noisy, monkeypatch):
     model, X, y, flipped = noisy
     F = flipped[:5]
     kw = dict(curvature="kfac", damping=DAMPING)
-    plain = Unlearner(model, X, y, **kw).forget(F, safeguard=False, target="tilted")
-    res = Unlearner(model, X, y, **kw).forget(F, target="tilted")
-    exact = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(F, target="tilted")
+    plain = Unlearner(model, X, y, **kw).forget(F, safeguard=False, target="tilted", mode="exact")
+    res = Unlearner(model, X, y, **kw).forget(F, target="tilted", mode="exact")
+    exact = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(
+        F, target="tilted", mode="exact"
+    )
     d_exact = exact.model.params - model.params
     assert rel(plain.model.params - model.params, d_exact) > 0.1
     assert res.iterations % mlu.unlearner.REFINE_CHECK_EVERY == 0 and res.iterations > 0
@@ -368,7 +371,7 @@ def test_a_refined_factored_step_is_the_exact_ggn_step(noisy, monkeypatch):
     assert f"{res.iterations} iterations" in note and " s" in note
     assert "nan" not in " ".join(res.notes).lower()
     monkeypatch.setattr(mlu.unlearner, "REFINE_CHECK_EVERY", 10**9)
-    full = Unlearner(model, X, y, **kw).forget(F, target="tilted")
+    full = Unlearner(model, X, y, **kw).forget(F, target="tilted", mode="exact")
     assert rel(full.model.params - model.params, d_exact) < 1e-5
     assert 0 < full.iterations <= 100 and full.residual <= 1e-6
 
@@ -380,7 +383,9 @@ def test_requests_are_deterministic(noisy):
         b = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
         others = np.setdiff1d(np.arange(len(y)), flipped)[:2]
         for rows in (flipped[:5], flipped[5:8], others):
-            assert np.array_equal(a.forget(rows).model.params, b.forget(rows).model.params)
+            assert np.array_equal(
+                a.forget(rows, mode="exact").model.params, b.forget(rows, mode="exact").model.params
+            )
 
 
 def test_kfac_downdate_equals_a_build_on_the_retained_data(three):
@@ -405,9 +410,9 @@ def test_earlier_models_are_untouched(binary):
     model, X, y = binary
     before = model.params
     un = Unlearner(model, X, y, curvature="woodbury", damping=DAMPING)
-    r1 = un.forget([1, 2])
+    r1 = un.forget([1, 2], mode="exact")
     p1 = r1.model.params
-    un.forget([3])
+    un.forget([3], mode="exact")
     assert np.array_equal(r1.model.params, p1) and np.array_equal(model.params, before)
 
 
@@ -430,10 +435,10 @@ def test_earlier_models_are_untouched(binary):
 def test_bad_requests_raise_and_change_nothing(binary, request_, match):
     model, X, y = binary
     un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
-    un.forget([4, 6])
+    un.forget([4, 6], mode="exact")
     snap = state(un)
     with pytest.raises((ValueError, TypeError), match=match):
-        un.forget(request_)
+        un.forget(request_, mode="exact")
     after = state(un)
     assert np.array_equal(snap[0], after[0]) and snap[2] == after[2] and snap[3] is after[3]
     assert all(np.array_equal(a, b) for a, b in zip(snap[1], after[1]))
@@ -445,12 +450,12 @@ def test_requests_may_not_empty_a_class_or_the_data(binary):
     un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
     zeros = np.flatnonzero(y == model.classes_[0])
     with pytest.raises(ValueError, match="class .* left empty"):
-        un.forget(zeros)
+        un.forget(zeros, mode="exact")
     with pytest.raises(ValueError, match="every remaining sample"):
-        un.forget(np.arange(len(y)))
+        un.forget(np.arange(len(y)), mode="exact")
     assert un.removed == [] and un.n_retained == len(y)
     with pytest.raises(ValueError, match="method must be one of"):
-        un.forget([1], method="retrain")
+        un.forget([1], method="retrain", mode="exact")
 
 
 def test_bad_construction(binary):
@@ -496,7 +501,7 @@ def test_memory_estimate_refuses_with_numbers(binary, monkeypatch):
 def test_save_load_round_trips_bit_for_bit(binary, kind, tmp_path):
     model, X, y = binary
     un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    un.forget([3, 9])
+    un.forget([3, 9], mode="exact")
     path = tmp_path / "u.npz"
     un.save(path)
     back = Unlearner.load(path, X, y)
@@ -504,10 +509,10 @@ def test_save_load_round_trips_bit_for_bit(binary, kind, tmp_path):
     assert np.array_equal(back.model.params, un.model.params)
     for key, arr in un._curv.arrays().items():
         assert np.array_equal(back._curv.arrays()[key], arr), key
-    a, b = un.forget([5, 20]), back.forget([5, 20])
+    a, b = un.forget([5, 20], mode="exact"), back.forget([5, 20], mode="exact")
     assert np.array_equal(a.model.params, b.model.params)
     with pytest.raises(ValueError, match="already removed"):
-        back.forget([3])
+        back.forget([3], mode="exact")
     X2 = X.copy()
     X2[0, 0] += 1.0
     with pytest.raises(ValueError, match="hash mismatch"):
@@ -522,9 +527,9 @@ def test_the_check_is_the_exact_change_of_the_target_objective(binary, target):
     exact change of J: L_R, or L_R tilted by (Σ_D ∇ℓ(θ̂))/m + λθ̂."""
     model, X, y = binary
     un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
-    un.forget([2, 5], target=target)
+    un.forget([2, 5], target=target, mode="exact")
     F = np.array([2, 5, 3, 8, 20])
-    res = un.forget(F[2:], target=target)
+    res = un.forget(F[2:], target=target, mode="exact")
     (check,) = res.checks
     keep = np.setdiff1d(np.arange(len(y)), F)
     theta0, theta1 = model.params, res.model.params
@@ -539,7 +544,7 @@ def test_the_check_is_the_exact_change_of_the_target_objective(binary, target):
     assert any("check on 45 retained check rows (of 45)" in n for n in res.notes)
     assert "nan" not in " ".join(res.notes).lower()
     plain = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
-    assert plain.forget(F, target=target, safeguard=False).checks == ()
+    assert plain.forget(F, target=target, safeguard=False, mode="exact").checks == ()
 
 
 def state(un: Unlearner):
@@ -555,7 +560,7 @@ def test_a_failing_request_raises_and_changes_nothing(noisy, monkeypatch):
     un = Unlearner(model, X, y, curvature="dense", damping=0.01)
     snap = state(un)
     with pytest.raises(RequestFailedError, match="would raise its target objective"):
-        un.forget(flipped[:5], target="tilted")
+        un.forget(flipped[:5], target="tilted", mode="exact")
     after = state(un)
     assert np.array_equal(snap[0], after[0]) and after[1] == [] and snap[3] is after[3]
     assert np.array_equal(snap[4], after[4]) and un.model is not None
@@ -564,20 +569,20 @@ def test_a_failing_request_raises_and_changes_nothing(noisy, monkeypatch):
     un = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
     snap = state(un)
     with pytest.raises(RequestFailedError, match="curvature kfac") as info:
-        un.forget(flipped[:5], target="tilted")
+        un.forget(flipped[:5], target="tilted", mode="exact")
     assert "nan" not in str(info.value).lower()
     after = state(un)
     assert np.array_equal(snap[0], after[0]) and after[1] == [] and snap[3] is after[3]
-    res = un.forget(flipped[:5], safeguard=False)  # still usable; the plain formula
+    res = un.forget(flipped[:5], safeguard=False, mode="exact")  # still usable; the plain formula
     assert un.removed[0].tolist() == sorted(flipped[:5].tolist()) and res.checks == ()
 
 
 def test_auto_takes_the_retained_target_where_the_tilted_one_fails(noisy):
     model, X, y, flipped = noisy
     un = Unlearner(model, X, y, curvature="dense", damping=0.01)
-    res = un.forget(flipped[:5])  # target="auto"
+    res = un.forget(flipped[:5], mode="exact")  # target="auto"
     retained = Unlearner(model, X, y, curvature="dense", damping=0.01)
-    expected = retained.forget(flipped[:5], target="retained")
+    expected = retained.forget(flipped[:5], target="retained", mode="exact")
     assert np.array_equal(res.model.params, expected.model.params)
     assert any("target 'tilted'" in n and "would raise" in n for n in res.notes)
     assert "update: newton, target 'retained'" in res.notes
@@ -592,7 +597,7 @@ def test_a_scaled_model_matches_mlu_unlearn(scale):
     model = mlu.MLP(hidden=(4,), l2=1e-3, epochs=30, seed=0, scale=scale).fit(X, y)
     F = np.array([2, 11, 30])
     un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
-    res = un.forget(F, safeguard=False, target="retained")
+    res = un.forget(F, safeguard=False, target="retained", mode="exact")
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cholesky",
                            damping=DAMPING, steps=1, safeguard=False, **PLAIN)  # fmt: skip
     assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10
@@ -640,7 +645,7 @@ def test_a_retained_request_is_one_newton_step_of_mlu_unlearn(binary, solver, ki
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver=solver,
                            damping=DAMPING, steps=1, safeguard=safeguard, **PLAIN)  # fmt: skip
     un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    res = un.forget(F, target="retained", safeguard=safeguard)
+    res = un.forget(F, target="retained", safeguard=safeguard, mode="exact")
     assert rel(res.model.params - model.params, expected.model.params - model.params) < 1e-10
     if safeguard:
         assert expected.checks[0].step == res.checks[0].step == 1.0
@@ -658,7 +663,7 @@ def test_ekfac_requests_keep_the_builds_basis_unlike_mlu_unlearn(binary):
     expected = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="ekfac",
                            damping=DAMPING, steps=1, safeguard=False, **PLAIN)  # fmt: skip
     res = Unlearner(model, X, y, curvature="ekfac", damping=DAMPING)
-    res = res.forget(F, target="retained", safeguard=False)
+    res = res.forget(F, target="retained", safeguard=False, mode="exact")
     prob, prob_R = problem_of(model, X, y), problem_of(model, X[keep], y[keep])
     g_R = prob_R.gradient_sum() / len(keep) + model.l2 * model.params
     over_R = EKFACCurvature(prob_R, DAMPING).solve(g_R)
@@ -674,14 +679,14 @@ def test_influence_requests_are_additive_and_survive_save_load(binary, kind, tmp
     Unlearner keeps (or, for Woodbury, rebuilds from its Gram state) that curvature."""
     model, X, y = binary
     un = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    un.forget([3, 9], method="influence", safeguard=False)
+    un.forget([3, 9], method="influence", safeguard=False, mode="exact")
     un.save(tmp_path / "u.npz")
     back = Unlearner.load(tmp_path / "u.npz", X, y)
-    a = un.forget([5, 20], method="influence", safeguard=False)
-    b = back.forget([5, 20], method="influence", safeguard=False)
+    a = un.forget([5, 20], method="influence", safeguard=False, mode="exact")
+    b = back.forget([5, 20], method="influence", safeguard=False, mode="exact")
     assert np.array_equal(a.model.params, b.model.params)
     joint = Unlearner(model, X, y, curvature=kind, damping=DAMPING)
-    joint = joint.forget([3, 9, 5, 20], method="influence", safeguard=False)
+    joint = joint.forget([3, 9, 5, 20], method="influence", safeguard=False, mode="exact")
     assert rel(a.model.params - model.params, joint.model.params - model.params) < 1e-10
     if kind != "ekfac":
         yk = mlu._validation.encode_labels(y, model.classes_)
@@ -698,7 +703,7 @@ def test_an_overflowing_step_is_refused_in_words(binary, monkeypatch):
     solve = type(un._curv)._solve
     monkeypatch.setattr(type(un._curv), "_solve", lambda self, V, BV=None: 1e300 * solve(self, V))
     with pytest.raises(RequestFailedError) as info:
-        un.forget([1, 2], target="tilted")
+        un.forget([1, 2], target="tilted", mode="exact")
     assert "not finite" in str(info.value) and "nan" not in str(info.value).lower()
     assert un.removed == []
 
@@ -709,11 +714,115 @@ def test_last_layer_requests_are_checked_in_their_own_parameters(noisy, kind):
     requests still add up, with the check on, and only the last layer moves."""
     model, X, y, flipped = noisy
     seq = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params="last")
-    seq.forget(flipped[:4])
-    second = seq.forget(flipped[4:9])
+    seq.forget(flipped[:4], mode="exact")
+    second = seq.forget(flipped[4:9], mode="exact")
     joint = Unlearner(model, X, y, curvature=kind, damping=DAMPING, params="last")
-    joint = joint.forget(flipped[:9])
+    joint = joint.forget(flipped[:9], mode="exact")
     assert rel(second.model.params - model.params, joint.model.params - model.params) < 1e-10
     moved = np.flatnonzero(second.model.params != model.params)
     last = model.last_layer_slice()
     assert moved.min() >= last.start and second.checks[0].actual_change < 0
+
+
+# ---------------------------------------------------------------------- the default forgetting
+# mode (issue 23, docs/design.md "Forgetting modes"): the exact update, then post_update
+
+
+def test_the_default_request_is_the_exact_update_then_post_update(noisy):
+    model, X, y, flipped = noisy
+    F = flipped[:5]
+    res = Unlearner(model, X, y, curvature="dense").forget(F)
+    exact = Unlearner(model, X, y, curvature="dense").forget(F, mode="exact")
+    # min(2, 0.1 x 40 training epochs) = 2 epochs, the module's default
+    assert default_epochs(model) == forgetting.DEFAULT_EPOCHS == 2.0
+    post = post_update(exact.model, X, y, F, forgetting.DEFAULT_MODE)
+    assert rel(res.model.params, post.model.params) < 1e-12
+    assert rel(res.model.params, exact.model.params) > 0.1  # the noise and the fine-tuning
+    assert res.notes[:-1] == exact.notes and res.notes[-1].startswith(
+        "forgetting mode 'noisy_finetune': noise 3 x layer weight RMS, 2 epochs"
+    )
+    assert f"({2 * (len(y) - 5)} rows" in res.notes[-1]
+    assert res.checks == exact.checks and res.time >= post.time
+    # the settings by name
+    mine = Unlearner(model, X, y, curvature="dense").forget(
+        F, mode="finetune", epochs=0.5, noise=1.0, anneal=0.0
+    )
+    post = post_update(exact.model, X, y, F, "finetune", epochs=0.5, noise=1.0, anneal=0.0)
+    assert rel(mine.model.params, post.model.params) < 1e-12
+
+
+def test_the_default_epochs_are_a_tenth_of_the_training(binary):
+    model, X, y = binary  # 30 epochs: 2; 5 epochs: 0.5 (of the retained rows)
+    assert default_epochs(model) == 2.0
+    short = mlu.MLP(hidden=(4,), l2=1e-3, epochs=5, seed=0).fit(X, y)
+    assert default_epochs(short) == 0.5
+    res = Unlearner(short, X, y, curvature="dense").forget([1, 2], safeguard=False)
+    assert f"0.5 epochs over the retained set ({round(0.5 * (len(y) - 2))} rows" in res.notes[-1]
+
+
+def test_requests_then_the_default_mode_equal_one_joint_request(noisy):
+    model, X, y, flipped = noisy
+    seq = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    seq.forget(flipped[:4])
+    second = seq.forget(flipped[4:9])
+    joint = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(flipped[:9])
+    assert rel(second.model.params, joint.model.params) < 1e-10
+    # the state stays the exact update: a third request starts from θ̂ and F, not the noise
+    third = seq.forget(flipped[9:12], mode="exact")
+    ref_un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    want = ref_un.forget(flipped[:12], mode="exact")
+    assert rel(third.model.params - model.params, want.model.params - model.params) < 1e-10
+    again = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    again.forget(flipped[:4])
+    assert np.array_equal(again.forget(flipped[4:9]).model.params, second.model.params)
+
+
+def test_a_failing_post_update_leaves_the_unlearner_unchanged(binary, monkeypatch):
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature="dense", damping=DAMPING)
+    first = un.forget([1, 2])
+    state = (un.model, list(un.removed), un._alive.copy(), un._removed_grad.copy(), un._curv)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("post-update failed")
+
+    monkeypatch.setattr(forgetting, "run_mode", broken)
+    with pytest.raises(RuntimeError, match="post-update failed"):
+        un.forget([3, 4])
+    assert un.model is state[0] is first.model and un.removed == state[1]
+    assert np.array_equal(un._alive, state[2]) and np.array_equal(un._removed_grad, state[3])
+    assert un._curv is state[4]
+    monkeypatch.undo()
+    after = un.forget([3, 4])  # and it serves the request afterwards, as if nothing happened
+    want = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget([1, 2, 3, 4])
+    assert rel(after.model.params, want.model.params) < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"mode": "forget-harder"}, "mode"),
+        ({"epochs": -1.0}, "epochs"),
+        ({"noise": -0.5}, "noise"),
+        ({"anneal": 1.5}, "anneal"),
+    ],
+)
+def test_bad_forgetting_settings_raise_before_anything_changes(binary, options, match):
+    model, X, y = binary
+    un = Unlearner(model, X, y, curvature="dense")
+    with pytest.raises(ValueError, match=match):
+        un.forget([1, 2], **options)
+    assert un.removed == [] and un.n_retained == len(y) and un.model.theta_ is not None
+    assert np.array_equal(un.model.params, model.params)
+
+
+def test_mode_exact_is_the_update_of_before(binary):
+    # "exact" runs no post-update: the same bits as the plain formula, no note added
+    model, X, y = binary
+    yk = mlu._validation.encode_labels(y, model.classes_)
+    res = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(
+        [1, 7, 12], safeguard=False, target="tilted", mode="exact"
+    )
+    expected = tilted_update(model, X, yk, np.array([1, 7, 12]))
+    assert rel(res.model.params - model.params, expected - model.params) < 1e-10
+    assert not any("forgetting mode" in n for n in res.notes)

@@ -3,6 +3,7 @@
 ::
 
     mlu forget init DIR --model M --data D [--label NAME] [--curvature C] [--damping F]
+                    [--mode MODE] [--epochs E] [--noise S]
     mlu forget DIR --rows 3,17 [--id ID]        # or --rows-file F (indices, any separators)
     mlu forget DIR --log [--json]
     mlu forget DIR --verify
@@ -32,6 +33,7 @@ from .exceptions import (
     StoreLockedError,
     UpdateShortenedWarning,
 )
+from .forgetting import DEFAULT_MODE, MODES
 from .store import DeletionStore
 
 __all__ = ["add_forget_parser", "run_forget"]
@@ -81,6 +83,17 @@ def add_forget_parser(subparsers: Any) -> argparse.ArgumentParser:
     fp.add_argument("--damping", type=float, default=None, help="init: damping δ")
     fp.add_argument("--params", choices=("all", "last"), default="all", help="init: parameters")
     fp.add_argument("--matrix", choices=("ggn", "hessian"), default="ggn", help="init: dense")
+    fp.add_argument(
+        "--mode",
+        choices=MODES,
+        default=DEFAULT_MODE,
+        help="init: forgetting mode run after each request's exact update (recorded; 'exact': "
+        "the exact update alone)",
+    )
+    fp.add_argument(
+        "--epochs", type=float, default=None, help="init: fine-tuning epochs of the mode"
+    )
+    fp.add_argument("--noise", type=float, default=None, help="init: noise scale of the mode")
     fp.add_argument("--rows", metavar="I,J,...", help="remove these rows (0-based indices)")
     fp.add_argument("--rows-file", metavar="F", help="remove the rows listed in F")
     fp.add_argument("--id", metavar="ID", help="the request's id (a retry with it is a no-op)")
@@ -136,9 +149,14 @@ def _init(args: argparse.Namespace) -> int:
         "curvature": args.curvature,
         "params": args.params,
         "matrix": args.matrix,
+        "mode": args.mode,
     }
     if args.damping is not None:
         options["damping"] = args.damping
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    if args.noise is not None:
+        options["noise"] = args.noise
     source = {
         "path": str(Path(args.data).resolve()),
         "label": args.label,
@@ -150,7 +168,7 @@ def _init(args: argparse.Namespace) -> int:
     ) as store:
         print(
             f"created {args.dir}: {len(y)} samples, {store.options['curvature']} curvature, "
-            f"damping {store.options['damping']:g}"
+            f"damping {store.options['damping']:g}, forgetting mode {store.options['mode']!r}"
         )
     return 0
 

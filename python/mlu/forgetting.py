@@ -59,11 +59,15 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_MODE",
     "DEFAULT_NOISE",
+    "EPOCHS_SHARE",
     "FISHER_ROWS",
     "MODES",
     "PostUpdate",
+    "check_settings",
+    "default_epochs",
     "post_update",
     "request_seed",
+    "run_mode",
 ]
 
 MODES = ("exact", "finetune", "noisy_finetune", "fisher_finetune", "noise")
@@ -74,14 +78,21 @@ FISHER_ROWS = 256
 #: gap to retraining (the exact update 37 ± 7%) for 0.061 of a retraining per request, at 2.1
 #: points of test accuracy below retraining (benchmarks/results/forgetting_mia.md).
 DEFAULT_MODE = "noisy_finetune"
-#: Passes over the retained set of the default post-update.
+#: Passes over the retained set of the default post-update (of :func:`post_update`; a request
+#: of :class:`mlu.Unlearner` takes :func:`default_epochs`, at most this).
 DEFAULT_EPOCHS = 2.0
+#: The default post-update of a request is at most this share of the model's training epochs
+#: (:func:`default_epochs`), so that its cost stays a bounded share of a retraining.
+EPOCHS_SHARE = 0.1
 #: Noise scale relative to each layer's weight RMS.
 DEFAULT_NOISE = 3.0
 #: Share of the fine-tuning run at the learning rate times :data:`ANNEAL_DECAY`.
 DEFAULT_ANNEAL = 0.25
 #: Learning-rate factor of the annealed end of the fine-tuning.
 ANNEAL_DECAY = 0.2
+#: Attributes of a fitted model that record its training (epochs, seconds, loss curve, trace):
+#: the fine-tuning's ``fit`` would overwrite them; the post-updated model keeps the training's.
+_TRAINING_RECORD = ("n_iter_", "fit_time_", "loss_curve_", "trace_")
 
 
 @dataclass(frozen=True)
@@ -269,15 +280,105 @@ def post_update(
     """
     start = time.perf_counter()
     check_model(model)
-    check_choice(mode, "mode", MODES)
-    epochs = check_real(epochs, "epochs", low=0.0)
-    noise = check_real(noise, "noise", low=0.0)
-    lr = model.lr if lr is None else check_real(lr, "lr", low=0.0, open_low=True)
-    anneal = check_real(anneal, "anneal", low=0.0, high=1.0)
+    mode, epochs, noise, lr, anneal = check_settings(mode, epochs, noise, lr, anneal)
     X = as_features(X, model.n_features_in_)
     y = as_labels(y, X.shape[0])
     encode_labels(y, model.classes_)  # a label the model does not know raises here
     mask = check_forget(forgotten, X.shape[0], allow_all=False)
+    return run_mode(
+        model, X, y, mask, mode, epochs=epochs, noise=noise, lr=lr, anneal=anneal, seed=seed,
+        start=start,
+    )  # fmt: skip
+
+
+def default_epochs(model: MLP) -> float:
+    """The fine-tuning epochs of a request's default post-update for ``model``.
+
+    ``min(DEFAULT_EPOCHS, EPOCHS_SHARE · E)`` with E the epochs the model was trained for
+    (``n_iter_``, else its ``epochs`` setting): 2 epochs for a model trained 20 epochs or more
+    (the memorising model of docs/design.md, "Forgetting modes", 40 epochs: 2), 1 for 10
+    epochs, 0.3 for 3, so the post-update costs at most a tenth of a retraining.
+
+    Parameters
+    ----------
+    model : mlu.MLP
+        The trained model θ̂.
+
+    Returns
+    -------
+    float
+    """
+    trained = int(getattr(model, "n_iter_", 0) or 0) or int(model.epochs)
+    return float(min(DEFAULT_EPOCHS, EPOCHS_SHARE * trained))
+
+
+def check_settings(
+    mode: str,
+    epochs: float = DEFAULT_EPOCHS,
+    noise: float = DEFAULT_NOISE,
+    lr: float | None = None,
+    anneal: float = DEFAULT_ANNEAL,
+) -> tuple[str, float, float, float | None, float]:
+    """Check a post-update's settings (as :func:`post_update` takes them).
+
+    Returns
+    -------
+    tuple
+        ``(mode, epochs, noise, lr, anneal)`` as floats (``lr`` None stays None).
+
+    Raises
+    ------
+    ValueError
+        Unknown mode, negative ``epochs`` or ``noise``, a non-positive ``lr`` or ``anneal``
+        outside [0, 1].
+    """
+    check_choice(mode, "mode", MODES)
+    epochs = check_real(epochs, "epochs", low=0.0)
+    noise = check_real(noise, "noise", low=0.0)
+    lr = None if lr is None else check_real(lr, "lr", low=0.0, open_low=True)
+    anneal = check_real(anneal, "anneal", low=0.0, high=1.0)
+    return mode, epochs, noise, lr, anneal
+
+
+def run_mode(
+    model: MLP,
+    X: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    mode: str,
+    *,
+    epochs: float,
+    noise: float,
+    lr: float | None,
+    anneal: float,
+    seed: int = 0,
+    start: float | None = None,
+) -> PostUpdate:
+    """:func:`post_update` on inputs already checked (by :func:`check_settings` and as
+    :func:`post_update` checks them): for callers that hold the checked data, such as
+    :class:`mlu.Unlearner`, so that X is not checked again on every request.
+
+    Parameters
+    ----------
+    model : mlu.MLP
+        The exact update θ_F (never modified).
+    X : ndarray of float64, shape (n, d)
+        The training data, C-contiguous and finite.
+    y : ndarray, shape (n,)
+        Its labels, all known to the model.
+    mask : ndarray of bool, shape (n,)
+        The cumulative forget set F (True: forgotten); not every row.
+    mode, epochs, noise, lr, anneal, seed
+        As :func:`post_update` takes them, checked.
+    start : float, optional
+        ``time.perf_counter()`` at the start of the caller's checks (counted in ``time``).
+
+    Returns
+    -------
+    PostUpdate
+    """
+    start = time.perf_counter() if start is None else start
+    lr = model.lr if lr is None else lr
     derived = request_seed(mask, X.shape[0], seed)
     rng = np.random.default_rng(derived)
     out = copy.deepcopy(model)
@@ -294,6 +395,9 @@ def post_update(
     if use_tune:
         visited = _finetune(out, X, y, retained, epochs, lr, anneal, rng, derived)
         out.set_params(**model.get_params(deep=False))  # the fine-tuning's settings undone
+        for name in _TRAINING_RECORD:  # the model's training record stays the training's
+            if hasattr(model, name):
+                setattr(out, name, copy.deepcopy(getattr(model, name)))
     return PostUpdate(
         model=out,
         mode=mode,

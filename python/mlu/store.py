@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dask
+from . import _dask, forgetting
 from ._files import remove_stale_temp_files
 from ._validation import as_features, as_labels
 from ._version import __version__
@@ -91,6 +91,9 @@ FAULT_POINTS = (
 """Where ``MLU_STORE_FAULT`` can kill a request or a checkpoint (in order)."""
 
 _OPTIONS = ("curvature", "damping", "params", "matrix")
+_FORGET_OPTIONS = ("mode", "epochs", "noise", "anneal")
+"""The forgetting settings of every request (:meth:`mlu.Unlearner.forget`), recorded at the
+store's creation so that a replay uses the same ones."""
 _PENDING_REQUEST = re.compile(r"^\.pending-request-(\d+)\.json$")
 _PENDING_CHECKPOINT = re.compile(r"^\.pending-unlearner-(\d+)\.npz$")
 _CHECKPOINT = re.compile(r"^unlearner-(\d+)\.npz$")
@@ -275,7 +278,9 @@ class DeletionStore:
         What :meth:`open` had to do after a crash ("rolled back request ...", "finished request
         ..."), or None when the store was consistent.
     options : dict
-        The Unlearner's options (curvature as resolved at the build, damping, params, matrix).
+        The Unlearner's options (curvature as resolved at the build, damping, params, matrix)
+        and the forgetting settings of every request (mode, epochs, noise, anneal; a store
+        created before they were recorded serves ``mode="exact"``, as it did).
     checkpoint_every : int
         Requests between checkpoints of the Unlearner's state.
     lock_timeout : float
@@ -299,6 +304,10 @@ class DeletionStore:
         self._meta = meta
         self._X, self._y = X, y
         self.options: dict[str, Any] = json.loads(meta["options"])
+        # a store written before the forgetting modes served the exact update: it still does
+        self._forget_options: dict[str, Any] = {
+            k: self.options[k] for k in _FORGET_OPTIONS if k in self.options
+        } or {"mode": "exact"}
         self.lock_timeout = float(lock_timeout)
         self.checkpoint_every = int(checkpoint_every)
         self.recovered: str | None = None
@@ -342,7 +351,11 @@ class DeletionStore:
         checkpoint_every : int, default 32
             Requests between checkpoints of the Unlearner's state.
         **unlearner_options
-            ``curvature``, ``damping``, ``params``, ``matrix`` of :class:`mlu.Unlearner`.
+            ``curvature``, ``damping``, ``params``, ``matrix`` of :class:`mlu.Unlearner`, and
+            the forgetting settings ``mode``, ``epochs``, ``noise``, ``anneal`` of its
+            :meth:`~mlu.Unlearner.forget` (default: its defaults, resolved now — ``epochs``
+            from the model's training epochs — and recorded, so that every request and every
+            replay uses the same ones).
 
         Returns
         -------
@@ -356,11 +369,23 @@ class DeletionStore:
             Bad model, data or options (as :class:`mlu.Unlearner` raises them).
         """
         directory = Path(directory)
-        unknown = set(unlearner_options) - set(_OPTIONS)
+        unknown = set(unlearner_options) - set(_OPTIONS) - set(_FORGET_OPTIONS)
         if unknown:
             raise TypeError(
-                f"unknown Unlearner option(s) {sorted(unknown)}; expected some of {_OPTIONS}"
+                f"unknown Unlearner option(s) {sorted(unknown)}; expected some of "
+                f"{_OPTIONS + _FORGET_OPTIONS}"
             )
+        forget_options = {
+            k: unlearner_options.pop(k) for k in _FORGET_OPTIONS if k in unlearner_options
+        }
+        given_epochs = forget_options.get("epochs")
+        mode, epochs, noise, _, anneal = forgetting.check_settings(  # before the build
+            forget_options.get("mode", forgetting.DEFAULT_MODE),
+            forgetting.DEFAULT_EPOCHS if given_epochs is None else given_epochs,
+            forget_options.get("noise", forgetting.DEFAULT_NOISE),
+            None,
+            forget_options.get("anneal", forgetting.DEFAULT_ANNEAL),
+        )
         _check_policy(lock_timeout, checkpoint_every)
         if directory.exists():
             raise FileExistsError(
@@ -369,6 +394,8 @@ class DeletionStore:
         if _dask.is_dask(X, y):
             raise TypeError("a DeletionStore takes NumPy data (its log hashes every row)")
         unlearner = Unlearner(model, X, y, **unlearner_options)
+        if given_epochs is None:  # the model is checked now
+            epochs = forgetting.default_epochs(model)
         Xc = as_features(X, model.n_features_in_)
         yc = as_labels(y, Xc.shape[0])
         options = {
@@ -376,6 +403,10 @@ class DeletionStore:
             "damping": unlearner.damping,
             "params": unlearner.params,
             "matrix": unlearner_options.get("matrix", "ggn"),
+            "mode": mode,
+            "epochs": epochs,
+            "noise": noise,
+            "anneal": anneal,
         }
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -658,7 +689,7 @@ class DeletionStore:
         try:
             unlearner = self._current_unlearner()
             start = time.perf_counter()
-            result = unlearner.forget(rows)
+            result = unlearner.forget(rows, **self._forget_options)
             cost = time.perf_counter() - start
             _fault("solved")
             new_model: MLP = unlearner.model  # = result.model
@@ -786,7 +817,7 @@ class DeletionStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UpdateShortenedWarning)  # reported at the request
             for rec in records:
-                unlearner.forget(rec["rows"])
+                unlearner.forget(rec["rows"], **self._forget_options)
                 if first is None and model_hash(unlearner.model) != rec["model_after"]:
                     first = int(rec["seq"])
         a, b = unlearner.model.theta_, stored.theta_
@@ -828,7 +859,7 @@ class DeletionStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UpdateShortenedWarning)
             for rec in self.log()[ck:]:
-                unlearner.forget(rec["rows"])
+                unlearner.forget(rec["rows"], **self._forget_options)
                 if model_hash(unlearner.model) != rec["model_after"]:
                     raise StoreCorruptError(
                         f"{self.directory}: replaying request {rec['seq']} ({rec['id']!r}) from "

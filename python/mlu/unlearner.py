@@ -15,6 +15,11 @@ on L_R, ``θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)`` (= ``mlu.unlearn(method="newt
 The check: the target objective may not rise along the full step; a K-FAC/EK-FAC step that
 fails is refined by CG on the exact GGN of R; a step that still fails raises
 :class:`RequestFailedError` and changes nothing.
+
+By default a forgetting mode (:mod:`mlu.forgetting`, docs/design.md "Forgetting modes") then
+runs on that exact update: noise and a short fine-tuning on the retained data, seeded by the
+cumulative forget set, so that memorised samples stop looking like members; ``mode="exact"``
+gives the exact update alone.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _dask
+from . import _core, _dask, forgetting
 from ._files import atomic_path
 from ._safeguard import ROUNDING_TOLERANCE, UpdateCheck
 from ._threads import serial_blas
@@ -55,6 +60,7 @@ from .curvature import (
     make_problem,
 )
 from .exceptions import RequestFailedError
+from .forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, DEFAULT_NOISE, MODES, PostUpdate
 from .io import load_model, save_model
 from .model import MLP
 from .unlearn import DEFAULT_DAMPING, METHODS, UnlearningResult
@@ -422,12 +428,21 @@ class Unlearner:
         *,
         safeguard: bool = True,
         target: str = DEFAULT_TARGET,
+        mode: str | None = None,
+        epochs: float | None = None,
+        noise: float = DEFAULT_NOISE,
+        anneal: float = DEFAULT_ANNEAL,
     ) -> UnlearningResult:
         """Remove the samples ``indices`` (into the data the Unlearner was built on).
 
         Every request is computed from θ̂ with everything removed so far (the cumulative
-        forget set F, R = D minus F, m = |R|), check included, so requests F1 then F2 give the
-        model of one request F1 ∪ F2 (docs/design.md, "Unlearner").
+        forget set F, R = D minus F, m = |R|), check included: the exact update θ_F. By
+        default a forgetting mode then runs on θ_F (:func:`mlu.forgetting.post_update`,
+        :data:`~mlu.forgetting.DEFAULT_MODE`: noise, then a short fine-tuning on R), because
+        the exact update alone leaves memorised samples looking like members
+        (docs/design.md, "Forgetting modes"). The Unlearner keeps θ_F as its state and the
+        post-update is seeded by F, so requests F1 then F2 give the model of one request
+        F1 ∪ F2 with the same mode, and the same sequence gives the same bits.
 
         Parameters
         ----------
@@ -452,37 +467,99 @@ class Unlearner:
             gradient at θ̂ (``mlu.unlearn(method="newton", steps=1)``). ``"auto"``
             (default): the tilted step, else the retained one, each tried as it is before
             either is refined (docs/design.md, "Unlearner", for the measurement).
+        mode : {"exact", "finetune", "noisy_finetune", "fisher_finetune", "noise"}, optional
+            The forgetting mode run after the exact update (:mod:`mlu.forgetting`).
+            ``"exact"``: the exact update θ_F alone (no post-update). Default (None):
+            :data:`~mlu.forgetting.DEFAULT_MODE` on in-memory data; on dask data
+            ``"exact"``, with a note saying so (the post-update needs X in memory; any other
+            mode named there raises ValueError).
+        epochs : float, optional
+            Passes over R of the fine-tuning. Default
+            :func:`mlu.forgetting.default_epochs`: ``min(2, 0.1 · training epochs)``, so the
+            post-update costs at most about a tenth of a retraining.
+        noise : float, default :data:`~mlu.forgetting.DEFAULT_NOISE`
+            Noise std relative to each layer's weight RMS (modes with noise).
+        anneal : float in [0, 1], default :data:`~mlu.forgetting.DEFAULT_ANNEAL`
+            Share of the fine-tuning at the reduced learning rate.
 
         Returns
         -------
         UnlearningResult
-            ``.model`` is a new MLP (also stored as :attr:`model`; earlier ones untouched).
-            ``.iterations`` is the refinement's CG iterations (None when not refined);
-            ``.notes`` say what the check saw and what a refinement cost.
+            ``.model`` is a new MLP (also stored as :attr:`model`; earlier ones untouched):
+            the post-updated model, or θ_F for ``mode="exact"``. ``.iterations`` is the
+            refinement's CG iterations (None when not refined); ``.notes`` say what the check
+            saw, what a refinement cost and what the post-update did; ``.time`` includes the
+            post-update.
 
         Raises
         ------
         ValueError, TypeError
-            A bad request; the Unlearner is left unchanged.
+            A bad request or setting (a mode other than ``"exact"`` on dask data); the
+            Unlearner is left unchanged.
         RequestFailedError
             The update fails its check (after refinement, for a factored curvature); the
-            Unlearner is left unchanged.
+            Unlearner is left unchanged (as it is when the post-update raises).
         """
         start = time.perf_counter()
         check_choice(method, "method", METHODS)
         check_choice(target, "target", TARGETS)
+        settings = self._forgetting_settings(mode, epochs, noise, anneal)
         rows = self._check_request(indices)
         # small NumPy products between core calls: threaded BLAS would slow the core (_threads)
         with serial_blas():
-            return self._forget(rows, method, target, safeguard, start)
+            return self._forget(rows, method, target, safeguard, start, settings)
+
+    def _forgetting_settings(
+        self, mode: str | None, epochs: float | None, noise: float, anneal: float
+    ) -> dict[str, Any]:
+        """The checked post-update settings of a request: ``mode``, ``epochs``, ``noise``,
+        ``anneal`` and ``note`` (why the mode is exact on dask data, else None)."""
+        dask = self._problem.source is not None
+        note = None
+        if mode is None:
+            mode = "exact" if dask else DEFAULT_MODE
+            if dask:
+                note = (
+                    "forgetting mode 'exact' (the default on dask data: a post-update needs the "
+                    "data in memory)"
+                )
+        check_choice(mode, "mode", MODES)
+        if dask and mode != "exact":
+            raise ValueError(
+                f"mode={mode!r} needs the training data in memory (it fine-tunes on the "
+                "retained rows); on dask data only mode='exact' is served"
+            )
+        if epochs is None:
+            epochs = forgetting.default_epochs(self._base_model)
+        mode, epochs, noise, _, anneal = forgetting.check_settings(
+            mode, epochs, noise, None, anneal
+        )
+        return {"mode": mode, "epochs": epochs, "noise": noise, "anneal": anneal, "note": note}
 
     def _forget(
-        self, rows: np.ndarray, method: str, target: str, safeguard: bool, start: float
+        self,
+        rows: np.ndarray,
+        method: str,
+        target: str,
+        safeguard: bool,
+        start: float,
+        settings: dict[str, Any] | None = None,
     ) -> UnlearningResult:
-        """The request ``rows`` (checked by :meth:`_check_request`): the exact update, then
-        the commit. A post-update step (e.g. a forgetting mode) goes between the two."""
+        """The request ``rows`` (checked by :meth:`_check_request`): the exact update, the
+        post-update (``settings`` of :meth:`_forgetting_settings`; None: exact), then the
+        commit. Nothing changes ``self`` before the commit, so a raise leaves it as it was."""
         update = self._exact_update(rows, method, target, safeguard)
-        return self._commit(update, start)
+        post = None
+        note = None if settings is None else settings["note"]
+        if settings is not None and settings["mode"] != "exact":
+            exact = copy.deepcopy(self._base_model)
+            exact.theta_ = update.theta
+            post = forgetting.run_mode(
+                exact, self._X, self._y, ~update.alive, settings["mode"],
+                epochs=settings["epochs"], noise=settings["noise"], lr=None,
+                anneal=settings["anneal"],
+            )  # fmt: skip
+        return self._commit(update, start, post, note)
 
     def _exact_update(self, rows: np.ndarray, method: str, target: str, safeguard: bool) -> _Update:
         """The update of the cumulative forget set (this request's ``rows`` included), from θ̂,
@@ -609,10 +686,23 @@ class Unlearner:
             notes=notes,
         )
 
-    def _commit(self, update: _Update, start: float) -> UnlearningResult:
-        """Store ``update`` as the current state (nothing above changed ``self``)."""
-        new = copy.deepcopy(self._base_model)
-        new.theta_ = update.theta
+    def _commit(
+        self,
+        update: _Update,
+        start: float,
+        post: PostUpdate | None = None,
+        note: str | None = None,
+    ) -> UnlearningResult:
+        """Store ``update`` as the current state (nothing above changed ``self``): the exact
+        θ_F stays the state (every request starts from θ̂ and F), :attr:`model` is ``post``'s
+        model when a forgetting mode ran."""
+        if post is not None:
+            new = post.model
+            notes = [*update.notes, post.summary()]
+        else:
+            new = copy.deepcopy(self._base_model)
+            new.theta_ = update.theta
+            notes = [*update.notes, *([note] if note else [])]
         self._curv = update.curv
         self._removed_grad = update.removed_grad
         self._alive = update.alive
@@ -633,7 +723,7 @@ class Unlearner:
             n_forget=len(update.rows),
             steps=1,
             time=time.perf_counter() - start,
-            notes=tuple(update.notes),
+            notes=tuple(notes),
         )
 
     # ------------------------------------------------------------------ persistence
