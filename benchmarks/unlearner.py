@@ -68,7 +68,7 @@ def large_case(
     un, t_build_total = timed(lambda: Unlearner(model, X, y, curvature="ekfac"))
     saved = os.path.join(tempfile.mkdtemp(), "unlearner.npz")
     _, t_save = timed(lambda: un.save(saved))
-    res, t_request = timed(lambda: un.forget(flipped[:request]))
+    res, t_request = timed(lambda: un.forget(flipped[:request], mode="exact"))
 
     partial(
         {
@@ -89,10 +89,10 @@ def large_case(
     for s in range(0, len(flipped), batch):
         rows = flipped[s : s + batch]
         try:
-            r = un_all.forget(rows)
+            r = un_all.forget(rows, mode="exact")
         except RequestFailedError:  # refused, nothing changed: the plain formula instead
             refused += 1
-            r = un_all.forget(rows, safeguard=False)
+            r = un_all.forget(rows, safeguard=False, mode="exact")
         refined += r.iterations is not None
         targets.append(next(n for n in r.notes if n.startswith("update: ")))
         t_requests.append(r.time)
@@ -182,19 +182,19 @@ def paper_case(request: int) -> dict:
     ]
     t_retrain = float(np.median(retrains))
     un, _ = timed(lambda: Unlearner(model, X, y, curvature="woodbury"))
-    res, t_wall = timed(lambda: un.forget(F))
+    res, t_wall = timed(lambda: un.forget(F, mode="exact"))
     served = [res]
     # the requests that follow, until every flipped sample is gone: the Gram-space solve grows
     # with all removed
     for k in range(request, len(flipped), request):
-        served.append(un.forget(flipped[k : k + request]))
+        served.append(un.forget(flipped[k : k + request], mode="exact"))
     later = [r.time for r in served[1:11]]
     rest = [r.time for r in served[11:]]
     targets = [next(n for n in r.notes if n.startswith("update: ")) for r in served]
     profile = kernel_profile(un)
     # exactness: the plain formula of the retained target against mlu.unlearn's exact CG Newton
     plain = Unlearner(model, X, y, curvature="woodbury").forget(
-        F, safeguard=False, target="retained"
+        F, safeguard=False, target="retained", mode="exact"
     )
     exact = mlu.unlearn(model, X, y, F, method="newton", curvature="ggn", solver="cg", tol=1e-12,
                         maxiter=5000, steps=1, safeguard=False, **PLAIN)  # fmt: skip

@@ -52,7 +52,7 @@ def main() -> None:
     for s in range(0, len(forget), 100):
         request = forget[s : s + 100]
         try:
-            res = un.forget(request)
+            res = un.forget(request, mode="exact")
             rows.append(
                 {
                     "applied": True,
@@ -63,7 +63,7 @@ def main() -> None:
             )
         except RequestFailedError as exc:
             rows.append({"applied": False, "refused": str(exc)[:300]})
-            un.forget(request, safeguard=False)
+            un.forget(request, safeguard=False, mode="exact")
         print(rows[-1], flush=True)
     keep_all = np.setdiff1d(np.arange(n), forget)
     retrained = mlu.MLP(**opts).fit(X[keep_all], y[keep_all])

@@ -84,13 +84,15 @@ def run_case(case: dict) -> dict:
             for s in requests:
                 rows = flipped[s : s + case["request"]]
                 try:
-                    res = un.forget(rows, target=target)
+                    res = un.forget(rows, target=target, mode="exact")
                     held += 1
                     refined += res.iterations is not None
                     times.append(res.time)
                     changes.append(res.checks[0].full_change)
                 except RequestFailedError:
-                    un.forget(rows, target=target, safeguard=False)  # continue the sequence
+                    un.forget(
+                        rows, target=target, safeguard=False, mode="exact"
+                    )  # continue the sequence
             pred = un.model.predict(ds.X_test)
             out["rows"].append(
                 {

@@ -245,7 +245,8 @@ def post_update(
     ----------
     model : mlu.MLP
         The exact update θ_F for the cumulative forget set, computed from θ̂ (e.g. the model
-        :meth:`mlu.Unlearner.forget` returns). Never modified.
+        :meth:`mlu.Unlearner.forget` returns with ``mode="exact"``; by default ``forget`` runs
+        this post-update itself). Never modified.
     X : array-like, shape (n, d)
         The training data D the model was trained on (raw features, as given to ``fit``).
     y : array-like, shape (n,)
