@@ -25,7 +25,10 @@ Usage::
 ``--n-per-class 0`` takes all 60000 training samples; ``--request-size N`` splits the forgotten
 samples into requests of N instead of ``--requests`` requests.
 
-A mode is ``name[:epochs[:noise[:lr[:anneal]]]]`` (see :func:`parse_mode`). Writes
+A mode is ``name[:epochs[:noise[:lr[:anneal]]]]`` (see :func:`parse_mode`), or ``default``:
+the requests served end to end by a second Unlearner with ``forget``'s defaults (the exact
+update, then its default forgetting mode; its post-update seconds are read from the result's
+last note). Writes
 benchmarks/results/<stem>.csv (one row per seed and mode) and <stem>.md (per seed, and
 mean ± std over seeds), each headed by the command, the commit and the machine.
 """
@@ -36,6 +39,7 @@ import argparse
 import csv
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -145,6 +149,7 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
     final: dict[str, mlu.MLP] = {}
     done: list[np.ndarray] = []
     failed = 0
+    served = mlu.Unlearner(model, X, y) if "default" in modes else None
     for req in requests:
         tic = time.perf_counter()
         with warnings.catch_warnings(record=True) as w:
@@ -158,7 +163,20 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
         exact_times.append(time.perf_counter() - tic)
         done.append(req)
         cumulative = np.concatenate(done)
+        if served is not None:  # forget's defaults, end to end
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                try:
+                    res = served.forget(req, safeguard=not args.no_check)
+                except RequestFailedError:
+                    res = served.forget(req, safeguard=False)
+            caught += w
+            seconds = re.search(r", ([0-9.]+) s$", res.notes[-1])
+            post_times["default"].append(float(seconds.group(1)) if seconds else float("nan"))
+            final["default"] = res.model
         for m in modes:
+            if m == "default":
+                continue
             out = post_update(exact, X, y, cumulative, **parse_mode(m))
             post_times[m].append(out.time)
             final[m] = out.model
