@@ -183,7 +183,9 @@ class Unlearner:
     Attributes
     ----------
     model : mlu.MLP
-        The current model (a new object after every request).
+        The current model (a new object after every request): the last request's
+        post-updated model (its exact update for ``mode="exact"``). The state the next
+        request starts from is the exact update's (docs/design.md, "Forgetting modes").
     removed : list of ndarray
         The indices removed (sorted), request by request.
     choice : str
