@@ -451,24 +451,31 @@ def test_kills_at_random_instants_lose_nothing_and_apply_nothing_twice(
     rng = np.random.default_rng(24)
     kills = 0
     stores = [_copy(empty_store, tmp_path / f"s{i}") for i in range(5)]
-    # long enough plans that a writer is still working at its kill (up to 0.8 s after "ready"
-    # in each of the 3 rounds): 12 requests took less than that on a quiet machine
-    plans = [_plan(i, 32) for i in range(5)]
-    for _ in range(3):  # 3 rounds x 5 stores: 15 kills (+ 7 at the protocol's points)
-        procs = [_spawn(child_files, s, p, every=3) for s, p in zip(stores, plans)]
-        for proc in procs:
+    # plans long enough that a writer is still working at its kill (up to 0.8 s after "ready"),
+    # and rounds until 15 writers were killed (a writer that finished is not spawned again):
+    # on a quiet machine 12 requests took less than 0.8 s
+    plans = [_plan(i, 100) for i in range(5)]
+    finished: set[int] = set()
+    for _ in range(6):
+        if kills >= 15 or len(finished) == len(stores):
+            break
+        live = [i for i in range(len(stores)) if i not in finished]
+        procs = {i: _spawn(child_files, stores[i], plans[i], every=3) for i in live}
+        for proc in procs.values():
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
-        delays = rng.uniform(0.0, 0.8, size=len(procs))
+        delays = dict(zip(live, rng.uniform(0.0, 0.8, size=len(live))))
         t0 = time.monotonic()
-        for i in np.argsort(delays):
+        for i in sorted(live, key=delays.__getitem__):
             time.sleep(max(0.0, t0 + delays[i] - time.monotonic()))
             procs[i].kill()
-        for store_path, plan, proc in zip(stores, plans, procs):
+        for i, proc in procs.items():
             out, _ = proc.communicate(timeout=60)
             kills += proc.returncode == -signal.SIGKILL
+            if proc.returncode == 0:
+                finished.add(i)
             done = {line.split()[1] for line in out.splitlines() if line.startswith("done")}
-            _check_consistent(store_path, X, y, plan, done).close()
+            _check_consistent(stores[i], X, y, plans[i], done).close()
     assert kills >= 13  # (a writer that finished its plan before its kill is not counted)
     for store_path, plan in zip(stores, plans):
         with DeletionStore.open(store_path, X, y) as store:
