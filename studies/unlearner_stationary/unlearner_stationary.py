@@ -72,10 +72,14 @@ def compare(model, X, y, forget, Xt, yt, batch: int) -> dict:
     )
     cg_seconds = time.perf_counter() - start
     reference = exact.model.predict(Xt)
-    one = Unlearner(model, X, y, curvature="ekfac").forget(forget, safeguard=False).model
+    one = (
+        Unlearner(model, X, y, curvature="ekfac")
+        .forget(forget, safeguard=False, mode="exact")
+        .model
+    )
     served = Unlearner(model, X, y, curvature="ekfac")
     for s in range(0, len(forget), batch):
-        served.forget(forget[s : s + batch])
+        served.forget(forget[s : s + batch], mode="exact")
 
     def accuracy(m) -> float:
         return float(100 * np.mean(m.predict(Xt) == yt))
