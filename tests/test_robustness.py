@@ -410,7 +410,7 @@ rng = np.random.default_rng(0)
 op = sys.argv[1]
 if op == "fit":
     X = rng.normal(size=(60000, 200)); y = rng.integers(0, 2, 60000)
-    model = mlu.MLP(hidden=(400,), epochs=1, batch_size=32)
+    model = mlu.MLP(hidden=(400,), epochs=20, batch_size=32)  # ~1 s an epoch: long
     call = lambda: model.fit(X, y)
 else:
     sizes = (20, 30, 30, 3)
