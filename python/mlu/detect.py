@@ -80,10 +80,11 @@ DEFAULT_EARLY_FRACTION = 0.3
 #: (train with ``MLP(track=True)``) flagged where the mean margin over training is negative
 #: (``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``). Measured against a noise-rate
 #: threshold (Gaussian mixture), AUM+loss rank combination and detect -> unlearn -> detect again
-#: on four real data sets x 5 seeds (benchmarks/unlearn_sweep.py): no rule won on all of them;
-#: see benchmarks/results/unlearn_sweep.md. Cross-fitted margins (2 folds), their intersection
-#: with AUM, AUM clipped to the mixture's noise rate and a held-out acceptance check were measured
-#: over all 65 cells of benchmarks/pipeline_table.py (studies/pipeline_rules/, and
+#: on four real data sets x 5 seeds (studies/unlearn_sweep/unlearn_sweep.py): no rule won on all
+#: of them; see studies/unlearn_sweep/unlearn_sweep.md. Cross-fitted margins (2 folds), their
+#: intersection with AUM, AUM clipped to the mixture's noise rate and a held-out acceptance
+#: check were measured over all 65 cells of benchmarks/pipeline_table.py (studies/pipeline_rules/,
+#: and
 #: ``pipeline_table.py --accept``): none won across data sets; see pipeline_rules.md. Deep k-NN
 #: on the hidden layer (Bahri et al. 2020) alone, intersected with AUM or added to it where
 #: it is clear lost too (pipeline_rules_knn.md, pipeline_rules_union.md), and so did AUM over

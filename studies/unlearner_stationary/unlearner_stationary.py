@@ -32,8 +32,8 @@ import time
 import warnings
 from pathlib import Path
 
-# flipped_copy() is benchmarks/unlearner_damping.py's (cited by benchmarks/unlearner.md).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+# flipped_copy() is studies/unlearner_damping/unlearner_damping.py's.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unlearner_damping"))
 
 import numpy as np
 from scipy.optimize import minimize

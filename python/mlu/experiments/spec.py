@@ -267,10 +267,9 @@ class ExperimentConfig:
         Defaults of :func:`mlu.unlearn.unlearn` for every method (a method spec may override
         them). ``curvature="ggn"``: the exact Hessian of a ReLU net trained on noisy labels is
         far from positive definite (eigenvalues down to about -1 on the retained set).
-        The defaults are :data:`mlu.unlearn.DEFAULTS` (GGN, damping 0.01, eight checked Newton
-        steps), the measured best of benchmarks/unlearn_sweep.py and
-        benchmarks/newton_steps.py; the experiment driver, the CLI and
-        :func:`mlu.unlearn.unlearn` share them.
+        The defaults are :data:`mlu.unlearn.DEFAULTS` (GGN, damping 0.01, one truncated Newton
+        step and a short SGD polish), the measured best of studies/default_unlearning/; the
+        experiment driver, the CLI and :func:`mlu.unlearn.unlearn` share them.
     finetune_epochs : int
         Epochs of the fine-tune-on-retained baseline.
     sisa_shards, sisa_slices : int
