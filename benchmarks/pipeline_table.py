@@ -32,12 +32,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from provenance import commit, cpu_name
 
 import mlu
 from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
@@ -375,28 +377,6 @@ def _script() -> str:
 
 def provenance(argv: list[str]) -> str:
     """Command, commit, machine (cores, CPU) and OpenBLAS's dgemm peak measured now."""
-    import os
-    import platform
-    import subprocess
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "python", "cpp"],
-            capture_output=True,
-            text=True,
-            cwd=HERE,
-        ).stdout.strip()
-    except OSError:
-        commit, dirty = "unknown", ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     a = np.random.default_rng(0).standard_normal((2000, 2000))
     best = float("inf")
     for _ in range(3):
@@ -407,8 +387,8 @@ def provenance(argv: list[str]) -> str:
     threads = os.environ.get("OMP_NUM_THREADS", "all")
     return (
         f"Command: `OMP_NUM_THREADS={threads} python {_script()} "
-        f"{' '.join(argv)}`. Commit {commit}{' (with uncommitted changes)' if dirty else ''}; "
-        f"{os.cpu_count()} cores ({cpu}); dgemm peak (numpy.dot 2000x2000, same run) "
+        f"{' '.join(argv)}`. Commit {commit() or 'unknown'}; "
+        f"{os.cpu_count()} cores ({cpu_name()}); dgemm peak (numpy.dot 2000x2000, same run) "
         f"{peak:.1f} GFLOP/s; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"
     )
 

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import suite  # noqa: E402  (pins the thread counts before NumPy and torch load)
+from provenance import commit, cpu_name  # noqa: E402
 
 IMPL_COLUMNS = ("mlu", "numpy", "torch")
 
@@ -98,10 +98,10 @@ def run(ops: list[str], sizes: list[str] | None, budget: float) -> dict:
     env = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/report.py " + " ".join(sys.argv[1:]),
-        "commit": _commit(),
+        "commit": commit(),
         "cores": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": suite.THREADS,
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -265,38 +265,6 @@ def _bars(rows: list[dict], peak: float) -> list[dict]:
 
 def _data_sources(rows: list[dict]) -> dict:
     return {size: suite.load_data(suite.SIZES[size])[2] for size in {r["size"] for r in rows}}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _commit() -> str | None:
-    """The checkout's commit, with ``+dirty`` when files differ from it (None outside git)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
 
 
 def markdown(result: dict) -> str:

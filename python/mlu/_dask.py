@@ -514,12 +514,20 @@ class DaskHessianOperator:
         ]
         return np.asarray(tree_sum(parts).compute()) / self._n + self._l2 * v
 
-    def cg(self, b, damping: float = 0.0, tol: float = 1e-6, maxiter: int | None = None):
+    def cg(
+        self,
+        b,
+        damping: float = 0.0,
+        tol: float = 1e-6,
+        maxiter: int | None = None,
+        true_residual: bool = True,
+    ):
         """Solve ``(H + damping·I) x = b`` by conjugate gradients, one map-reduce per product.
 
         The same iteration, stopping rule and result dict as :meth:`mlu.HessianOperator.cg`
         (the C++ core's CG): ``x``, ``iterations``, ``relative_residual`` (true residual of
-        the returned x), ``converged``, ``negative_curvature``.
+        the returned x from one more product, or with ``true_residual=False`` the recursively
+        updated one), ``converged``, ``negative_curvature``.
         """
         b = as_vector(b, self._size, "b")
         damping = float(damping)
@@ -543,10 +551,13 @@ class DaskHessianOperator:
             r -= alpha * Ad
             rr_new = float(r @ r)
             if math.sqrt(rr_new) <= tol * bnorm:
+                rr = rr_new
                 out["converged"] = True
                 break
             d = r + (rr_new / rr) * d
             rr = rr_new
+        if not true_residual:
+            return {**out, "x": x, "relative_residual": math.sqrt(rr) / bnorm}
         residual = float(np.linalg.norm(b - (self.matvec(x) + damping * x)) / bnorm)
         return {**out, "x": x, "relative_residual": residual}
 
