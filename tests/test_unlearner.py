@@ -7,6 +7,7 @@ bad requests, the automatic choice and the memory refusal."""
 from __future__ import annotations
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -742,7 +743,11 @@ def test_the_default_request_is_the_exact_update_then_post_update(noisy):
         "forgetting mode 'noisy_finetune': noise 3 x layer weight RMS, 2 epochs"
     )
     assert f"({2 * (len(y) - 5)} rows" in res.notes[-1]
-    assert res.checks == exact.checks and res.time >= post.time
+    assert res.checks == exact.checks
+    # .time includes this request's own post-update (its note gives it, to the millisecond);
+    # a separately timed post_update is no bound: timings of two runs differ by noise
+    post_seconds = float(re.search(r"([0-9.]+) s$", res.notes[-1]).group(1))
+    assert res.time >= post_seconds - 5e-4
     # the settings by name
     mine = Unlearner(model, X, y, curvature="dense").forget(
         F, mode="finetune", epochs=0.5, noise=1.0, anneal=0.0
