@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 
 import mlu
-from mlu.forgetting import post_update
 from mlu.metrics import forgetting_report
-from mlu.unlearner import RequestFailedError
+from mlu.unlearning.forgetting import post_update
+from mlu.unlearning.unlearner import RequestFailedError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODES = (

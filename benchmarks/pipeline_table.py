@@ -13,9 +13,9 @@ baseline stays the model trained on all the data.
 
 For every cell (each seed judged on its own): flip a fraction r of the training labels, train
 the paper's model (hidden 50, SGD 20 epochs, ``track=True``), run the library's default
-pipeline — ``mlu.detect`` with :data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`, the flags of
+pipeline — ``mlu.detect`` with :data:`mlu.detection.detect.DEFAULT_PIPELINE_DETECTOR`, the flags of
 ``select(scores, threshold=DEFAULT_PIPELINE_THRESHOLD)``, then ``mlu.unlearn`` with
-no options (:data:`mlu.unlearn.DEFAULTS`) — and compare its test accuracy with the noisy model
+no options (:data:`mlu.defaults.DEFAULTS`) — and compare its test accuracy with the noisy model
 and with retraining on the truly clean samples (the flipped ones left out). Each cell also
 retrains from scratch on the samples the pipeline kept (``kept_acc``, "retrain kept"): the model
 the unlearning approximates, so a cell it misses too is limited by the detection.
@@ -42,8 +42,8 @@ import numpy as np
 from provenance import commit, cpu_name
 
 import mlu
-from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
-from mlu.unlearn import SOLVERS
+from mlu.detection.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
+from mlu.unlearning.unlearn import SOLVERS
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -105,7 +105,7 @@ def noisy_cell(name: str, r: float, seed: int):
 
 def default_flags(model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The default pipeline's flags, shape (n,) bool: ``mlu.detect`` with
-    :data:`mlu.detect.DEFAULT_PIPELINE_DETECTOR`, then ``select`` at its threshold."""
+    :data:`mlu.detection.detect.DEFAULT_PIPELINE_DETECTOR`, then ``select`` at its threshold."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NoiseRateWarning etc.: the tables report the outcome
         scores = mlu.detect(model, X, y, method=DEFAULT_PIPELINE_DETECTOR)

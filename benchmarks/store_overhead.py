@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import mlu
-from mlu.store import DeletionStore
+from mlu.unlearning.store import DeletionStore
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"

@@ -179,7 +179,7 @@ class Problem:
     @functools.cached_property
     def epoch_order(self) -> np.ndarray:
         """The permutation MLP.fit visits in epoch 0 (so all three train on the same batches)."""
-        from mlu.model import _epoch_seed
+        from mlu.engine.model import _epoch_seed
 
         return np.asarray(_core.permutation(self.n, _epoch_seed(SEED, 0)))
 
@@ -541,7 +541,7 @@ def hessian_flops(pb: Problem) -> int:
 
 def _unlearn_module():
     try:
-        return importlib.import_module("mlu.unlearn")
+        return importlib.import_module("mlu.unlearning.unlearn")
     except ImportError as exc:  # being written by another engineer
         raise Skip(f"mlu.unlearn is not importable yet ({exc})") from exc
 

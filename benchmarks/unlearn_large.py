@@ -26,7 +26,7 @@ import numpy as np
 from pipeline_table import outcome, provenance, read_rows, write_rows
 
 import mlu
-from mlu.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
+from mlu.detection.detect import DEFAULT_PIPELINE_DETECTOR, DEFAULT_PIPELINE_THRESHOLD
 
 
 def timed(fn):

@@ -35,8 +35,8 @@ import time
 import numpy as np
 
 import mlu
-from mlu.unlearn import DEFAULT_DAMPING
-from mlu.unlearner import RequestFailedError, Unlearner
+from mlu.unlearning.unlearn import DEFAULT_DAMPING
+from mlu.unlearning.unlearner import RequestFailedError, Unlearner
 
 # one Newton step of mlu.unlearn: without the SGD polish its newer defaults finish with
 PLAIN = {"polish": 0} if "polish" in inspect.signature(mlu.unlearn).parameters else {}

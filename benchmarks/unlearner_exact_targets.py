@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import mlu
-from mlu.unlearner import Unlearner
+from mlu.unlearning.unlearner import Unlearner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import mlu
-from mlu.unlearner import RequestFailedError, Unlearner
+from mlu.unlearning.unlearner import RequestFailedError, Unlearner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -9,8 +9,8 @@ import pytest
 from sklearn.base import clone
 
 import mlu
-from mlu.baselines import finetune, gradient_ascent, retrain
-from mlu.unlearn import UnlearningResult
+from mlu.unlearning.baselines import finetune, gradient_ascent, retrain
+from mlu.unlearning.unlearn import UnlearningResult
 
 # Tiny models: one core thread avoids oversubscribing a shared machine.
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ import pytest
 
 import mlu
 from mlu import reference
-from mlu.certified import GAMMA_SOFTMAX, fit_certified, noise_budget
+from mlu.unlearning.certified import GAMMA_SOFTMAX, fit_certified, noise_budget
 
 
 def _problem(seed=0, n=80, d=4, k=3):

@@ -17,11 +17,11 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("pandas")
 
 import mlu  # noqa: E402
-import mlu.io  # noqa: E402
-from mlu.clean import CannotCleanError, clean, holdout_split  # noqa: E402
-from mlu.cli import main  # noqa: E402
-from mlu.detect import DEFAULT_PIPELINE_DETECTOR  # noqa: E402
-from mlu.userdata import load_data, load_model  # noqa: E402
+import mlu.engine.io  # noqa: E402
+from mlu.apps.clean import CannotCleanError, clean, holdout_split  # noqa: E402
+from mlu.apps.cli import main  # noqa: E402
+from mlu.data.userdata import load_data, load_model  # noqa: E402
+from mlu.detection.detect import DEFAULT_PIPELINE_DETECTOR  # noqa: E402
 
 try:
     import torch
@@ -73,7 +73,7 @@ def check_outputs(out: Path, given, y_true, extra=()) -> dict:
     assert summary["precision"] > 0.8
     # The fixed model scores at least as well as the input on the held-out split.
     assert summary["after"]["accuracy"] >= summary["before"]["accuracy"]
-    fixed = mlu.io.load_model(out / "model.npz")
+    fixed = mlu.engine.io.load_model(out / "model.npz")
     return {"summary": summary, "rows": rows, "fixed": fixed, "hold": hold}
 
 
@@ -198,7 +198,7 @@ def test_bad_inputs_give_clear_errors_and_leave_dir_untouched(tmp_path, noisy_di
     good = tmp_path / "good.npz"
     np.savez(good, X=X, y=y)
     other = tmp_path / "other.npz"
-    mlu.io.save_model(mlu.MLP(hidden=(4,), epochs=1).fit(X[:, :10], y), other)
+    mlu.engine.io.save_model(mlu.MLP(hidden=(4,), epochs=1).fit(X[:, :10], y), other)
     cases = [
         (["clean", str(table), "--label", "nope"], "no label column 'nope'"),
         (["clean", str(nan)], "NaN or inf"),
@@ -351,7 +351,7 @@ def test_clean_wine_csv_scales_and_judges_fairly(tmp_path, noisy_wine, capsys):
     assert summary["model"]["trained_here"] is True
     assert summary["detector"] == DEFAULT_PIPELINE_DETECTOR == "aum"
     assert "features scaled inside the model (standard)" in printed.err
-    fixed = mlu.io.load_model(out / "model.npz")
+    fixed = mlu.engine.io.load_model(out / "model.npz")
     assert fixed.scale == "standard"  # the scaling is saved with the model
     # The suspects: precision >= 0.8 against the known flips (the issue measured 12%).
     with open(out / "suspects.csv", newline="") as fh:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import mlu
-from mlu.cli import build_parser, main, resolve_config
+from mlu.apps.cli import build_parser, main, resolve_config
 
 TINY_RUN = [
     "run",
@@ -205,14 +205,16 @@ def test_import_mlu_is_lean():
     # they load on first use (a fresh interpreter: this one has imported them already).
     code = (
         "import sys, mlu\n"
-        "heavy = ('mlu.experiment', 'mlu.experiments', 'mlu.reference', 'matplotlib')\n"
+        "heavy = ('mlu.apps.experiment', 'mlu.apps.experiments', 'mlu.engine.reference',"
+        " 'matplotlib')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in heavy))\n"
         "mlu.ExperimentConfig, mlu.run_experiments, mlu.reference.losses\n"
-        "print(sorted(m for m in ('mlu.experiments', 'mlu.reference') if m in sys.modules))\n"
+        "print(sorted(m for m in ('mlu.apps.experiments', 'mlu.engine.reference')"
+        " if m in sys.modules))\n"
         "print('ExperimentConfig' in dir(mlu))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
-    assert lines == ["[]", "['mlu.experiments', 'mlu.reference']", "True"], proc.stderr
+    assert lines == ["[]", "['mlu.apps.experiments', 'mlu.engine.reference']", "True"], proc.stderr
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         mlu.nope  # noqa: B018

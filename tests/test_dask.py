@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu import _core, _dask
-from mlu.detect import detect
+from mlu import _core
+from mlu.detection.detect import detect
+from mlu.engine import _dask
 
 da = pytest.importorskip("dask.array", reason="the dask extra is not installed")
 dd = pytest.importorskip("dask.dataframe", reason="the dask extra is not installed")
@@ -220,7 +221,7 @@ def test_woodbury_is_refused_on_dask_data_and_auto_picks_another(client, problem
         mlu.Unlearner(model, Xd, yd, curvature="woodbury")
     # a p "too large for dense": on 10 rows (n·r = 30 < p = 39) auto takes Woodbury in memory,
     # EK-FAC on dask data
-    monkeypatch.setattr(mlu.curvature, "_DENSE_AUTO_MAX_P", 10)
+    monkeypatch.setattr(mlu.engine.curvature, "_DENSE_AUTO_MAX_P", 10)
     assert mlu.Unlearner(model, X[:10], y[:10]).curvature == "woodbury"
     assert mlu.Unlearner(model, Xd[:10], yd[:10]).curvature == "ekfac"
     with pytest.raises(NotImplementedError, match="built on dask data"):
@@ -292,7 +293,7 @@ def test_fit_streams_chunks_with_the_documented_order(client, problem):
     np.testing.assert_array_equal(one_chunk.params, numpy_fit.params)  # bit for bit
     assert one_chunk.loss_curve_ == numpy_fit.loss_curve_
 
-    # several chunks: the block shuffle of mlu._dask.sgd_epoch, replayed on NumPy chunks
+    # several chunks: the block shuffle of mlu.engine._dask.sgd_epoch, replayed on NumPy chunks
     Xd = da.from_array(X, chunks=(4, 5))
     streamed = mlu.MLP(**settings).fit(Xd, da.from_array(y, chunks=3))
     ref = mlu.MLP(**{**settings, "epochs": 0}).fit(X, y)  # the initial parameters

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlu import datasets
-from mlu.datasets import Dataset, from_arrays, load, read_idx
+from mlu.data.datasets import Dataset, from_arrays, load, read_idx
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 NAMES = {

@@ -11,8 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 import mlu
 from mlu import reference
-from mlu._validation import HessianTooLargeError
-from mlu.detect import (
+from mlu.detection.detect import (
     DETECTORS,
     ConfidentLearningResult,
     confident_learning,
@@ -24,6 +23,7 @@ from mlu.detect import (
     scores_self_influence,
     select,
 )
+from mlu.engine._validation import HessianTooLargeError
 from mlu.metrics.detection import detection_report
 
 FLIP_RATE = 0.3
@@ -232,10 +232,10 @@ def test_self_influence_eigh_drops_negative_curvature(small_problem):
 
 
 def test_self_influence_too_large_hessian_propagates(noisy_digits, monkeypatch):
-    import mlu._validation
+    import mlu.engine._validation
 
     X, y, _, model = noisy_digits
-    monkeypatch.setattr(mlu._validation, "available_memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(mlu.engine._validation, "available_memory_bytes", lambda: 1 << 20)
     with pytest.raises(HessianTooLargeError, match="params='last'"):
         detect(model, X, y, "self_influence", params="all")
     assert issubclass(HessianTooLargeError, MemoryError)
@@ -412,7 +412,7 @@ def test_trace_detectors_refuse_unlearned_and_changed_models():
 
 def test_trace_detectors_refuse_converted_models():
     pytest.importorskip("torch")
-    from mlu.interop import from_torch
+    from mlu.engine.interop import from_torch
 
     ds = mlu.datasets.load("digits", classes=(0, 1))
     X, y = ds.X_train[:120], ds.y_train[:120]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.experiments import (
+from mlu.apps.experiments import (
     CellStore,
     ExperimentConfig,
     MethodSpec,
@@ -263,8 +263,8 @@ def test_config_parsing(tmp_path):
 
 def test_experiment_alias_reexports_the_public_names():
     # mlu.experiment is released API: it must keep naming the same objects as mlu.experiments.
-    import mlu.experiment
-    import mlu.experiments
+    import mlu.apps.experiment
+    import mlu.apps.experiments
 
     assert mlu.experiment.__all__ == mlu.experiments.__all__
     for name in mlu.experiments.__all__:

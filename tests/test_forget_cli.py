@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.cli import main
-from mlu.store import DeletionStore
+from mlu.apps.cli import main
+from mlu.unlearning.store import DeletionStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

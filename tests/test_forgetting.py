@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.forgetting import MODES, check_settings, default_epochs, post_update, request_seed
 from mlu.metrics import ForgettingReport, forgetting_report, loss_auc
+from mlu.unlearning.forgetting import (
+    MODES,
+    check_settings,
+    default_epochs,
+    post_update,
+    request_seed,
+)
 
 
 class Fixed:

@@ -9,8 +9,8 @@ import pytest
 
 import mlu
 from mlu import reference as ref
-from mlu.detect import detect, scores_self_influence
-from mlu.influence import influence, self_influence
+from mlu.detection.detect import detect, scores_self_influence
+from mlu.detection.influence import influence, self_influence
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +31,7 @@ def problem():
 
 
 def full_inverse_influence(model, X, y, Xt, yt, params="all"):
-    enc = lambda v: mlu._validation.encode_labels(v, model.classes_)  # noqa: E731
+    enc = lambda v: mlu.engine._validation.encode_labels(v, model.classes_)  # noqa: E731
     H = ref.hessian(model.layers, "relu", X, enc(y), l2=model.l2, curvature="ggn", params=params)
     G = ref.per_sample_gradients(model.layers, "relu", X, enc(y), params=params)
     Gt = ref.per_sample_gradients(model.layers, "relu", Xt, enc(yt), params=params)
@@ -63,12 +63,12 @@ def test_approximate_representations_use_their_solve(problem, curvature):
     # same definition through another curvature: same sign pattern for the large entries
     big = np.abs(exact) > 0.5 * np.abs(exact).max()
     assert np.all(np.sign(got[big]) == np.sign(exact[big]))
-    prob = mlu.unlearner.make_problem(
-        model, X, mlu._validation.encode_labels(y, model.classes_), "all"
+    prob = mlu.unlearning.unlearner.make_problem(
+        model, X, mlu.engine._validation.encode_labels(y, model.classes_), "all"
     )[0]
-    curv, _ = mlu.curvature.build_curvature(prob, curvature, DAMPING)
-    tprob = mlu.unlearner.make_problem(
-        model, Xt, mlu._validation.encode_labels(yt, model.classes_), "all"
+    curv, _ = mlu.engine.curvature.build_curvature(prob, curvature, DAMPING)
+    tprob = mlu.unlearning.unlearner.make_problem(
+        model, Xt, mlu.engine._validation.encode_labels(yt, model.classes_), "all"
     )[0]
     expected = -tprob.per_sample_gradients() @ curv.solve(prob.per_sample_gradients().T)
     assert rel(got, expected) < 1e-10

@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import mlu
-from mlu.interop import from_torch, to_torch
+from mlu.engine.interop import from_torch, to_torch
 
 try:
     import torch
@@ -67,7 +67,10 @@ def parameters(net) -> list:
 
 # ---------------------------------------------------------------------------- optional import
 def test_importing_mlu_does_not_import_torch():
-    code = "import sys, mlu, mlu.interop, mlu.io; assert 'torch' not in sys.modules, 'torch'"
+    code = (
+        "import sys, mlu, mlu.engine.interop, mlu.engine.io;"
+        " assert 'torch' not in sys.modules, 'torch'"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(mlu.__file__).parents[1])}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -83,9 +86,9 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch):
 
 
 def test_exported_from_mlu():
-    # mlu/__init__.py exports the converters (mlu.io is not imported there: no name clash)
+    # mlu/__init__.py exports the converters (mlu.engine.io is not imported there: no name clash)
     assert mlu.from_torch is from_torch
-    assert mlu.from_sklearn is mlu.interop.from_sklearn
+    assert mlu.from_sklearn is mlu.engine.interop.from_sklearn
 
 
 # ---------------------------------------------------------------------------- round trips

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 
 import mlu
-from mlu.io import FORMAT_TAG, FORMAT_VERSION, load_model, save_model
+from mlu.engine.io import FORMAT_TAG, FORMAT_VERSION, load_model, save_model
 
 NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
 

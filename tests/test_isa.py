@@ -17,7 +17,7 @@ from conftest import make_problem
 import mlu
 from mlu import _core, _cpu, _isa
 from mlu import reference as ref
-from mlu.cli import main
+from mlu.apps.cli import main
 
 PACKAGE_PARENT = Path(mlu.__file__).resolve().parents[1]
 

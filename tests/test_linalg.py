@@ -1,11 +1,11 @@
-"""The dense factorisations of mlu._linalg against NumPy's definitions."""
+"""The dense factorisations of mlu.engine._linalg against NumPy's definitions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mlu import _linalg
+from mlu.engine import _linalg
 from mlu.exceptions import NotPositiveDefiniteError
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu.baselines import retrain
 from mlu.metrics import unlearning as um
-from mlu.sisa import SISA
-from mlu.unlearn import unlearn
+from mlu.unlearning.baselines import retrain
+from mlu.unlearning.sisa import SISA
+from mlu.unlearning.unlearn import unlearn
 
 
 class Fixed:

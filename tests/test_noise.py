@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-import mlu.noise
-from mlu.noise import (
+import mlu.data.noise
+from mlu.data.noise import (
     NoisyLabels,
     flip_labels,
     pair_matrix,

@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mlu
-from mlu import _core, _memory, _validation
+from mlu import _core
 from mlu._files import remove_stale_temp_files
-from mlu.cli import main
+from mlu.apps.cli import main
+from mlu.engine import _memory, _validation
 
 PYTHON_DIR = Path(mlu.__file__).resolve().parent.parent
 SANITIZED = os.environ.get("MLU_SANITIZED") == "1"
@@ -161,7 +162,7 @@ def test_budget_follows_rlimit_as_and_hessian_raises_instead_of_dying():
         CAP
         + """
 import numpy as np, mlu
-from mlu import _memory
+from mlu.engine import _memory
 rng = np.random.default_rng(0)
 # p = 20,302: the Hessian alone is 3.3 GB, more than the 1 GiB the child may still map
 W1, W2 = rng.normal(0, 0.1, (100, 200)), rng.normal(0, 0.1, (2, 100))
@@ -464,7 +465,7 @@ def test_ctrl_c_stops_long_core_loops_within_a_second(op):
 def test_cli_os_error_is_one_line_and_leftover_temp_files_are_removed(
     tmp_path, capsys, monkeypatch
 ):
-    import mlu.experiments
+    import mlu.apps.experiments
 
     out = tmp_path / "out"
     (out / "plots").mkdir(parents=True)
@@ -543,14 +544,14 @@ def test_from_torch_refuses_modules_with_hooks():
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     handle = net[2].register_forward_hook(lambda mod, inp, out: out * 2)
     with pytest.raises(ValueError, match=r"submodule '2' \(Linear\) has forward hooks"):
-        mlu.interop.from_torch(net)
+        mlu.engine.interop.from_torch(net)
     handle.remove()
     handle = net.register_forward_pre_hook(lambda mod, inp: inp)
     with pytest.raises(ValueError, match="the module has forward pre hooks"):
-        mlu.interop.from_torch(net)
+        mlu.engine.interop.from_torch(net)
     handle.remove()
     np.testing.assert_allclose(
-        mlu.interop.from_torch(net).logits(np.ones((1, 3))),
+        mlu.engine.interop.from_torch(net).logits(np.ones((1, 3))),
         net(torch.ones(1, 3)).detach().numpy(),
         rtol=1e-6,
     )

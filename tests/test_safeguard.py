@@ -1,4 +1,4 @@
-"""The line-search check on unlearning updates (mlu._safeguard)."""
+"""The line-search check on unlearning updates (mlu.engine._safeguard)."""
 
 import importlib
 import inspect
@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from scipy.special import expit
 
 import mlu
-from mlu._safeguard import UpdateCheck, checked_update
-from mlu.unlearn import UpdateShortenedWarning, unlearn
+from mlu.engine._safeguard import UpdateCheck, checked_update
+from mlu.unlearning.unlearn import UpdateShortenedWarning, unlearn
 
 # the plain update(s): without the SGD finish ("polish") where mlu.unlearn has one (issue 22)
 PLAIN = {"polish": 0} if "polish" in inspect.signature(unlearn).parameters else {}
 
-unlearn_module = importlib.import_module("mlu.unlearn")
+unlearn_module = importlib.import_module("mlu.unlearning.unlearn")
 
 
 def _quadratic(A, b):

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mlu.detect import NoiseRateWarning, estimate_noise_rate, select
+from mlu.detection.detect import NoiseRateWarning, estimate_noise_rate, select
 
 SCORES = np.array([0.3, 0.9, 0.1, 0.7, 0.5, 0.2, 0.8, 0.4, 0.6, 0.0])  # distinct, n = 10
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import clone
 
 import mlu
-from mlu.sisa import SISA, epoch_schedule
+from mlu.unlearning.sisa import SISA, epoch_schedule
 
 # Tiny models: one core thread avoids oversubscribing a shared machine.
 pytestmark = pytest.mark.usefixtures("one_thread")

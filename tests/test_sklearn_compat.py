@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import mlu
-from mlu.interop import from_sklearn
+from mlu.engine.interop import from_sklearn
 
 # Every check of scikit-learn's suite applies and passes, so none is declared an expected
 # failure. (check_array_api_input is skipped by scikit-learn itself unless SCIPY_ARRAY_API is

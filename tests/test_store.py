@@ -25,8 +25,8 @@ import pytest
 
 import mlu
 from mlu.exceptions import StoreCorruptError, StoreLockedError
-from mlu.forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, DEFAULT_NOISE, default_epochs
-from mlu.store import FAULT_ENV, FAULT_POINTS, DeletionStore, model_hash
+from mlu.unlearning.forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, DEFAULT_NOISE, default_epochs
+from mlu.unlearning.store import FAULT_ENV, FAULT_POINTS, DeletionStore, model_hash
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -334,7 +334,7 @@ _CHILD = textwrap.dedent(
     import json, sys
     import numpy as np
     import mlu
-    from mlu.store import DeletionStore
+    from mlu.unlearning.store import DeletionStore
 
     mlu.set_num_threads(1)
     path, data, plan, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -171,13 +171,15 @@ def _private_uses(name: str, tree: ast.Module) -> list[str]:
 
 def test_every_module_is_parsed():
     # The walk must see the whole package, not a stray copy.
-    assert {"mlu", "mlu.model", "mlu.unlearn", "mlu.detect"} <= set(MODULES)
+    assert {"mlu", "mlu.engine.model", "mlu.unlearning.unlearn", "mlu.detection.detect"} <= set(
+        MODULES
+    )
     assert len(MODULES) >= 20
 
 
 def test_import_graph_has_no_cycle():
     graph = _graph()
-    assert graph["mlu.unlearn"] >= {"mlu.model"}
+    assert graph["mlu.unlearning.unlearn"] >= {"mlu.engine.model"}
     assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph) or [])
 
 
@@ -190,19 +192,71 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-UNLEARNING_STACK = {"mlu.unlearn", "mlu.unlearner", "mlu.baselines", "mlu.sisa", "mlu.clean"}
+UNLEARNING_STACK = {
+    "mlu.unlearning.unlearn",
+    "mlu.unlearning.unlearner",
+    "mlu.unlearning.baselines",
+    "mlu.unlearning.sisa",
+    "mlu.apps.clean",
+}
 
 
-@pytest.mark.parametrize("name", ["mlu.detect", "mlu.influence", "mlu.defaults", "mlu.result"])
+@pytest.mark.parametrize(
+    "name", ["mlu.detection.detect", "mlu.detection.influence", "mlu.defaults"]
+)
 def test_detection_and_the_leaves_sit_below_the_unlearning_stack(name):
     # docs/design.md, "Module map": detection needs only the defaults, never the unlearning
     assert not _reachable(_graph(), name) & UNLEARNING_STACK
 
 
-@pytest.mark.parametrize("name", ["mlu.defaults", "mlu.result"])
-def test_defaults_and_result_types_are_leaves(name):
-    # they import at most the check's record (a leaf itself), so every layer may read them
-    assert _reachable(_graph(), name) <= {"mlu._safeguard", "mlu.exceptions"}
+def test_defaults_and_result_types_are_leaves():
+    # the defaults import nothing of mlu, so every layer may read them; the result types at
+    # most the check's record (a leaf of the engine itself)
+    graph = _graph()
+    assert _reachable(graph, "mlu.defaults") == set()
+    leaf = {"mlu.engine", "mlu.engine._safeguard", "mlu.exceptions", "mlu._core"}
+    assert _reachable(graph, "mlu.unlearning.result") <= leaf | {"mlu.unlearning"}
+
+
+# docs/design.md, "Module map and layers": each folder is a layer and imports only the layers
+# below it; the top level holds the package's face (__init__, __main__) and a few leaves.
+LAYERS = ["engine", "detection", "data", "unlearning", "metrics", "apps"]
+BELOW = {
+    "engine": set(),
+    "detection": {"engine"},
+    "data": {"engine"},
+    "unlearning": {"engine"},
+    "metrics": {"engine"},
+    "apps": {"engine", "detection", "data", "unlearning", "metrics"},
+}
+TOP_LEAVES = {"_isa", "_version", "_optional", "_files", "exceptions", "defaults"}
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_module_lives_in_a_layer_folder_or_is_a_top_leaf():
+    top = {name.split(".")[1] for name in MODULES if name.count(".") == 1 and not _layer(name)}
+    assert top <= TOP_LEAVES | {"__main__"}, top - TOP_LEAVES
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layers_import_only_the_layers_below(layer):
+    graph = _graph()
+    wrong = {
+        f"{name} -> {target}"
+        for name in MODULES
+        if _layer(name) == layer
+        for target in graph[name]
+        if _layer(target) not in (None, layer, *BELOW[layer])
+    }
+    assert not wrong, sorted(wrong)
+    # the top-level leaves import no layer at all
+    for name in MODULES:
+        if name.count(".") == 1 and name.split(".")[1] in TOP_LEAVES:
+            assert not {t for t in graph[name] if _layer(t)}, name
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -214,8 +268,8 @@ def test_importing_the_package_from_inside_is_an_edge(monkeypatch):
     # ``import mlu`` (or ``from .. import x``) in a submodule runs mlu/__init__, which imports
     # that submodule again: a cycle.
     tree = ast.parse("def f():\n    import mlu\n")
-    monkeypatch.setitem(MODULES, "mlu.noise", (MODULES["mlu.noise"][0], tree))
-    assert "mlu" in _graph()["mlu.noise"]
+    monkeypatch.setitem(MODULES, "mlu.data.noise", (MODULES["mlu.data.noise"][0], tree))
+    assert "mlu" in _graph()["mlu.data.noise"]
     assert _find_cycle(_graph()) is not None
 
 
@@ -234,5 +288,13 @@ def test_no_private_names_of_other_modules(name):
 
 def test_private_use_is_detected():
     tree = ast.parse("from .report import _ordered\ndef f(m):\n    return m._set_architecture(1)\n")
-    problems = _private_uses("mlu.experiments.plots", tree)
+    problems = _private_uses("mlu.apps.experiments.plots", tree)
     assert len(problems) == 2
+
+
+def test_a_layer_importing_upward_is_found(monkeypatch):
+    tree = ast.parse("from ..unlearning import unlearn\n")
+    path = MODULES["mlu.engine.io"][0]
+    monkeypatch.setitem(MODULES, "mlu.engine.io", (path, tree))
+    with pytest.raises(AssertionError, match="mlu.engine.io -> mlu.unlearning"):
+        test_layers_import_only_the_layers_below("engine")

@@ -65,7 +65,7 @@ def _blas_threads() -> list[int]:
 
 
 def test_serial_blas_limits_blas_inside_and_restores_it():
-    from mlu._threads import serial_blas
+    from mlu.engine._threads import serial_blas
 
     before = _blas_threads()
     with serial_blas():

@@ -14,7 +14,7 @@ import pytest
 
 import mlu
 from mlu import reference as ref
-from mlu.unlearn import (
+from mlu.unlearning.unlearn import (
     UnlearningResult,
     _Retained,
     check_forget,
@@ -22,7 +22,7 @@ from mlu.unlearn import (
 )
 
 # the module itself (``mlu.unlearn`` may be re-exported as the function of the same name)
-unlearn_module = importlib.import_module("mlu.unlearn")
+unlearn_module = importlib.import_module("mlu.unlearning.unlearn")
 
 
 # Tiny models: one core thread avoids oversubscribing a shared machine.
@@ -174,9 +174,9 @@ def test_factored_newton_steps_reuse_the_curvature_built_at_the_trained_model(sm
         safeguard=False,
         polish=0,
     )
-    yk = mlu._validation.encode_labels(y[keep], model.classes_)
-    problem, _ = mlu.curvature.make_problem(model, X[keep], yk, "all")
-    curv, _ = mlu.curvature.build_curvature(problem, solver, REF_DAMPING)
+    yk = mlu.engine._validation.encode_labels(y[keep], model.classes_)
+    problem, _ = mlu.engine.curvature.make_problem(model, X[keep], yk, "all")
+    curv, _ = mlu.engine.curvature.build_curvature(problem, solver, REF_DAMPING)
     current = copy.deepcopy(model)
     for _ in range(3):
         current.theta_ = current.theta_ - curv.solve(current.gradient(X[keep], y[keep]))
@@ -581,11 +581,11 @@ def test_defaults_are_the_one_shared_set(small):
 
 @pytest.fixture
 def validations(monkeypatch):
-    """Counts, per array object, the calls of mlu._validation.as_features (the check of X)
+    """Counts, per array object, the calls of mlu.engine._validation.as_features (the check of X)
     through every module that holds it."""
     import sys
 
-    original = mlu._validation.as_features
+    original = mlu.engine._validation.as_features
     seen: list[int] = []
 
     def counting(X, *args, **kwargs):

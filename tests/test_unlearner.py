@@ -1,5 +1,6 @@
-"""Tests of mlu.Unlearner and the curvature representations of mlu.curvature: the Gauss-Newton
-factors against the NumPy reference GGN, dense and Woodbury against the reference Newton and
+"""Tests of mlu.Unlearner and the curvature representations of mlu.engine.curvature: the
+Gauss-Newton factors against the NumPy reference GGN, dense and Woodbury against the reference
+Newton and
 influence updates (1e-10), K-FAC and EK-FAC against their defining formulas (and K-FAC against
 the exact GGN where it is exact), requests F1 then F2 against F1 ∪ F2, save/load bit for bit,
 bad requests, the automatic choice and the memory refusal."""
@@ -13,11 +14,12 @@ import numpy as np
 import pytest
 
 import mlu
-from mlu import _core, curvature, forgetting
+from mlu import _core, forgetting
 from mlu import reference as ref
-from mlu.curvature import EKFACCurvature, KFACCurvature, make_problem
-from mlu.forgetting import default_epochs, post_update
-from mlu.unlearner import RequestFailedError, Unlearner
+from mlu.engine import curvature
+from mlu.engine.curvature import EKFACCurvature, KFACCurvature, make_problem
+from mlu.unlearning.forgetting import default_epochs, post_update
+from mlu.unlearning.unlearner import RequestFailedError, Unlearner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,7 +75,9 @@ def tilted_update(model, X, yk, F, params="all", damping=DAMPING):
 
 
 def problem_of(model, X, y, params="all"):
-    return make_problem(model, X, mlu._validation.encode_labels(y, model.classes_), params)[0]
+    return make_problem(model, X, mlu.engine._validation.encode_labels(y, model.classes_), params)[
+        0
+    ]
 
 
 def layer_factors(problem):
@@ -147,7 +151,7 @@ def test_gauss_newton_factors_rebuild_the_reference_ggn(name, request):
     model, X, y = request.getfixturevalue(name)
     prob = problem_of(model, X, y)
     B = gn_rows(prob)
-    yk = mlu._validation.encode_labels(y, model.classes_)
+    yk = mlu.engine._validation.encode_labels(y, model.classes_)
     H = ref.hessian(model.layers, model.activation, X, yk, l2=model.l2, curvature="ggn")
     assert rel(B.T @ B / prob.n + model.l2 * np.eye(prob.p), H) < 1e-12
     # the core's factors, Gram matrix and products
@@ -283,7 +287,7 @@ def test_kfac_is_the_exact_ggn_without_a_hidden_layer(k):
 @pytest.mark.parametrize("params", ["all", "last"])
 def test_exact_representations_match_the_reference_updates(kind, name, params, request):
     model, X, y = request.getfixturevalue(name)
-    yk = mlu._validation.encode_labels(y, model.classes_)
+    yk = mlu.engine._validation.encode_labels(y, model.classes_)
     F = np.array([1, 7, 12])
     cases = (
         ("newton", "retained", ref.newton_update(model.layers, model.activation, X, yk, F,
@@ -301,7 +305,7 @@ def test_exact_representations_match_the_reference_updates(kind, name, params, r
 
 def test_dense_exact_hessian_matches_the_reference(binary):
     model, X, y = binary
-    yk = mlu._validation.encode_labels(y, model.classes_)
+    yk = mlu.engine._validation.encode_labels(y, model.classes_)
     F = np.array([0, 5, 9])
     un = Unlearner(model, X, y, curvature="dense", matrix="hessian", damping=0.3)
     res = un.forget(F, safeguard=False, target="retained", mode="exact")
@@ -347,7 +351,7 @@ def test_two_requests_equal_their_union(kind, safeguard, target, noisy):
     if kind == "woodbury":  # B ∇L_R came from the Gram matrix, not from a pass over the data
         assert seq._curv.images_removed is not None
     if kind in ("dense", "woodbury"):
-        yk = mlu._validation.encode_labels(y, model.classes_)
+        yk = mlu.engine._validation.encode_labels(y, model.classes_)
         expected = tilted_update(model, X, yk, np.r_[F1, F2])
         assert rel(second.model.params - model.params, expected - model.params) < 1e-10
 
@@ -366,12 +370,12 @@ def test_a_refined_factored_step_is_the_exact_ggn_step(noisy, monkeypatch):
     )
     d_exact = exact.model.params - model.params
     assert rel(plain.model.params - model.params, d_exact) > 0.1
-    assert res.iterations % mlu.unlearner.REFINE_CHECK_EVERY == 0 and res.iterations > 0
+    assert res.iterations % mlu.unlearning.unlearner.REFINE_CHECK_EVERY == 0 and res.iterations > 0
     assert res.checks[0].actual_change < 0 and res.residual < 1
     (note,) = [n for n in res.notes if "refined by CG" in n]
     assert f"{res.iterations} iterations" in note and " s" in note
     assert "nan" not in " ".join(res.notes).lower()
-    monkeypatch.setattr(mlu.unlearner, "REFINE_CHECK_EVERY", 10**9)
+    monkeypatch.setattr(mlu.unlearning.unlearner, "REFINE_CHECK_EVERY", 10**9)
     full = Unlearner(model, X, y, **kw).forget(F, target="tilted", mode="exact")
     assert rel(full.model.params - model.params, d_exact) < 1e-5
     assert 0 < full.iterations <= 100 and full.residual <= 1e-6
@@ -566,7 +570,7 @@ def test_a_failing_request_raises_and_changes_nothing(noisy, monkeypatch):
     assert np.array_equal(snap[0], after[0]) and after[1] == [] and snap[3] is after[3]
     assert np.array_equal(snap[4], after[4]) and un.model is not None
     # a factored step whose refinement cannot finish (no iteration allowed) raises too
-    monkeypatch.setattr(mlu.unlearner, "REFINE_MAXITER", 0)
+    monkeypatch.setattr(mlu.unlearning.unlearner, "REFINE_MAXITER", 0)
     un = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
     snap = state(un)
     with pytest.raises(RequestFailedError, match="curvature kfac") as info:
@@ -690,7 +694,7 @@ def test_influence_requests_are_additive_and_survive_save_load(binary, kind, tmp
     joint = joint.forget([3, 9, 5, 20], method="influence", safeguard=False, mode="exact")
     assert rel(a.model.params - model.params, joint.model.params - model.params) < 1e-10
     if kind != "ekfac":
-        yk = mlu._validation.encode_labels(y, model.classes_)
+        yk = mlu.engine._validation.encode_labels(y, model.classes_)
         expected = ref.influence_update(model.layers, model.activation, X, yk,
                                         np.array([3, 9, 5, 20]), l2=model.l2, damping=DAMPING,
                                         curvature="ggn")  # fmt: skip
@@ -824,7 +828,7 @@ def test_bad_forgetting_settings_raise_before_anything_changes(binary, options, 
 def test_mode_exact_is_the_update_of_before(binary):
     # "exact" runs no post-update: the same bits as the plain formula, no note added
     model, X, y = binary
-    yk = mlu._validation.encode_labels(y, model.classes_)
+    yk = mlu.engine._validation.encode_labels(y, model.classes_)
     res = Unlearner(model, X, y, curvature="dense", damping=DAMPING).forget(
         [1, 7, 12], safeguard=False, target="tilted", mode="exact"
     )

@@ -7,7 +7,8 @@ import pytest
 from conftest import make_problem
 
 import mlu
-from mlu import _core, _validation
+from mlu import _core
+from mlu.engine import _validation
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent(
         "confident_learning": error_of(lambda: mlu.confident_learning(model, X, y)),
         "to_torch": error_of(lambda: model.to_torch()),
         "from_torch": error_of(lambda: mlu.from_torch(object())),
-        "plots": error_of(lambda: __import__("mlu.experiments.plots")),
+        "plots": error_of(lambda: __import__("mlu.apps.experiments.plots")),
         "run_demo": error_of(lambda: mlu.experiments.run_demo(out=sys.argv[1], print_fn=None)),
     }}
     print(json.dumps(out))

@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flip", type=float, default=0.2, help="fraction of labels flipped")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=10)
-    # mlu.MLP's defaults (python/mlu/model.py).
+    # mlu.MLP's defaults (python/mlu/engine/model.py).
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=32)

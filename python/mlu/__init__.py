@@ -17,23 +17,22 @@ from typing import TYPE_CHECKING, Any
 from ._isa import CORE_ISA as core_isa
 
 # isort: split
-from . import (
-    baselines,
-    certified,
-    datasets,
-    exceptions,
-    metrics,
-    noise,
-)
+# The public modules, by their short names (mlu.datasets, mlu.noise, ...); each lives in the
+# folder of its layer (docs/design.md, "Module map and layers").
+from . import exceptions, metrics
 from ._version import __version__
-from .clean import CleanResult, clean
-from .detect import (
+from .apps.clean import CleanResult, clean
+from .data import datasets, noise
+from .detection.detect import (
     ConfidentLearningResult,
     confident_learning,
     detect,
     estimate_noise_rate,
     select,
 )
+from .detection.influence import influence
+from .engine.interop import from_sklearn, from_torch
+from .engine.model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
 from .exceptions import (
     HessianTooLargeError,
     NoiseRateWarning,
@@ -45,26 +44,26 @@ from .exceptions import (
     UnscaledFeaturesWarning,
     UpdateShortenedWarning,
 )
-from .influence import influence
-from .interop import from_sklearn, from_torch
-from .model import MLP, HessianOperator, TrainingTrace, get_num_threads, set_num_threads
-from .sisa import SISA
-from .unlearn import UnlearningResult, unlearn
-from .unlearner import Unlearner
+from .unlearning import baselines, certified, forgetting
+from .unlearning.sisa import SISA
+from .unlearning.unlearn import UnlearningResult, unlearn
+from .unlearning.unlearner import Unlearner
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
-    from . import experiment, experiments, reference
-    from .experiments import ExperimentConfig, run_experiments
-    from .store import DeletionStore
+    from .apps import experiment, experiments
+    from .apps.experiments import ExperimentConfig, run_experiments
+    from .engine import reference
+    from .unlearning.store import DeletionStore
 
 # name -> (module, attribute or None for the module itself), imported on first access.
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "experiment": ("mlu.experiment", None),
-    "experiments": ("mlu.experiments", None),
-    "reference": ("mlu.reference", None),
-    "ExperimentConfig": ("mlu.experiments", "ExperimentConfig"),
-    "run_experiments": ("mlu.experiments", "run_experiments"),
-    "DeletionStore": ("mlu.store", "DeletionStore"),  # sqlite3 only when a store is used
+    "experiment": ("mlu.apps.experiment", None),
+    "experiments": ("mlu.apps.experiments", None),
+    "reference": ("mlu.engine.reference", None),
+    "ExperimentConfig": ("mlu.apps.experiments", "ExperimentConfig"),
+    "run_experiments": ("mlu.apps.experiments", "run_experiments"),
+    # sqlite3 only when a store is used
+    "DeletionStore": ("mlu.unlearning.store", "DeletionStore"),
 }
 
 
@@ -106,6 +105,7 @@ __all__ = [
     "set_num_threads",
     "baselines",
     "certified",
+    "forgetting",
     "NotCertifiedWarning",
     "core_isa",
     "ConfidentLearningResult",

@@ -32,7 +32,7 @@ __all__ = [
 METHODS = ("influence", "newton")
 SOLVERS = ("auto", "cholesky", "eigh", "cg", "kfac", "ekfac")
 FACTORED_SOLVERS = ("kfac", "ekfac")
-"""Solvers that build a Kronecker-factored GGN once at θ̂ (:mod:`mlu.curvature`) and reuse it
+"""Solvers that build a Kronecker-factored GGN once at θ̂ (:mod:`mlu.engine.curvature`) and reuse it
 for every step: one pass over the data to build, no Hessian-vector products in the solve."""
 
 DEFAULT_METHOD = "newton"

@@ -5,7 +5,7 @@ lazily saves (issue 26).
 
 Each run is a fresh interpreter. ``lean``: ``import mlu`` as shipped (the experiment driver,
 the reference and matplotlib load on first use). ``eager``: ``import mlu`` and then the lazy
-modules (``import mlu.experiment, mlu.experiments, mlu.reference``: an import statement, which
+modules (``import mlu.apps.experiment, mlu.experiments, mlu.reference``: an import statement, which
 ``-X importtime`` reports, where the lazy attribute's ``importlib.import_module`` is not),
 which is what ``import mlu`` loaded before they became lazy. The two kinds alternate, so
 that load from other processes on a shared machine falls on both alike; the table gives the
@@ -34,7 +34,7 @@ CODE = {
     "lean": "import time; t = time.perf_counter(); import mlu; print(time.perf_counter() - t)",
     "eager": (
         "import time; t = time.perf_counter(); import mlu; "
-        "import mlu.experiment, mlu.experiments, mlu.reference; print(time.perf_counter() - t)"
+        "import mlu.apps.experiment, mlu.experiments, mlu.reference; print(time.perf_counter() - t)"
     ),
 }
 

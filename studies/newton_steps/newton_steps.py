@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import mlu
-from mlu.unlearn import DEFAULT_DAMPING
+from mlu.unlearning.unlearn import DEFAULT_DAMPING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from pipeline_table import (  # noqa: E402

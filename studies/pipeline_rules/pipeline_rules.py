@@ -76,7 +76,7 @@ from pipeline_table import (
 )
 
 import mlu
-from mlu.detect import scores_aum
+from mlu.detection.detect import scores_aum
 
 HERE = Path(__file__).resolve().parent
 pipeline_table.OUT = HERE  # write_rows() writes here, not to benchmarks/results/

@@ -34,7 +34,7 @@ import pipeline_table  # noqa: E402
 from pipeline_table import DATASETS, read_rows, write_rows  # noqa: E402
 
 import mlu  # noqa: E402
-from mlu.detect import scores_aum, scores_loss, scores_margin  # noqa: E402
+from mlu.detection.detect import scores_aum, scores_loss, scores_margin  # noqa: E402
 
 pipeline_table.OUT = Path(__file__).resolve().parent  # write_rows() writes beside this script
 

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 import mlu
-from mlu.unlearner import Unlearner
+from mlu.unlearning.unlearner import Unlearner
 
 DAMPINGS = (0.01, 0.03, 0.1, 0.3, 1.0)
 

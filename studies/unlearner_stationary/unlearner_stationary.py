@@ -40,7 +40,7 @@ from scipy.optimize import minimize
 from unlearner_damping import flipped_copy
 
 import mlu
-from mlu.unlearner import Unlearner
+from mlu.unlearning.unlearner import Unlearner
 
 OUT = Path(__file__).resolve().parent  # results beside this script
 

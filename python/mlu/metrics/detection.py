@@ -104,7 +104,7 @@ def precision_at_k(scores, true_mask, k: int) -> float:
     scores : array-like, shape (n,)
     true_mask : array-like of bool, shape (n,)
     k : int in [0, n]
-        Ties at the cut are broken by the lower index (as :func:`mlu.detect.select` does).
+        Ties at the cut are broken by the lower index (as :func:`mlu.detection.detect.select` does).
 
     Returns
     -------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from .._validation import as_features, as_labels, check_forget
+from ..engine._validation import as_features, as_labels, check_forget
 
 __all__ = [
     "accuracy",
