@@ -324,7 +324,8 @@ class TorchProblem:
 
 
 def cg_loop(apply, b, damping, tol, maxiter, dot=None, zeros=None):
-    """Plain conjugate gradients on (H + δI) x = b: the loop the C++ core runs, in Python."""
+    """Plain conjugate gradients on (H + δI) x = b: the NumPy and PyTorch peers' loop (the one
+    mlu runs is cpp/solvers.hpp's), timed against mlu's."""
     dot = dot or (lambda a, c: float(a @ c))
     x = zeros(b) if zeros else np.zeros_like(b)
     r = b.clone() if hasattr(b, "clone") else b.copy()

@@ -122,28 +122,55 @@ struct CGResult {
     double relative_residual = 0.0;
     bool converged = false;
     bool negative_curvature = false;
+    bool stopped = false;  // the caller's `stop` held at an iterate (see below)
 };
 
-// Conjugate gradients on (H + damping I) x = b with H given by `op`. Stops at
-// |r| <= tol |b|, after maxiter products, or when a direction of non-positive
-// curvature is met (the CG iterate is then returned and the flag set).
-// true_residual: report |b - (H + damping I) x| / |b| from one more product; otherwise
-// the recursively updated residual (a truncated solve of a few products saves one).
-inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, double damping, double tol,
-                                   Index maxiter, bool true_residual = true) {
-    const Index p = op.size();
+// The one conjugate-gradient loop of mlu (docs/design.md, "Solvers"): every CG, on the core's
+// operator, on a dask operator or preconditioned by a factored curvature, runs this.
+// Solves (A + damping I) x = b with A given by `apply(v, Av)` (v, Av of size p), from x0 (or
+// zero), preconditioned by `precondition(r, z)` (z ≈ (A + damping I)⁻¹ r; `identity`: none).
+// Stops at |r| <= tol |b|, after maxiter products, when a direction of non-positive curvature
+// is met (the iterate is returned and the flag set), or, every `stop_every` iterations, when
+// `stop(x)` holds. true_residual: report |b - (A + damping I) x| / |b| from one more product;
+// otherwise the recursively updated residual (a truncated solve of a few products saves one).
+struct NoPreconditioner {
+    void operator()(const Vec& r, Vec& z) const { z = r; }
+};
+struct NeverStop {
+    bool operator()(const Vec&) const { return false; }
+};
+
+template <class Apply, class Precondition = NoPreconditioner, class Stop = NeverStop>
+CGResult conjugate_gradient(Index p, Apply&& apply, const VecRef& b, double damping, double tol, Index maxiter,
+                            bool true_residual = true, const Vec* x0 = nullptr,
+                            Precondition&& precondition = NoPreconditioner{}, Index stop_every = 0,
+                            Stop&& stop = NeverStop{}) {
     CGResult res;
-    res.x = Vec::Zero(p);
     const double bnorm = b.norm();
-    if (bnorm == 0.0) {
+    if (bnorm == 0.0) {  // x = 0 solves it exactly, whatever the start
+        res.x = Vec::Zero(p);
         res.converged = true;
         return res;
     }
-    Vec r = b, d = b, Ad(p);
-    double rr = r.squaredNorm();
+    res.x = x0 ? *x0 : Vec::Zero(p);
+    Vec r = b, Ad(p), z(p);
+    if (x0) {
+        apply(res.x.data(), Ad.data());
+        Ad += damping * res.x;
+        r -= Ad;
+    }
+    double rnorm = r.norm();
+    if (rnorm <= tol * bnorm) {
+        res.converged = true;
+        res.relative_residual = bnorm > 0.0 ? rnorm / bnorm : 0.0;
+        return res;
+    }
+    precondition(r, z);
+    Vec d = z;
+    double rz = r.dot(z);
     while (res.iterations < maxiter) {
         check_interrupt();
-        op.apply(d.data(), Ad.data());
+        apply(d.data(), Ad.data());
         Ad += damping * d;
         const double curv = d.dot(Ad);
         ++res.iterations;
@@ -151,28 +178,40 @@ inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, d
             res.negative_curvature = true;
             break;
         }
-        const double alpha = rr / curv;
+        const double alpha = rz / curv;
         res.x += alpha * d;
         r -= alpha * Ad;
-        const double rr_new = r.squaredNorm();
-        if (std::sqrt(rr_new) <= tol * bnorm) {
-            rr = rr_new;
+        rnorm = r.norm();
+        if (rnorm <= tol * bnorm) {
             res.converged = true;
             break;
         }
-        d = r + (rr_new / rr) * d;
-        rr = rr_new;
+        if (stop_every > 0 && res.iterations % stop_every == 0 && stop(res.x)) {
+            res.stopped = true;
+            break;
+        }
+        precondition(r, z);
+        const double rz_new = r.dot(z);
+        d = z + (rz_new / rz) * d;
+        rz = rz_new;
     }
     if (!true_residual) {
-        res.relative_residual = std::sqrt(rr) / bnorm;
+        res.relative_residual = rnorm / bnorm;
         return res;
     }
     // Report the true residual of the returned x, not the recursively updated one.
     Vec Ax(p);
-    op.apply(res.x.data(), Ax.data());
+    apply(res.x.data(), Ax.data());
     Ax += damping * res.x;
     res.relative_residual = (b - Ax).norm() / bnorm;
     return res;
+}
+
+// CG on the core's curvature operator.
+inline CGResult conjugate_gradient(const HessianOperator& op, const VecRef& b, double damping, double tol,
+                                   Index maxiter, bool true_residual = true) {
+    return conjugate_gradient(
+        op.size(), [&op](const double* v, double* out) { op.apply(v, out); }, b, damping, tol, maxiter, true_residual);
 }
 
 }  // namespace mlu

@@ -222,6 +222,76 @@ def test_cg_flags_negative_curvature():
     assert out["negative_curvature"] and not out["converged"]
 
 
+def test_cg_on_a_python_operator_is_the_core_operators_loop():
+    # One CG loop (cpp/solvers.hpp): on the core's operator and on a Python callable it runs
+    # the same iteration, so the same iterates, iterations and residuals, bit for bit.
+    model, X, y, H = spd_problem()
+    b = np.random.default_rng(2).normal(size=H.shape[0])
+    op = model.hessian_operator(X, y, curvature="ggn")
+    for tol, true_residual in ((1e-4, True), (1e-9, False)):
+        core = op.cg(b, damping=0.01, tol=tol, true_residual=true_residual)
+        mine = _core.cg(op.matvec, b, 0.01, tol, 10 * len(b), true_residual)
+        assert not mine.pop("stopped")
+        assert set(mine) == set(core)
+        assert np.array_equal(mine["x"], core["x"])
+        assert {k: mine[k] for k in mine if k != "x"} == {k: core[k] for k in core if k != "x"}
+
+
+def test_preconditioned_cg_from_a_start_solves_and_stops_when_asked():
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(40, 40))
+    A = A @ A.T + np.diag(np.geomspace(1e-2, 1e2, 40))  # ill-conditioned
+    b, x0 = rng.normal(size=40), rng.normal(size=40)
+    exact = np.linalg.solve(A + 0.1 * np.eye(40), b)
+    plain = _core.cg(lambda v: A @ v, b, 0.1, 1e-12, 400, x0=x0)
+    jacobi = 1.0 / (np.diag(A) + 0.1)
+    pre = _core.cg(lambda v: A @ v, b, 0.1, 1e-12, 400, x0=x0, precondition=lambda r: jacobi * r)
+    for out in (plain, pre):
+        assert out["converged"] and rel(out["x"], exact) < 1e-9
+        true_res = np.linalg.norm((A + 0.1 * np.eye(40)) @ out["x"] - b) / np.linalg.norm(b)
+        assert abs(out["relative_residual"] - true_res) < 1e-12
+    assert pre["iterations"] < plain["iterations"]  # the preconditioner is used
+    # an exact preconditioner: one product; maxiter 0 returns the start; stop() every 3
+    inverse = np.linalg.inv(A + 0.1 * np.eye(40))
+    one = _core.cg(lambda v: A @ v, b, 0.1, 1e-10, 400, precondition=lambda r: inverse @ r)
+    assert one["iterations"] == 1 and rel(one["x"], exact) < 1e-9
+    start = _core.cg(lambda v: A @ v, b, 0.1, 1e-12, 0, x0=x0)
+    assert np.array_equal(start["x"], x0) and start["iterations"] == 0
+    seen = []
+    early = _core.cg(
+        lambda v: A @ v,
+        b,
+        0.1,
+        1e-14,
+        400,
+        stop_every=3,
+        stop=lambda x: seen.append(x) or len(seen) == 2,
+    )
+    assert early["stopped"] and early["iterations"] == 6 and np.array_equal(early["x"], seen[-1])
+    zero = _core.cg(lambda v: A @ v, np.zeros(40), 0.1, 1e-12, 400, x0=x0)
+    assert zero["converged"] and not zero["x"].any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"matvec": lambda v: v[:3]}, "matvec must return a 1-D array of 5 floats"),
+        ({"matvec": lambda v: "no"}, "matvec must return a 1-D array"),
+        ({"precondition": lambda r: np.ones((5, 1))}, "precondition must return"),
+        ({"x0": np.ones(4)}, "x0 has 4 entries, expected 5"),
+        ({"tol": 0.0}, "tol > 0"),
+        ({"stop_every": 2}, "needs a stop callable"),
+    ],
+)
+def test_cg_on_a_python_operator_checks_its_inputs(kwargs, match):
+    args = {"matvec": lambda v: 2.0 * v, "b": np.ones(5), "damping": 0.0, "tol": 1e-8,
+            "maxiter": 10, **kwargs}  # fmt: skip
+    with pytest.raises(ValueError, match=match):
+        _core.cg(**args)
+    with pytest.raises(ZeroDivisionError):  # the callable's own error comes through
+        _core.cg(lambda v: 1 / 0, np.ones(5), 0.0, 1e-8, 10)
+
+
 # ---------------------------------------------------------------- training
 
 

@@ -6,7 +6,7 @@ sizes (d, h1, ..., k), ``activation`` "relu" or "tanh", ``curvature`` "hessian" 
 Keep in step with the bindings: tests/test_typing.py compares this stub with the module.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,26 @@ def eig_pinv_solve(
     """Thresholded pseudo-inverse solve (U diag(w + damping) U^T)^+ B.
 
     Returns (X, number of eigenvalues dropped).
+    """
+
+def cg(
+    matvec: Callable[[_F64], npt.ArrayLike],
+    b: npt.ArrayLike,
+    damping: float,
+    tol: float,
+    maxiter: int,
+    true_residual: bool = True,
+    x0: npt.ArrayLike | None = None,
+    precondition: Callable[[_F64], npt.ArrayLike] | None = None,
+    stop_every: int = 0,
+    stop: Callable[[_F64], bool] | None = None,
+) -> dict[str, Any]:
+    """Solve (A + damping I) x = b by (preconditioned) conjugate gradients, A v = matvec(v),
+    from x0 (or zero), z = precondition(r) ~ (A + damping I)^-1 r; every stop_every iterations
+    stop early when stop(x) is true (the loop of HessianOperator.cg, docs/design.md "Solvers").
+
+    Returns a dict: x (shape (p,)), iterations, relative_residual, converged,
+    negative_curvature, stopped.
     """
 
 # influence.cpp

@@ -398,30 +398,12 @@ class Unlearner:
             summed = n * np.asarray(op_all.matvec(v)) - len(gone) * np.asarray(op_gone.matvec(v))
             return summed / m + shift * v
 
-        norm_b = float(np.linalg.norm(rhs))
-        x = x0.copy()
-        r = rhs - apply(x)
-        z = curv.solve(r)
-        p = z.copy()
-        rz = float(r @ z)
-        iterations = 0
-        residual = float(np.linalg.norm(r)) / norm_b if norm_b > 0 else 0.0
-        while residual > REFINE_TOL and iterations < REFINE_MAXITER:
-            Ap = apply(p)
-            pAp = float(p @ Ap)
-            if not pAp > 0.0:  # the damped GGN is positive definite; rounding only
-                break
-            alpha = rz / pAp
-            x += alpha * p
-            r -= alpha * Ap
-            iterations += 1
-            residual = float(np.linalg.norm(r)) / norm_b
-            if iterations % REFINE_CHECK_EVERY == 0 and holds(x):
-                break
-            z = curv.solve(r)
-            rz_new = float(r @ z)
-            p = z + (rz_new / rz) * p
-            rz = rz_new
+        # the core's one CG loop (docs/design.md, "Solvers"), from x0, preconditioned by curv
+        res = _core.cg(
+            apply, rhs, 0.0, REFINE_TOL, REFINE_MAXITER, true_residual=False, x0=x0,
+            precondition=curv.solve, stop_every=REFINE_CHECK_EVERY, stop=holds,
+        )  # fmt: skip
+        x, iterations, residual = res["x"], int(res["iterations"]), float(res["relative_residual"])
         return x, iterations, residual, time.perf_counter() - start
 
     # ------------------------------------------------------------------ requests
