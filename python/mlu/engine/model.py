@@ -8,10 +8,12 @@ of shape ``(out, in)`` as in PyTorch's ``Linear``; the flat vector ``θ`` is ``W
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar, cast
 
 import numpy as np
 import scipy.sparse
@@ -157,6 +159,24 @@ def _torch_default_init(sizes: Sequence[int], rng: np.random.Generator) -> np.nd
         parts.append(rng.uniform(-bound, bound, size=fan_out * fan_in))
         parts.append(rng.uniform(-bound, bound, size=fan_out))
     return np.concatenate(parts)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _dask_twin(method: _Method) -> _Method:
+    """Send ``method(self, X, y, ...)`` to the function of the same name in
+    :mod:`mlu.engine._dask` when X or y is a dask array (docs/design.md, "Dask inputs"): the
+    one place where the estimator decides between its NumPy path and the chunks of a cluster."""
+    twin = getattr(_dask, method.__name__)
+
+    @functools.wraps(method)
+    def dispatch(self, X, y, *args, **kwargs):
+        if _dask.is_dask(X, y):
+            return twin(self, X, y, *args, **kwargs)
+        return method(self, X, y, *args, **kwargs)
+
+    return cast(_Method, dispatch)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -589,10 +609,9 @@ class MLP(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(Z, axis=1)]
 
     # ------------------------------------------------------------------ losses and derivatives
+    @_dask_twin
     def losses(self, X, y) -> np.ndarray:
         """Per-sample cross-entropy ℓ(f(x_i; θ), y_i), shape (n,)."""
-        if _dask.is_dask(X, y):  # row chunks on a cluster: a dask array back
-            return _dask.losses(self, X, y)
         X, yk = self._checked_Xy(X, y)
         X = scaled(self, X)
         parts = [
@@ -601,30 +620,26 @@ class MLP(ClassifierMixin, BaseEstimator):
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    @_dask_twin
     def margins(self, X, y) -> np.ndarray:
         """Logit of the given label minus the largest other logit, shape (n,)."""
-        if _dask.is_dask(X, y):
-            return _dask.margins(self, X, y)
         X, yk = self._checked_Xy(X, y)
         return _margins_from_logits(self._logits(scaled(self, X)), yk)
 
+    @_dask_twin
     def objective(self, X, y) -> float:
         """Mean loss plus (l2/2)‖θ‖²."""
-        if _dask.is_dask(X, y):
-            return _dask.objective(self, X, y)
         return float(self.losses(X, y).mean() + 0.5 * self.l2 * self.theta_ @ self.theta_)
 
+    @_dask_twin
     def gradient(self, X, y, params: str = "all") -> np.ndarray:
         """Gradient of the objective (mean loss gradient + l2·θ), shape (p,) or (p_last,)."""
-        if _dask.is_dask(X, y):  # a tree sum over the chunks
-            return _dask.gradient(self, X, y, params)
         g, _ = _core.gradient(*core_problem(self, X, y, params), float(self.l2))
         return g
 
+    @_dask_twin
     def gradients(self, X, y, params: str = "all") -> np.ndarray:
         """Per-sample gradients of ℓ_i (without the l2 term), shape (n, p) or (n, p_last)."""
-        if _dask.is_dask(X, y):
-            return _dask.gradients(self, X, y, params)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
         n, p = X.shape[0], theta.shape[0]
         check_fits(
@@ -634,12 +649,11 @@ class MLP(ClassifierMixin, BaseEstimator):
         )
         return _core.per_sample_gradients(theta, sizes, act, X, yk)
 
+    @_dask_twin
     def hessian_operator(
         self, X, y, params: str = "all", curvature: str = "hessian"
     ) -> HessianOperator | _dask.DaskHessianOperator:
         """The operator v ↦ (H + l2·I) v over (X, y), forward pass cached (for many products)."""
-        if _dask.is_dask(X, y):  # chunks persisted on the workers, one map-reduce per product
-            return _dask.hessian_operator(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
         # The operator caches the forward pass and the errors of all n samples; a CG solve
@@ -652,23 +666,21 @@ class MLP(ClassifierMixin, BaseEstimator):
         op = _core.HessianOperator(theta, sizes, act, X, yk, float(self.l2), curvature)
         return HessianOperator(op, params, curvature)
 
+    @_dask_twin
     def hvp(self, X, y, v, params: str = "all", curvature: str = "hessian") -> np.ndarray:
         """Hessian-vector product (H + l2·I) v, shape (p,) (or (p_last,) for params="last").
 
         ``curvature="hessian"`` is the exact Hessian (R-operator, with the cross-layer terms of
         ReLU nets); ``"ggn"`` the generalized Gauss-Newton matrix.
         """
-        if _dask.is_dask(X, y):
-            return _dask.hvp(self, X, y, v, params, curvature)
         return self.hessian_operator(X, y, params, curvature).matvec(v)
 
+    @_dask_twin
     def hessian(self, X, y, params: str = "all", curvature: str = "hessian") -> np.ndarray:
         """The symmetric matrix H + l2·I of the objective over (X, y), shape (p, p).
 
         Raises HessianTooLargeError (a MemoryError) when p x p float64 would not fit in memory.
         """
-        if _dask.is_dask(X, y):
-            return _dask.hessian(self, X, y, params, curvature)
         check_choice(curvature, "curvature", CURVATURE_CHOICES)
         theta, sizes, act, X, yk = core_problem(self, X, y, params)
         check_matrix_fits(theta.shape[0], copies=1.2)
