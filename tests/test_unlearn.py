@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mlu
+from mlu import _core
 from mlu import reference as ref
 from mlu.unlearning.unlearn import (
     UnlearningResult,
@@ -85,8 +86,16 @@ def convex():
 REF_DAMPING = 0.3  # makes H + δI of `small` comfortably positive definite, so all solvers agree
 
 
-@pytest.mark.parametrize("solver", ["auto", "cholesky", "eigh", "cg"])
-@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+# the Woodbury form is the GGN's (refused for the Hessian: test_bad_options)
+SOLVER_CURVATURES = [
+    (solver, curvature)
+    for solver in ("auto", "cholesky", "eigh", "cg", "pcg", "woodbury")
+    for curvature in ("hessian", "ggn")
+    if not (solver == "woodbury" and curvature == "hessian")
+]
+
+
+@pytest.mark.parametrize(("solver", "curvature"), SOLVER_CURVATURES)
 @pytest.mark.parametrize("params", ["all", "last"])
 @pytest.mark.parametrize("method", ["influence", "newton"])
 def test_matches_reference(small, method, params, curvature, solver):
@@ -105,9 +114,63 @@ def test_matches_reference(small, method, params, curvature, solver):
     )  # fmt: skip
     assert rel(result.model.params - before, expected - before) < 1e-8
     assert result.solver == (solver if solver != "auto" else "cholesky")
-    assert result.curvature == curvature and result.notes == ()
-    assert result.residual < 1e-10
+    assert result.curvature == curvature
+    if solver == "woodbury" or (solver == "pcg" and method == "newton"):
+        assert len(result.notes) == 1 and "built once" in result.notes[0]
+    else:
+        assert result.notes == ()
+    if solver != "woodbury":  # a representation's solve reports no residual
+        assert result.residual < 1e-10
     assert np.array_equal(model.params, before)
+
+
+@pytest.mark.parametrize("method", ["influence", "newton"])
+def test_woodbury_is_the_exact_ggn_solve_to_1e10(small, method):
+    """The Woodbury form (the Unlearner's) holds the exact GGN: its update is the Cholesky
+    solve of the GGN's, to rounding."""
+    model, X, y = small
+    forget = np.array([3, 17, 41, 42])
+    kw = dict(method=method, curvature="ggn", damping=REF_DAMPING, safeguard=False, steps=1)
+    kw["polish"] = 0 if method == "newton" else None
+    wood = unlearn(model, X, y, forget, solver="woodbury", **kw)
+    chol = unlearn(model, X, y, forget, solver="cholesky", **kw)
+    assert rel(wood.model.params - model.params, chol.model.params - model.params) < 1e-10
+
+
+def test_pcg_is_cg_preconditioned_by_ekfac_built_once(small):
+    """solver="pcg": the same CG loop with EK-FAC's solve as preconditioner, built once for
+    every step (one note), to the same solution as plain CG."""
+    model, X, y = small
+    forget = np.arange(0, 60, 5)
+    keep = np.setdiff1d(np.arange(len(y)), forget)
+    kw = dict(curvature="ggn", damping=0.01, tol=1e-10, safeguard=False, polish=0)
+    pcg = unlearn(model, X, y, forget, solver="pcg", steps=2, **kw)
+    cg = unlearn(model, X, y, forget, solver="cg", steps=2, **kw)
+    assert rel(pcg.model.params - model.params, cg.model.params - model.params) < 1e-8
+    assert sum("built once" in note for note in pcg.notes) == 1
+    # its defining formula: x = _core.cg(H_R v, g, δ, tol, precondition=EK-FAC(θ̂, R).solve)
+    yk = mlu.engine._validation.encode_labels(y[keep], model.classes_)
+    problem, _ = mlu.engine.curvature.make_problem(model, X[keep], yk, "all")
+    pre, _ = mlu.engine.curvature.build_curvature(problem, "ekfac", 0.01)
+    op = model.hessian_operator(X[keep], y[keep], curvature="ggn")
+    g = model.gradient(X[keep], y[keep])
+    x = _core.cg(op.matvec, g, 0.01, 1e-10, 2700, True, precondition=pre.solve)["x"]
+    one = unlearn(model, X, y, forget, solver="pcg", steps=1, **kw)
+    assert rel(one.model.params - model.params, -x) < 1e-12
+
+
+def test_pcg_takes_one_product_where_ekfac_is_exact():
+    """No hidden layer and W = 0: EK-FAC is the exact GGN, so the preconditioned system is the
+    identity and CG converges in one product (plain CG needs several)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 4))
+    y = np.arange(30) % 3
+    model = mlu.MLP.from_layers([(np.zeros((3, 4)), rng.standard_normal(3))], l2=1e-3)
+    kw = dict(curvature="ggn", damping=0.01, tol=1e-10, safeguard=False, polish=0, steps=1)
+    pcg = unlearn(model, X, y, [0, 5, 11], solver="pcg", **kw)
+    cg = unlearn(model, X, y, [0, 5, 11], solver="cg", **kw)
+    assert pcg.iterations == 1 < cg.iterations
+    assert rel(pcg.model.params - model.params, cg.model.params - model.params) < 1e-9
 
 
 @pytest.mark.parametrize("solver", ["kfac", "ekfac"])
@@ -505,6 +568,7 @@ def test_bad_forget_sets(small, forget, error, match):
         ({"params": "first"}, "params"),
         ({"curvature": "fisher"}, "curvature"),
         ({"solver": "lu"}, "solver"),
+        ({"solver": "woodbury", "curvature": "hessian"}, "form of the GGN"),
         ({"damping": -1.0}, "damping"),
         ({"damping": float("nan")}, "damping"),
         ({"steps": 0}, "steps"),

@@ -635,7 +635,8 @@ def test_singular_factored_curvature_is_pseudo_inverted_and_woodbury_refuses_it(
 
 
 @pytest.mark.parametrize(
-    ("solver", "kind"), [("cholesky", "dense"), ("cholesky", "woodbury"), ("kfac", "kfac")]
+    ("solver", "kind"),
+    [("cholesky", "dense"), ("cholesky", "woodbury"), ("woodbury", "woodbury"), ("kfac", "kfac")],
 )
 @pytest.mark.parametrize("safeguard", [False, True])
 def test_a_retained_request_is_one_newton_step_of_mlu_unlearn(binary, solver, kind, safeguard):

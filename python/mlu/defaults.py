@@ -26,14 +26,19 @@ __all__ = [
     "DEFAULT_TOL",
     "FACTORED_SOLVERS",
     "METHODS",
+    "PCG_PRECONDITIONER",
     "SOLVERS",
 ]
 
 METHODS = ("influence", "newton")
-SOLVERS = ("auto", "cholesky", "eigh", "cg", "kfac", "ekfac")
-FACTORED_SOLVERS = ("kfac", "ekfac")
-"""Solvers that build a Kronecker-factored GGN once at θ̂ (:mod:`mlu.engine.curvature`) and reuse it
-for every step: one pass over the data to build, no Hessian-vector products in the solve."""
+SOLVERS = ("auto", "cholesky", "eigh", "cg", "pcg", "kfac", "ekfac", "woodbury")
+FACTORED_SOLVERS = ("kfac", "ekfac", "woodbury")
+"""Solvers that build a representation of the GGN once at θ̂ (:mod:`mlu.engine.curvature`, the
+one the Unlearner uses) and reuse it for every step: one pass over the data to build, no
+Hessian-vector products in the solve. ``"pcg"`` builds EK-FAC once too, as CG's
+preconditioner."""
+PCG_PRECONDITIONER = "ekfac"
+"""The representation ``solver="pcg"`` preconditions CG with (built once per call)."""
 
 DEFAULT_METHOD = "newton"
 DEFAULT_CURVATURE = "ggn"

@@ -46,6 +46,7 @@ from ..defaults import (
     DEFAULTS,
     FACTORED_SOLVERS,
     METHODS,
+    PCG_PRECONDITIONER,
     SOLVERS,
 )
 from ..engine import _dask, _linalg
@@ -181,11 +182,17 @@ class _Retained:
         tol: float,
         maxiter: int,
         exact_residual: bool = True,
+        precondition: Curvature | None = None,
     ) -> dict:
         """CG on (H_R + λI + δI) x = b at ``sub`` (:meth:`mlu.HessianOperator.cg`'s dict);
-        ``exact_residual=False`` reports CG's recursive residual, saving one product."""
+        ``exact_residual=False`` reports CG's recursive residual, saving one product. With
+        ``precondition``, its ``solve`` preconditions the same loop (``_core.cg``)."""
         op = self.operator(sub, curvature)
-        return op.cg(b, damping=damping, tol=tol, maxiter=maxiter, true_residual=exact_residual)
+        if precondition is None:
+            return op.cg(b, damping=damping, tol=tol, maxiter=maxiter, true_residual=exact_residual)
+        return _core.cg(
+            op.matvec, b, damping, tol, maxiter, exact_residual, precondition=precondition.solve
+        )
 
     def hessian(self, sub: np.ndarray, curvature: str) -> np.ndarray:
         """H_R + λI at ``sub``, shape (p, p)."""
@@ -332,9 +339,14 @@ def _solve_dense_auto(
 
 
 def _solve(
-    ret: _Retained, sub: np.ndarray, b: np.ndarray, opt: _Options
+    ret: _Retained,
+    sub: np.ndarray,
+    b: np.ndarray,
+    opt: _Options,
+    pre: Curvature | None = None,
 ) -> tuple[np.ndarray, _SolveInfo]:
-    """x = (H + δI)⁻¹ b with H the curvature of L over ``ret``'s rows at ``sub``."""
+    """x = (H + δI)⁻¹ b with H the curvature of L over ``ret``'s rows at ``sub``; ``pre``:
+    the preconditioner of ``solver="pcg"`` when the caller built it (else built here)."""
     p = b.shape[0]
     curvature, solver, damping = opt.curvature, opt.solver, opt.damping
     if solver == "auto" and fits_dense(p):
@@ -358,8 +370,15 @@ def _solve(
         return x, info
 
     maxiter = min(10 * p, _FULL_MAXITER) if opt.maxiter is None else opt.maxiter
-    res = ret.cg(sub, curvature, b, damping, opt.tol, maxiter, exact_residual=not opt.truncated)
-    info.solver = "cg"
+    if solver == "pcg" and pre is None:
+        pre = ret.factored(sub, PCG_PRECONDITIONER, damping)
+    if solver != "pcg":
+        pre = None
+    res = ret.cg(
+        sub, curvature, b, damping, opt.tol, maxiter, exact_residual=not opt.truncated,
+        precondition=pre,
+    )  # fmt: skip
+    info.solver = "pcg" if pre is not None else "cg"
     info.iterations = int(res["iterations"])
     info.negative_curvature = bool(res["negative_curvature"])
     stalled = not res["converged"] and not opt.truncated  # a truncated CG stops by design
@@ -523,12 +542,18 @@ def _newton_steps(update: _CheckedUpdate, steps: int, opt: _Options) -> list[_So
     step no longer moves θ beyond rounding. With a factored solver the curvature is built once
     at θ̂ and reused for every step (a quasi-Newton iteration)."""
     infos: list[_SolveInfo] = []
-    factored = None
+    factored = pre = None
     if opt.solver in FACTORED_SOLVERS:
         factored = update.retained.factored(update.sub(), opt.solver, opt.damping)
         update.notes.append(
             f"{opt.solver} curvature of the GGN at θ̂ over {update.retained.n} samples built once "
             f"({factored.build_time:.3g} s) and reused by every step"
+        )
+    elif opt.solver == "pcg":  # the preconditioner, built once for every step's CG
+        pre = update.retained.factored(update.sub(), PCG_PRECONDITIONER, opt.damping)
+        update.notes.append(
+            f"CG preconditioned by the {PCG_PRECONDITIONER} GGN at θ̂ over "
+            f"{update.retained.n} samples, built once ({pre.build_time:.3g} s)"
         )
     for _ in range(steps):
         f_R, g = update.value_and_grad()
@@ -538,7 +563,7 @@ def _newton_steps(update: _CheckedUpdate, steps: int, opt: _Options) -> list[_So
             x, info = factored.solve(g), _SolveInfo(solver=opt.solver, curvature="ggn")
             predicted = 0.5 * float(g @ -x)  # C x = g: g·d + ½ dᵀCd = ½ g·d
         else:
-            x, info = _solve(update.retained, update.sub(), g, opt)
+            x, info = _solve(update.retained, update.sub(), g, opt, pre)
             predicted = _newton_predicted(g, x, opt.damping)
         update.notes += info.notes
         infos.append(info)
@@ -634,7 +659,7 @@ def unlearn(
     curvature : {"ggn", "hessian"}, default "ggn"
         Exact Hessian (indefinite for non-convex nets) or the generalized Gauss-Newton matrix
         (positive semi-definite).
-    solver : {"auto", "cholesky", "eigh", "cg", "kfac", "ekfac"}
+    solver : {"auto", "cholesky", "eigh", "cg", "pcg", "kfac", "ekfac", "woodbury"}
         ``"auto"``: for p ≤ :data:`DENSE_MAX_PARAMS` (1000) assemble H and factor H + δI by
         Cholesky; otherwise CG on Hessian-vector products. With the exact Hessian, when H + δI
         turns out indefinite or nearly singular (Cholesky fails, or inverse iteration on the
@@ -651,6 +676,11 @@ def unlearn(
         over D for ``"influence"`` — in one pass over the data and reused by every Newton step,
         so no step needs Hessian-vector products: far cheaper than CG for large networks, and
         an approximation of the exact GGN step (``tol`` and ``maxiter`` are not used).
+        ``"woodbury"`` (GGN only): the exact GGN held as ``λ'I + BᵀB`` and solved in its
+        n·k-dimensional Gram space, built once at θ̂ like K-FAC (the Unlearner's Woodbury form;
+        needs l2 + δ > 0). ``"pcg"``: CG as ``"cg"``, preconditioned by the
+        :data:`~mlu.defaults.PCG_PRECONDITIONER` (EK-FAC) GGN built once at θ̂ and reused by
+        every step (docs/design.md, "Solvers").
     damping : float, default :data:`DEFAULT_DAMPING` (0.01)
         δ ≥ 0 added to the curvature (which already includes ``l2·I``); see
         :data:`mlu.defaults.DEFAULTS` for why these defaults.
@@ -724,9 +754,7 @@ def unlearn(
     check_choice(curvature, "curvature", CURVATURE_CHOICES)
     check_choice(solver, "solver", SOLVERS)
     if solver in FACTORED_SOLVERS and curvature != "ggn":
-        raise ValueError(
-            f"solver={solver!r} is a Kronecker-factored form of the GGN: use curvature='ggn'"
-        )
+        raise ValueError(f"solver={solver!r} is a form of the GGN: use curvature='ggn'")
     damping = check_damping(damping)
     steps_given, polish_given = steps, polish
     steps = check_positive_int(1 if steps is None else steps, "steps")
