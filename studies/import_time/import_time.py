@@ -5,9 +5,9 @@ lazily saves (issue 26).
 
 Each run is a fresh interpreter. ``lean``: ``import mlu`` as shipped (the experiment driver,
 the reference and matplotlib load on first use). ``eager``: ``import mlu`` and then the lazy
-modules (``import mlu.apps.experiment, mlu.experiments, mlu.reference``: an import statement, which
-``-X importtime`` reports, where the lazy attribute's ``importlib.import_module`` is not),
-which is what ``import mlu`` loaded before they became lazy. The two kinds alternate, so
+modules (``import mlu.apps.experiment, mlu.apps.experiments, mlu.engine.reference``: an
+import statement, which ``-X importtime`` reports, where the lazy attribute's
+``importlib.import_module`` is not), which is what ``import mlu`` loaded before they became lazy. The two kinds alternate, so
 that load from other processes on a shared machine falls on both alike; the table gives the
 median and the fastest wall time of each and of ``-X importtime``'s cumulative microseconds
 for the lazy modules. Writes ``import_time.{json,md}`` beside this script, with the command,
@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LAZY = ("mlu.experiments", "mlu.experiment", "mlu.reference")
+LAZY = ("mlu.apps.experiments", "mlu.apps.experiment", "mlu.engine.reference")
 WATCH = (*LAZY, "mlu", "sklearn", "matplotlib")
 CODE = {
     "lean": "import time; t = time.perf_counter(); import mlu; print(time.perf_counter() - t)",
     "eager": (
         "import time; t = time.perf_counter(); import mlu; "
-        "import mlu.apps.experiment, mlu.experiments, mlu.reference; print(time.perf_counter() - t)"
+        "import mlu.apps.experiment, mlu.apps.experiments, mlu.engine.reference; "
+        "print(time.perf_counter() - t)"
     ),
 }
 
@@ -101,7 +102,10 @@ def main() -> None:
             wall[kind].append(seconds)
             if kind == "eager":
                 lazy_us.append(
-                    sum(cumulative.get(m, 0) for m in ("mlu.experiment", "mlu.reference"))
+                    sum(
+                        cumulative.get(m, 0)
+                        for m in ("mlu.apps.experiment", "mlu.engine.reference")
+                    )
                 )
             else:
                 leaked += any(m in cumulative for m in (*LAZY, "matplotlib"))
