@@ -7,8 +7,8 @@ Each run is a fresh interpreter. ``lean``: ``import mlu`` as shipped (the experi
 the reference and matplotlib load on first use). ``eager``: ``import mlu`` and then the lazy
 modules (``import mlu.apps.experiment, mlu.apps.experiments, mlu.engine.reference``: an
 import statement, which ``-X importtime`` reports, where the lazy attribute's
-``importlib.import_module`` is not), which is what ``import mlu`` loaded before they became lazy. The two kinds alternate, so
-that load from other processes on a shared machine falls on both alike; the table gives the
+``importlib.import_module`` is not), which is what ``import mlu`` loaded before they became
+lazy. The two kinds alternate, so that load from other processes on a shared machine falls on both alike; the table gives the
 median and the fastest wall time of each and of ``-X importtime``'s cumulative microseconds
 for the lazy modules. Writes ``import_time.{json,md}`` beside this script, with the command,
 the commit and the machine in the header.
