@@ -1,17 +1,17 @@
-"""What ``import mlu`` costs, and what loading the experiment driver and the NumPy reference
-lazily saves (issue 26).
+"""What ``import mlu`` costs, and what loading the experiment driver and the NumPy reference lazily
+saves (issue 26).
 
     OMP_NUM_THREADS=1 python studies/import_time/import_time.py [--runs 15]
 
-Each run is a fresh interpreter. ``lean``: ``import mlu`` as shipped (the experiment driver,
-the reference and matplotlib load on first use). ``eager``: ``import mlu`` and then the lazy
-modules (``import mlu.apps.experiment, mlu.apps.experiments, mlu.engine.reference``: an
-import statement, which ``-X importtime`` reports, where the lazy attribute's
+Each run is a fresh interpreter. ``lean``: ``import mlu`` as shipped (the experiment driver, the
+reference and matplotlib load on first use). ``eager``: ``import mlu`` and then the lazy modules
+(``import mlu.apps.experiment, mlu.apps.experiments, mlu.engine.reference``: an import
+statement, which ``-X importtime`` reports, where the lazy attribute's
 ``importlib.import_module`` is not), which is what ``import mlu`` loaded before they became
-lazy. The two kinds alternate, so that load from other processes on a shared machine falls on both alike; the table gives the
-median and the fastest wall time of each and of ``-X importtime``'s cumulative microseconds
-for the lazy modules. Writes ``import_time.{json,md}`` beside this script, with the command,
-the commit and the machine in the header.
+lazy. The two kinds alternate, so that load from other processes on a shared machine falls on
+both alike; the table gives the median and the fastest wall time of each and of ``-X
+importtime``'s cumulative microseconds for the lazy modules. Writes ``import_time.{json,md}``
+beside this script, with the command, the commit and the machine in the header.
 """
 
 from __future__ import annotations
