@@ -680,7 +680,9 @@ def unlearn(
         n·k-dimensional Gram space, built once at θ̂ like K-FAC (the Unlearner's Woodbury form;
         needs l2 + δ > 0). ``"pcg"``: CG as ``"cg"``, preconditioned by the
         :data:`~mlu.defaults.PCG_PRECONDITIONER` (EK-FAC) GGN built once at θ̂ and reused by
-        every step (docs/design.md, "Solvers").
+        every step (docs/design.md, "Solvers"); on the models of
+        studies/pcg_preconditioner it needed more products than plain CG, so ``"auto"``
+        never picks it.
     damping : float, default :data:`DEFAULT_DAMPING` (0.01)
         δ ≥ 0 added to the curvature (which already includes ``l2·I``); see
         :data:`mlu.defaults.DEFAULTS` for why these defaults.
