@@ -5,6 +5,8 @@ A store is a directory (docs/design.md, "Deletion store")::
     base.npz              the trained model θ̂ (never changes)
     unlearner-0.npz       the Unlearner built at θ̂ (never changes; what verify() replays from)
     unlearner-<k>.npz     a checkpoint: the Unlearner's state after request k (the latest only)
+    .checkpoint-<k>-<t>/  a checkpoint being written in the background (its ``busy`` file is
+                          locked by the writing process while it works)
     model.npz             the current model, after the last request in the log
     log.sqlite            the request log (SQLite, WAL, synchronous=FULL): one row per request,
                           the metadata, and a copy of the current θ
@@ -33,6 +35,25 @@ and the requests after the checkpoint are replayed from the log when the Unlearn
 needed. Replay is exact because a request is a deterministic function of the state and its rows;
 every replayed model is checked against the hash in its log row.
 
+A checkpoint is written off the request path. The request that makes one due takes a snapshot of
+the Unlearner under the lock (a shallow copy: a request replaces the Unlearner's arrays, it never
+changes them in place) and creates ``.checkpoint-<k>-<t>/busy``, locked with ``fcntl.flock``;
+a thread of the same process then
+
+5. writes the state into that directory, flushes it to disk and hashes it, without the lock
+   (requests go on meanwhile);
+6. takes the lock, renames the file to ``unlearner-<k>.npz`` and fsyncs the directory;
+7. records it (its number and SHA-256) in the log's metadata, in one transaction: **the
+   checkpoint's commit point**; releases the lock and deletes the previous checkpoint.
+
+A kill before 7 leaves the previous checkpoint in force and ``open`` deletes what the writer left
+(a ``.checkpoint-*`` directory whose ``busy`` lock nobody holds, a renamed file the log does not
+name); a kill after it leaves an unused older file, deleted by the next ``open``. The log never
+names a file before it is durable. A failed checkpoint changes nothing either (a RuntimeWarning
+at the next request says so) and is tried again ``checkpoint_every`` requests later;
+:meth:`DeletionStore.close` waits for one in flight. The replay from the last checkpoint is
+therefore at most ``checkpoint_every`` requests plus those served while one was being written.
+
 Testing hook: when the environment variable ``MLU_STORE_FAULT`` names one of
 :data:`FAULT_POINTS`, the process kills itself with SIGKILL at that point of a request or a
 checkpoint (the crash tests use it; it costs one dictionary look-up per point).
@@ -52,7 +73,9 @@ import re
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -63,7 +86,7 @@ from typing import Any
 import numpy as np
 
 from . import _dask, forgetting
-from ._files import remove_stale_temp_files
+from ._files import _TEMP_NAME
 from ._validation import as_features, as_labels
 from ._version import __version__
 from .exceptions import StoreCorruptError, StoreLockedError, UpdateShortenedWarning
@@ -85,6 +108,8 @@ FAULT_POINTS = (
     "in-commit",  # log row and model inserted, transaction not committed
     "committed",  # transaction committed, model.npz not yet replaced
     "model-written",  # model.npz replaced, pending request file not removed
+    "checkpoint-begun",  # checkpoint thread started: its directory made, nothing written
+    "checkpoint-saved",  # state written, flushed and hashed in that directory, not renamed
     "checkpoint-written",  # checkpoint file in place, not recorded in the log's metadata
     "checkpoint-committed",  # checkpoint recorded, older checkpoint not removed
 )
@@ -97,6 +122,8 @@ store's creation so that a replay uses the same ones."""
 _PENDING_REQUEST = re.compile(r"^\.pending-request-(\d+)\.json$")
 _PENDING_CHECKPOINT = re.compile(r"^\.pending-unlearner-(\d+)\.npz$")
 _CHECKPOINT = re.compile(r"^unlearner-(\d+)\.npz$")
+_CHECKPOINT_WORK = re.compile(r"^\.checkpoint-(\d+)-[0-9a-f]+$")
+_BUSY = "busy"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -198,6 +225,93 @@ def _fsync_dir(path: Path) -> None:
         _fsync_file(path)
 
 
+def _flush_in_steps(path: Path, step: int = 4 << 20) -> None:
+    """fsync ``path``, first writing its pages out ``step`` bytes at a time (Linux).
+
+    On ext4 an fsync of the log (a request's commit) can wait for the data of other files that
+    the same journal commit writes out; a checkpoint flushed in small steps keeps that wait as
+    short as one step instead of the whole file (benchmarks/store_overhead.py measures the
+    requests served while a checkpoint is written).
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        range_sync = _sync_file_range()
+        if range_sync is not None:
+            size = os.fstat(fd).st_size
+            for offset in range(0, size, step):
+                # WAIT_BEFORE | WRITE | WAIT_AFTER: this step is on disk before the next one
+                if range_sync(fd, offset, step, 1 | 2 | 4) != 0:
+                    break  # the fsync below still makes the file durable
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RANGE_SYNC: list[Any] = []
+
+
+def _sync_file_range() -> Any:
+    """libc's sync_file_range (Linux), or None."""
+    if not _RANGE_SYNC:
+        func = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(OSError, AttributeError):
+                func = ctypes.CDLL(None, use_errno=True).sync_file_range
+                func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                func.restype = ctypes.c_int
+        _RANGE_SYNC.append(func)
+    return _RANGE_SYNC[0]
+
+
+def _lower_thread_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: a thread has its own nice)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """Delete the temporary files of ``mlu._files.atomic_path`` a killed writer left in
+    ``directory`` itself (not below it: a checkpoint being written has its own directory)."""
+    for name in os.listdir(directory):
+        if _TEMP_NAME.match(name):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                (directory / name).unlink()
+
+
+def _busy(work: Path) -> bool:
+    """Whether a live writer holds the ``busy`` lock of the checkpoint directory ``work``."""
+    import fcntl
+
+    try:
+        fd = os.open(work / _BUSY, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # made under the lock with its busy file: this one's writer died
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if it was taken
+    return False
+
+
+@dataclasses.dataclass
+class _CheckpointJob:
+    """A checkpoint being written: the state after request ``seq`` and where it is written."""
+
+    seq: int
+    model_after: str
+    unlearner: Unlearner | None
+    work: Path
+    busy_fd: int
+    staged: bool = False  # written, flushed and hashed: what is left is short, under the lock
+    seconds: float = 0.0
+    error: BaseException | None = None
+
+
 def _finite(value: Any) -> Any:
     """JSON-safe: a non-finite float becomes None."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -282,7 +396,7 @@ class DeletionStore:
         and the forgetting settings of every request (mode, epochs, noise, anneal; a store
         created before they were recorded serves ``mode="exact"``, as it did).
     checkpoint_every : int
-        Requests between checkpoints of the Unlearner's state.
+        Requests between checkpoints of the Unlearner's state (written in the background).
     lock_timeout : float
         Seconds a writer waits for another one before :class:`~mlu.exceptions.StoreLockedError`.
     """
@@ -317,6 +431,16 @@ class DeletionStore:
         self._seq = 0
         self._model_hash = meta["base_hash"]
         self._model = self._base
+        # the checkpoint thread and the requests of this process: one at a time under the lock
+        # (flock does not exclude two threads sharing the lock file's descriptor)
+        self._thread_lock = threading.Lock()
+        self._checkpoint_thread: threading.Thread | None = None
+        self._checkpoint_job: _CheckpointJob | None = None
+        # (request, error) of a checkpoint that failed in the background: reported at the next
+        # request
+        self._checkpoint_failed: tuple[int, BaseException] | None = None
+        self._checkpoint_retry_at = 0  # no new attempt before this request after a failure
+        self._checkpoint_times: list[tuple[int, float]] = []  # (request, seconds) written
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -553,7 +677,13 @@ class DeletionStore:
         return store
 
     def close(self) -> None:
-        """Release the log and the lock file (the store stays usable on disk)."""
+        """Wait for a checkpoint being written, then release the log and the lock file.
+
+        The store stays usable on disk. A checkpoint that failed meanwhile is reported as a
+        RuntimeWarning (the store is consistent; it replays from the previous checkpoint).
+        """
+        self._wait_for_checkpoint()
+        self._warn_checkpoint_failed(stacklevel=3)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -653,7 +783,16 @@ class DeletionStore:
             A bad request (the store is unchanged), or a store opened without its data.
         StoreLockedError
             Another process held the lock for longer than :attr:`lock_timeout`.
+
+        Notes
+        -----
+        When the request makes a checkpoint due (:attr:`checkpoint_every`), the state is
+        written by a thread after the request returns (module docs); the request itself only
+        takes a snapshot. A checkpoint that failed is reported here, at the next request, as a
+        RuntimeWarning.
         """
+        self._warn_checkpoint_failed(stacklevel=3)
+        self._let_checkpoint_finish()
         X, y = self._need_data("forget")
         wanted = _as_rows(rows)
         if request_id is not None:
@@ -674,8 +813,8 @@ class DeletionStore:
             else:
                 request_id = uuid.uuid4().hex
             record = self._apply(request_id, wanted, X, y)
-            if self._seq - int(self._meta["checkpoint"]) >= self.checkpoint_every:
-                self._checkpoint_locked()
+            if self._checkpoint_due():
+                self._start_checkpoint()
         return {**record, "applied": True}
 
     def _apply(self, request_id: str, rows: list[int], X: np.ndarray, y: np.ndarray) -> dict:
@@ -749,49 +888,197 @@ class DeletionStore:
         return record
 
     def checkpoint(self) -> None:
-        """Write the Unlearner's state now, so that the next open replays nothing.
+        """Write the Unlearner's state now, in this thread, so that the next open replays nothing.
 
-        Does nothing when the Unlearner is not loaded or the last checkpoint is current.
+        Waits for a checkpoint being written in the background first. Does nothing when the
+        Unlearner is not loaded or the last checkpoint is current.
+
+        Raises
+        ------
+        OSError, StoreCorruptError, StoreLockedError
+            The checkpoint could not be written; the store is as before (the previous
+            checkpoint stays in force).
         """
+        self._wait_for_checkpoint()
         with self._locked():
             self._sync()
-            self._checkpoint_locked()
+            if self._unlearner is None or self._checkpoint_in_force()[0] >= self._seq:
+                return
+            job = self._begin_checkpoint()
+        self._write_checkpoint(job)
+        if job.error is not None:
+            raise job.error
 
-    def _checkpoint_locked(self) -> None:
-        seq = self._seq
-        if self._unlearner is None or int(self._meta["checkpoint"]) == seq:
-            return
-        d = self.directory
-        pending = d / f".pending-unlearner-{seq}.npz"
-        final = d / f"unlearner-{seq}.npz"
+    def _checkpoint_due(self) -> bool:
+        running = self._checkpoint_thread is not None and self._checkpoint_thread.is_alive()
+        return (
+            self._unlearner is not None
+            and not running
+            and self._seq - int(self._meta["checkpoint"]) >= self.checkpoint_every
+            and self._seq >= self._checkpoint_retry_at
+        )
+
+    def _start_checkpoint(self) -> None:
+        """Snapshot the state and start the thread that writes it (under the lock, after a
+        committed request: a failure here is reported at the next request, never raised)."""
+        job = None
         try:
-            self._unlearner.save(pending)
-            _fsync_file(pending)
-            sha = _file_sha256(pending)
-            os.replace(pending, final)
-            _fsync_dir(d)
-            _fault("checkpoint-written")
-            self._db.execute("BEGIN IMMEDIATE")
+            job = self._begin_checkpoint()
+            thread = threading.Thread(
+                target=self._write_checkpoint_in_background,
+                args=(job,),
+                name=f"mlu-store-checkpoint-{job.seq}",
+            )
+            thread.start()
+            self._checkpoint_thread, self._checkpoint_job = thread, job
+        except Exception as exc:
+            if job is not None:
+                self._end_checkpoint(job)
+            self._checkpoint_failed = (self._seq, exc)
+            self._checkpoint_retry_at = self._seq + self.checkpoint_every
+
+    def _begin_checkpoint(self) -> _CheckpointJob:
+        """The snapshot of the current state and its locked directory (under the lock, so
+        that a recovery, which runs under it too, sees the directory only once it is busy)."""
+        import fcntl
+
+        assert self._unlearner is not None
+        seq = self._seq
+        work = self.directory / f".checkpoint-{seq}-{uuid.uuid4().hex[:8]}"
+        work.mkdir()
+        try:
+            fd = os.open(work / _BUSY, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(seq),))
-                self._db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'checkpoint_sha256'", (sha,)
-                )
-                self._db.execute("COMMIT")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never blocks
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                os.close(fd)
                 raise
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                pending.unlink()
+            shutil.rmtree(work, ignore_errors=True)
             raise
-        old = int(self._meta["checkpoint"])
-        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(seq), sha
-        _fault("checkpoint-committed")
-        if old != 0:
+        # a shallow copy is a snapshot: a request replaces the Unlearner's arrays and objects,
+        # it never changes them in place
+        snapshot = copy.copy(self._unlearner)
+        return _CheckpointJob(seq, self._model_hash, snapshot, work, fd)
+
+    def _write_checkpoint_in_background(self, job: _CheckpointJob) -> None:
+        _lower_thread_priority()  # the requests of the main thread come first
+        self._write_checkpoint(job)
+        if job.error is not None:
+            self._checkpoint_failed = (job.seq, job.error)
+            self._checkpoint_retry_at = job.seq + self.checkpoint_every
+
+    def _write_checkpoint(self, job: _CheckpointJob) -> None:
+        """Write ``job``'s state: saved, flushed and hashed without the lock, then renamed and
+        recorded under it (module docs). Never raises: a failure is left in ``job.error``, and
+        the store is as before (the previous checkpoint stays in force)."""
+        start = time.perf_counter()
+        old = 0
+        try:
+            _fault("checkpoint-begun")
+            assert job.unlearner is not None
+            staged = job.work / "unlearner.npz"
+            job.unlearner.save(staged)
+            _flush_in_steps(staged)
+            sha = _file_sha256(staged)
+            job.staged = True
+            _fault("checkpoint-saved")
+            with self._locked():
+                old = self._publish_checkpoint(job, staged, sha)
+            job.seconds = time.perf_counter() - start
+            self._checkpoint_times.append((job.seq, job.seconds))
+        except BaseException as exc:
+            job.error = exc
+        finally:
+            self._end_checkpoint(job)
+        if old > 0:  # no longer named by the log (a kill before this: the next open deletes it)
             with contextlib.suppress(FileNotFoundError):
-                (d / f"unlearner-{old}.npz").unlink()
+                (self.directory / f"unlearner-{old}.npz").unlink()
+
+    def _publish_checkpoint(self, job: _CheckpointJob, staged: Path, sha: str) -> int:
+        """Rename the staged state into place and record it (under the lock). Returns the
+        checkpoint it replaces (0: none to delete)."""
+        d = self.directory
+        # a connection of this thread's own (sqlite3 connections stay in their thread)
+        db = sqlite3.connect(d / LOG, isolation_level=None, timeout=self.lock_timeout)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            current, _ = _checkpoint_of(db)
+            if current >= job.seq:
+                return 0  # another writer recorded one as recent: it stays
+            row = db.execute(
+                "SELECT model_after FROM requests WHERE seq = ?", (job.seq,)
+            ).fetchone()
+            if row is None or row[0] != job.model_after:
+                raise StoreCorruptError(
+                    f"{d / LOG}: request {job.seq} is no longer the one the checkpoint was "
+                    "taken after"
+                )
+            os.replace(staged, d / f"unlearner-{job.seq}.npz")
+            _fsync_dir(d)
+            # a kill or a failure from here to the commit leaves a file the log does not
+            # name: the previous checkpoint stays in force, the next open deletes the file
+            _fault("checkpoint-written")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(job.seq),))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_sha256'", (sha,))
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(job.seq), sha
+        _fault("checkpoint-committed")
+        return current
+
+    @staticmethod
+    def _end_checkpoint(job: _CheckpointJob) -> None:
+        """Remove the job's directory and release its busy lock (in this order)."""
+        if job.busy_fd >= 0:
+            shutil.rmtree(job.work, ignore_errors=True)
+            os.close(job.busy_fd)
+            job.busy_fd = -1
+        job.unlearner = None  # the snapshot's arrays may be freed
+
+    def _let_checkpoint_finish(self) -> None:
+        """Wait for a checkpoint whose file is written (what is left is to rename and record
+        it under the lock: a few ms); back-to-back requests would otherwise keep it from the
+        lock (a threading.Lock is not fair)."""
+        job = self._checkpoint_job
+        if job is not None and job.staged:
+            self._wait_for_checkpoint()
+
+    def _wait_for_checkpoint(self) -> None:
+        thread = self._checkpoint_thread
+        if thread is not None:
+            thread.join()
+        self._checkpoint_thread = self._checkpoint_job = None
+
+    def _warn_checkpoint_failed(self, stacklevel: int) -> None:
+        failed = self._checkpoint_failed
+        if failed is None:
+            return
+        self._checkpoint_failed = None
+        warnings.warn(
+            f"{self.directory}: the checkpoint after request {failed[0]} failed ({failed[1]!r}); "
+            "the store is consistent and replays the requests since the previous checkpoint; "
+            f"the next attempt is due after request {self._checkpoint_retry_at}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+
+    def _checkpoint_in_force(self) -> tuple[int, str]:
+        """(request, SHA-256) of the checkpoint the log names now (another process may have
+        written one since this one read the metadata)."""
+        try:
+            ck, sha = _checkpoint_of(self._db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptError(f"{self.directory / LOG}: unreadable log ({exc})") from exc
+        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(ck), sha
+        return ck, sha
 
     # ------------------------------------------------------------------ replay
     def verify(self) -> VerifyResult:
@@ -854,8 +1141,8 @@ class DeletionStore:
         if self._unlearner is not None:
             return self._unlearner
         X, y = self._need_data("forget")
-        ck = int(self._meta["checkpoint"])
-        unlearner = self._load_state(ck, self._meta["checkpoint_sha256"], X, y)
+        ck, sha = self._checkpoint_in_force()
+        unlearner = self._load_state(ck, sha, X, y)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UpdateShortenedWarning)
             for rec in self.log()[ck:]:
@@ -921,7 +1208,13 @@ class DeletionStore:
         self._unlearner = None  # another writer moved on: replay from the checkpoint
 
     def _pending_files(self) -> list[str]:
-        return [n for n in os.listdir(self.directory) if n.startswith(".")]
+        """What a writer left that a recovery has to look at (a checkpoint being written
+        does not change the log or the model: it is not one of them)."""
+        return [
+            n
+            for n in os.listdir(self.directory)
+            if n.startswith(".") and not _CHECKPOINT_WORK.match(n)
+        ]
 
     def _recover(self) -> str | None:
         """Finish or roll back what a killed writer left (under the lock); say what was done."""
@@ -961,7 +1254,9 @@ class DeletionStore:
             if m or (c and int(c.group(1)) not in (0, ck)):
                 with contextlib.suppress(FileNotFoundError):
                     (d / name).unlink()
-        remove_stale_temp_files(d)
+            elif _CHECKPOINT_WORK.match(name) and not _busy(d / name):
+                shutil.rmtree(d / name, ignore_errors=True)  # its writer died
+        _remove_stale_temp_files(d)
         for seq in sorted(ids):
             rid = ids[seq]
             label = f"request {rid!r} (seq {seq})" if rid is not None else f"request {seq}"
@@ -1005,21 +1300,31 @@ class DeletionStore:
         if self._lock_fd is None:
             raise ValueError(f"{self.directory}: the store is closed")
         deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreLockedError(
-                        f"{self.directory}: another process is writing to this store (waited "
-                        f"{self.lock_timeout:g} s for its lock); try again later"
-                    ) from None
-                time.sleep(0.005)
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise StoreLockedError(
+                f"{self.directory}: another thread is writing to this store (waited "
+                f"{self.lock_timeout:g} s for it); try again later"
+            )
         try:
-            yield
+            while True:
+                if self._lock_fd is None:
+                    raise ValueError(f"{self.directory}: the store is closed")
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreLockedError(
+                            f"{self.directory}: another process is writing to this store "
+                            f"(waited {self.lock_timeout:g} s for its lock); try again later"
+                        ) from None
+                    time.sleep(0.005)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            self._thread_lock.release()
 
     def __repr__(self) -> str:
         return (
@@ -1061,6 +1366,16 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise StoreCorruptError(f"{path}: the log is damaged ({exc})") from exc
     return db
+
+
+def _checkpoint_of(db: sqlite3.Connection) -> tuple[int, str]:
+    """(request, SHA-256) of the checkpoint the log's metadata names."""
+    meta = dict(
+        db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('checkpoint', 'checkpoint_sha256')"
+        ).fetchall()
+    )
+    return int(meta["checkpoint"]), str(meta["checkpoint_sha256"])
 
 
 def _read_meta(db: sqlite3.Connection, path: Path) -> dict[str, str]:
