@@ -454,6 +454,7 @@ _CHILD = textwrap.dedent(
 
     mlu.set_num_threads(1)
     path, data, plan, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    join = sys.argv[5:] == ["join"]
     with np.load(data) as f:
         X, y = f["X"], f["y"]
     store = DeletionStore.open(path, X, y, checkpoint_every=every, lock_timeout=60)
@@ -462,6 +463,8 @@ _CHILD = textwrap.dedent(
         print("start", rid, flush=True)
         rec = store.forget(rows, request_id=rid)
         print("done", rid, rec["applied"], flush=True)
+        if join:  # the checkpoint's file written before the next request (which records it)
+            store._wait_for_checkpoint()
     store.close()
     """
 )
@@ -485,12 +488,12 @@ def _plan(seed: int, count: int, start: int = 0) -> list[tuple[str, list[int]]]:
     ]
 
 
-def _spawn(child_files: Path, store: Path, plan, every: int = 32, env=None):
+def _spawn(child_files: Path, store: Path, plan, every: int = 32, env=None, join=False):
     plan_file = store.parent / f"{store.name}.plan-{len(os.listdir(store.parent))}.json"
     plan_file.write_text(json.dumps(plan))
     return subprocess.Popen(
         [sys.executable, str(child_files / "child.py"), str(store), str(child_files / "data.npz"),
-         str(plan_file), str(every)],
+         str(plan_file), str(every), *(["join"] if join else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -523,6 +526,18 @@ def _check_consistent(store_path: Path, X, y, plan, done: set[str]) -> DeletionS
 _ROLLED_BACK = ("begin", "solved", "in-commit")
 
 
+# The checkpoint after request 2 of the kill tests (checkpoint_every=1) is recorded either with
+# the next request ("next": a second request in the plan) or at close ("close").
+_KILLS = [(point, "") for point in FAULT_POINTS if not point.startswith("checkpoint")] + [
+    ("checkpoint-begun", "close"),
+    ("checkpoint-saved", "close"),
+    ("checkpoint-written", "next"),
+    ("checkpoint-committed", "next"),
+    ("checkpoint-written", "close"),
+    ("checkpoint-committed", "close"),
+]
+
+
 def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
     problem, empty_store, child_files, tmp_path
 ):
@@ -530,27 +545,25 @@ def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
     base = _copy(empty_store, tmp_path / "base")
     with DeletionStore.open(base, X, y) as store:
         store.forget([1, 2], request_id="pre")
+    assert set(FAULT_POINTS) == {point for point, _ in _KILLS}
     procs = {}
-    for point in FAULT_POINTS:
-        path = _copy(base, tmp_path / point)
-        plan = [(f"k-{point}", [11, 12])]
-        procs[point] = (path, plan, _spawn(child_files, path, plan, 1, {FAULT_ENV: point}))
-    for point, (path, plan, proc) in procs.items():
+    for point, when in _KILLS:
+        case = f"{point}-{when}" if when else point
+        path = _copy(base, tmp_path / case)
+        plan = [(f"k-{case}", [11, 12])] + ([(f"k2-{case}", [13])] if when == "next" else [])
+        proc = _spawn(child_files, path, plan, 1, {FAULT_ENV: point}, join=bool(when))
+        procs[case] = (point, when, path, plan, proc)
+    for case, (point, when, path, plan, proc) in procs.items():
         out, err = proc.communicate(timeout=120)
-        assert proc.returncode == -signal.SIGKILL, (point, out, err)
-        in_checkpoint = point.startswith("checkpoint")
-        # a checkpoint is written after its request returned: "done" may have been printed
-        assert in_checkpoint or "done" not in out
+        assert proc.returncode == -signal.SIGKILL, (case, out, err)
+        killed = plan[-1][0]  # the request killed, or the last one before the checkpoint's kill
+        assert f"done {killed}" not in out or point.startswith("checkpoint")
         work = [n for n in _leftovers(path) if n.startswith(".checkpoint-")]
-        assert len(work) == in_checkpoint  # removed after the commit and by the next open
-        if point == "checkpoint-saved":  # killed while writing: a torn file at worst
+        assert len(work) == point.startswith("checkpoint")  # removed after the commit, or by open
+        if point == "checkpoint-saved":  # killed while writing it: a torn file at worst
             staged = path / work[0] / "unlearner.npz"
             staged.write_bytes(staged.read_bytes()[:1000])
         store = _check_consistent(path, X, y, [("pre", [1, 2]), *plan], {"pre"})
-        if in_checkpoint:  # the request before it was committed; the log names a whole file
-            committed = point == "checkpoint-committed"
-            assert _checkpoint_in_log(path) == (2 if committed else 0)
-            assert _states(path) == ["unlearner-0.npz", *(["unlearner-2.npz"] if committed else [])]
         rid = plan[0][0]
         if point in _ROLLED_BACK:
             assert store.n_requests == 1
@@ -558,16 +571,26 @@ def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
                 f"rolled back request {rid!r} (seq 2): killed before its commit, the store is "
                 "as before it"
             )
+        elif when == "next":  # the second request was killed, recording the checkpoint
+            committed = point == "checkpoint-committed"
+            assert store.n_requests == 2 + committed
+            assert store.recovered is not None
+            assert store.recovered.startswith("finished" if committed else "rolled back")
         else:
             assert store.n_requests == 2 and store.log()[-1]["id"] == rid
             if point in ("committed", "model-written"):
                 assert store.recovered is not None and store.recovered.startswith(
                     f"finished request {rid!r} (seq 2)"
                 )
-        again = store.forget([11, 12], request_id=rid)  # the client retries
-        assert again["applied"] == (point in _ROLLED_BACK)
-        assert [r["id"] for r in store.log()] == ["pre", rid]
-        store.forget([13], request_id="next")  # from the checkpoint in force
+        if point.startswith("checkpoint"):  # the log names the previous file or a whole one
+            committed = point == "checkpoint-committed"
+            assert _checkpoint_in_log(path) == (2 if committed else 0)
+            assert _states(path) == ["unlearner-0.npz", *(["unlearner-2.npz"] if committed else [])]
+        n_before = store.n_requests
+        applied = [store.forget(rows, request_id=r)["applied"] for r, rows in plan]  # retries
+        assert sum(applied) == 1 + len(plan) - n_before
+        assert [r["id"] for r in store.log()] == ["pre"] + [r for r, _ in plan]
+        store.forget([20], request_id="next")  # from the checkpoint in force
         assert store.verify().ok
         store.close()
 

@@ -35,24 +35,25 @@ and the requests after the checkpoint are replayed from the log when the Unlearn
 needed. Replay is exact because a request is a deterministic function of the state and its rows;
 every replayed model is checked against the hash in its log row.
 
-A checkpoint is written off the request path. The request that makes one due takes a snapshot of
-the Unlearner under the lock (a shallow copy: a request replaces the Unlearner's arrays, it never
-changes them in place) and creates ``.checkpoint-<k>-<t>/busy``, locked with ``fcntl.flock``;
-a thread of the same process then
+A checkpoint is written off the request path, in three steps:
 
-5. writes the state into that directory, flushes it to disk and hashes it, without the lock
-   (requests go on meanwhile);
-6. takes the lock, renames the file to ``unlearner-<k>.npz`` and fsyncs the directory;
-7. records it (its number and SHA-256) in the log's metadata, in one transaction: **the
-   checkpoint's commit point**; releases the lock and deletes the previous checkpoint.
+1. the request that makes one due takes a snapshot of the Unlearner under the lock (a shallow
+   copy: a request replaces the Unlearner's arrays, it never changes them in place) and creates
+   ``.checkpoint-<k>-<t>/busy``, locked (``fcntl.flock``) while this process works on it;
+2. a thread of this process writes the state into that directory, flushes it to disk and hashes
+   it, without the lock (requests are served meanwhile); it touches nothing else;
+3. the next request, under the lock, renames the file to ``unlearner-<k>.npz``, fsyncs the
+   directory, and records it (number and SHA-256) in the log's metadata **in its own
+   transaction** (no fsync of the checkpoint's own); when no request comes, :meth:`close` or
+   :meth:`checkpoint` records it in a transaction of its own. The previous file is deleted
+   later (by the next checkpoint's thread, ``close`` or ``open``), not on a request's path.
 
-A kill before 7 leaves the previous checkpoint in force and ``open`` deletes what the writer left
-(a ``.checkpoint-*`` directory whose ``busy`` lock nobody holds, a renamed file the log does not
-name); a kill after it leaves an unused older file, deleted by the next ``open``. The log never
-names a file before it is durable. A failed checkpoint changes nothing either (a RuntimeWarning
-at the next request says so) and is tried again ``checkpoint_every`` requests later;
-:meth:`DeletionStore.close` waits for one in flight. The replay from the last checkpoint is
-therefore at most ``checkpoint_every`` requests plus those served while one was being written.
+A kill before the commit of 3 leaves the previous checkpoint in force, and ``open`` deletes what
+was left (a ``.checkpoint-*`` directory whose ``busy`` lock nobody holds, a renamed file the log
+does not name); the log never names a file before it is durable. A checkpoint that fails changes
+nothing either: the next request says so (RuntimeWarning) and it is tried again
+``checkpoint_every`` requests later. The replay from the last checkpoint is therefore at most
+``checkpoint_every`` requests plus those served while one was written.
 
 Testing hook: when the environment variable ``MLU_STORE_FAULT`` names one of
 :data:`FAULT_POINTS`, the process kills itself with SIGKILL at that point of a request or a
@@ -86,7 +87,6 @@ from typing import Any
 import numpy as np
 
 from . import _dask, forgetting
-from ._files import _TEMP_NAME
 from ._validation import as_features, as_labels
 from ._version import __version__
 from .exceptions import StoreCorruptError, StoreLockedError, UpdateShortenedWarning
@@ -124,6 +124,8 @@ _PENDING_CHECKPOINT = re.compile(r"^\.pending-unlearner-(\d+)\.npz$")
 _CHECKPOINT = re.compile(r"^unlearner-(\d+)\.npz$")
 _CHECKPOINT_WORK = re.compile(r"^\.checkpoint-(\d+)-[0-9a-f]+$")
 _BUSY = "busy"
+_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+"""The temporary names of mlu._files.atomic_path (``.NAME.XXXXXXXX.tmp``)."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -265,18 +267,12 @@ def _sync_file_range() -> Any:
     return _RANGE_SYNC[0]
 
 
-def _lower_thread_priority() -> None:
-    """Give the calling thread the lowest CPU priority (Linux: a thread has its own nice)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
 def _remove_stale_temp_files(directory: Path) -> None:
     """Delete the temporary files of ``mlu._files.atomic_path`` a killed writer left in
-    ``directory`` itself (not below it: a checkpoint being written has its own directory)."""
+    ``directory`` itself (not below it, as ``mlu._files.remove_stale_temp_files`` would: a
+    checkpoint being written has its own directory, where its writer's are not stale)."""
     for name in os.listdir(directory):
-        if _TEMP_NAME.match(name):
+        if _TEMP_FILE.match(name):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 (directory / name).unlink()
 
@@ -307,8 +303,8 @@ class _CheckpointJob:
     unlearner: Unlearner | None
     work: Path
     busy_fd: int
-    staged: bool = False  # written, flushed and hashed: what is left is short, under the lock
-    seconds: float = 0.0
+    sha: str = ""
+    written: bool = False  # saved, flushed and hashed: left to rename and record
     error: BaseException | None = None
 
 
@@ -431,16 +427,14 @@ class DeletionStore:
         self._seq = 0
         self._model_hash = meta["base_hash"]
         self._model = self._base
-        # the checkpoint thread and the requests of this process: one at a time under the lock
-        # (flock does not exclude two threads sharing the lock file's descriptor)
-        self._thread_lock = threading.Lock()
         self._checkpoint_thread: threading.Thread | None = None
+        # being written, or written and not yet recorded: one at a time
         self._checkpoint_job: _CheckpointJob | None = None
         # (request, error) of a checkpoint that failed in the background: reported at the next
         # request
         self._checkpoint_failed: tuple[int, BaseException] | None = None
         self._checkpoint_retry_at = 0  # no new attempt before this request after a failure
-        self._checkpoint_times: list[tuple[int, float]] = []  # (request, seconds) written
+        self._checkpoint_times: list[tuple[int, float]] = []  # (request, seconds to write)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -682,8 +676,19 @@ class DeletionStore:
         The store stays usable on disk. A checkpoint that failed meanwhile is reported as a
         RuntimeWarning (the store is consistent; it replays from the previous checkpoint).
         """
-        self._wait_for_checkpoint()
-        self._warn_checkpoint_failed(stacklevel=3)
+        if self._lock_fd is not None:
+            self._wait_for_checkpoint()
+            job = self._written_checkpoint()
+            if job is not None:
+                try:
+                    with self._locked():
+                        self._record_written_checkpoint()
+                except Exception as exc:  # the store is consistent: say so, do not fail
+                    self._checkpoint_failed = (job.seq, exc)
+            self._drop_checkpoint()
+            with contextlib.suppress(OSError):
+                self._remove_superseded()
+            self._warn_checkpoint_failed(stacklevel=3)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -792,7 +797,6 @@ class DeletionStore:
         RuntimeWarning.
         """
         self._warn_checkpoint_failed(stacklevel=3)
-        self._let_checkpoint_finish()
         X, y = self._need_data("forget")
         wanted = _as_rows(rows)
         if request_id is not None:
@@ -818,7 +822,8 @@ class DeletionStore:
         return {**record, "applied": True}
 
     def _apply(self, request_id: str, rows: list[int], X: np.ndarray, y: np.ndarray) -> dict:
-        """Steps 1-5 of the module docs, under the lock, with the store in sync."""
+        """Steps 1-4 of a request (module docs), under the lock, with the store in sync; step 3
+        of a checkpoint when the thread has written one."""
         d = self.directory
         seq = self._seq + 1
         pending_request = d / f".pending-request-{seq}.json"
@@ -854,6 +859,17 @@ class DeletionStore:
                 json.dumps(record[c]) if c in ("rows", "check", "notes") else record[c]
                 for c in _COLUMNS
             ]
+            # a checkpoint the thread has written is renamed into place now and recorded in
+            # this request's transaction (no fsync of its own)
+            job = self._written_checkpoint()
+            try:
+                if job is not None and not self._place_checkpoint(job):
+                    job = None
+            except Exception as exc:  # the request goes on; the checkpoint is tried again
+                self._drop_checkpoint()
+                self._checkpoint_failed = (job.seq, exc) if job is not None else None
+                self._checkpoint_retry_at = seq + self.checkpoint_every
+                job = None
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
@@ -861,13 +877,19 @@ class DeletionStore:
                 )
                 theta = np.ascontiguousarray(new_model.theta_, dtype="<f8").tobytes()
                 self._db.execute("UPDATE current SET seq = ?, theta = ? WHERE k = 0", (seq, theta))
+                if job is not None:
+                    self._record_checkpoint(job)
                 _fault("in-commit")
                 self._db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
+                if job is not None:  # its file, in place, is not named: the next open deletes it
+                    self._drop_checkpoint()
                 raise
             committed = True
+            if job is not None:
+                self._checkpoint_recorded(job)
             _fault("committed")
             new_model.save(d / MODEL)  # derived from the log: no fsync (recovery rewrites it)
             _fault("model-written")
@@ -890,8 +912,8 @@ class DeletionStore:
     def checkpoint(self) -> None:
         """Write the Unlearner's state now, in this thread, so that the next open replays nothing.
 
-        Waits for a checkpoint being written in the background first. Does nothing when the
-        Unlearner is not loaded or the last checkpoint is current.
+        Waits for a checkpoint being written in the background and records it first. Does
+        nothing when the Unlearner is not loaded or the last checkpoint is current.
 
         Raises
         ------
@@ -902,18 +924,28 @@ class DeletionStore:
         self._wait_for_checkpoint()
         with self._locked():
             self._sync()
+            self._record_written_checkpoint()
             if self._unlearner is None or self._checkpoint_in_force()[0] >= self._seq:
                 return
             job = self._begin_checkpoint()
+        self._checkpoint_job = job
         self._write_checkpoint(job)
         if job.error is not None:
+            self._drop_checkpoint()
             raise job.error
+        with self._locked():
+            self._record_written_checkpoint()
+
+    # The protocol of a checkpoint (module docs): _begin_checkpoint (request path, under the
+    # lock), _write_checkpoint (its thread, no lock), _place_checkpoint and _record_checkpoint
+    # (under the lock: with the next request, or at close or checkpoint()), and
+    # _checkpoint_recorded. Only the thread that owns the store touches the log and the lock;
+    # the checkpoint's thread touches its job and its own directory.
 
     def _checkpoint_due(self) -> bool:
-        running = self._checkpoint_thread is not None and self._checkpoint_thread.is_alive()
         return (
             self._unlearner is not None
-            and not running
+            and self._checkpoint_job is None
             and self._seq - int(self._meta["checkpoint"]) >= self.checkpoint_every
             and self._seq >= self._checkpoint_retry_at
         )
@@ -921,19 +953,17 @@ class DeletionStore:
     def _start_checkpoint(self) -> None:
         """Snapshot the state and start the thread that writes it (under the lock, after a
         committed request: a failure here is reported at the next request, never raised)."""
-        job = None
         try:
-            job = self._begin_checkpoint()
+            self._checkpoint_job = self._begin_checkpoint()
             thread = threading.Thread(
-                target=self._write_checkpoint_in_background,
-                args=(job,),
-                name=f"mlu-store-checkpoint-{job.seq}",
+                target=self._write_checkpoint,
+                args=(self._checkpoint_job, True),
+                name=f"mlu-store-checkpoint-{self._seq}",
             )
             thread.start()
-            self._checkpoint_thread, self._checkpoint_job = thread, job
+            self._checkpoint_thread = thread
         except Exception as exc:
-            if job is not None:
-                self._end_checkpoint(job)
+            self._drop_checkpoint()
             self._checkpoint_failed = (self._seq, exc)
             self._checkpoint_retry_at = self._seq + self.checkpoint_every
 
@@ -961,103 +991,114 @@ class DeletionStore:
         snapshot = copy.copy(self._unlearner)
         return _CheckpointJob(seq, self._model_hash, snapshot, work, fd)
 
-    def _write_checkpoint_in_background(self, job: _CheckpointJob) -> None:
-        _lower_thread_priority()  # the requests of the main thread come first
-        self._write_checkpoint(job)
-        if job.error is not None:
-            self._checkpoint_failed = (job.seq, job.error)
-            self._checkpoint_retry_at = job.seq + self.checkpoint_every
-
-    def _write_checkpoint(self, job: _CheckpointJob) -> None:
-        """Write ``job``'s state: saved, flushed and hashed without the lock, then renamed and
-        recorded under it (module docs). Never raises: a failure is left in ``job.error``, and
-        the store is as before (the previous checkpoint stays in force)."""
-        start = time.perf_counter()
-        old = 0
+    def _write_checkpoint(self, job: _CheckpointJob, background: bool = False) -> None:
+        """Save, flush and hash ``job``'s state in its directory, without the lock (in the
+        checkpoint's thread, or in the caller's for :meth:`checkpoint`). Never raises: sets
+        ``job.written``, or ``job.error`` (last, so the owner may then clean up)."""
         try:
+            # not at a lower CPU priority: descheduled while it holds the GIL, the thread would
+            # hold up the requests
+            if background:
+                self._remove_superseded()
+            start = time.perf_counter()
             _fault("checkpoint-begun")
             assert job.unlearner is not None
             staged = job.work / "unlearner.npz"
             job.unlearner.save(staged)
             _flush_in_steps(staged)
-            sha = _file_sha256(staged)
-            job.staged = True
+            job.sha = _file_sha256(staged)
             _fault("checkpoint-saved")
-            with self._locked():
-                old = self._publish_checkpoint(job, staged, sha)
-            job.seconds = time.perf_counter() - start
-            self._checkpoint_times.append((job.seq, job.seconds))
+            job.unlearner = None  # its arrays may be freed
+            self._checkpoint_times.append((job.seq, time.perf_counter() - start))
+            job.written = True
         except BaseException as exc:
             job.error = exc
-        finally:
-            self._end_checkpoint(job)
-        if old > 0:  # no longer named by the log (a kill before this: the next open deletes it)
-            with contextlib.suppress(FileNotFoundError):
-                (self.directory / f"unlearner-{old}.npz").unlink()
 
-    def _publish_checkpoint(self, job: _CheckpointJob, staged: Path, sha: str) -> int:
-        """Rename the staged state into place and record it (under the lock). Returns the
-        checkpoint it replaces (0: none to delete)."""
+    def _written_checkpoint(self) -> _CheckpointJob | None:
+        """The checkpoint the thread has written and is not recorded yet, if any; a failed one
+        is cleaned up and reported at the next request."""
+        job = self._checkpoint_job
+        if job is None:
+            return None
+        if job.error is not None:
+            self._drop_checkpoint()
+            self._checkpoint_failed = (job.seq, job.error)
+            self._checkpoint_retry_at = job.seq + self.checkpoint_every
+            return None
+        return job if job.written else None
+
+    def _place_checkpoint(self, job: _CheckpointJob) -> bool:
+        """Rename the written state to ``unlearner-<k>.npz`` (durably), under the lock; False
+        when the log names one as recent already (written by another writer)."""
+        if self._checkpoint_in_force()[0] >= job.seq:
+            self._drop_checkpoint()
+            return False
         d = self.directory
-        # a connection of this thread's own (sqlite3 connections stay in their thread)
-        db = sqlite3.connect(d / LOG, isolation_level=None, timeout=self.lock_timeout)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            current, _ = _checkpoint_of(db)
-            if current >= job.seq:
-                return 0  # another writer recorded one as recent: it stays
-            row = db.execute(
-                "SELECT model_after FROM requests WHERE seq = ?", (job.seq,)
-            ).fetchone()
-            if row is None or row[0] != job.model_after:
-                raise StoreCorruptError(
-                    f"{d / LOG}: request {job.seq} is no longer the one the checkpoint was "
-                    "taken after"
-                )
-            os.replace(staged, d / f"unlearner-{job.seq}.npz")
-            _fsync_dir(d)
-            # a kill or a failure from here to the commit leaves a file the log does not
-            # name: the previous checkpoint stays in force, the next open deletes the file
-            _fault("checkpoint-written")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(job.seq),))
-                db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_sha256'", (sha,))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-        finally:
-            db.close()
-        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(job.seq), sha
-        _fault("checkpoint-committed")
-        return current
+        os.replace(job.work / "unlearner.npz", d / f"unlearner-{job.seq}.npz")
+        _fsync_dir(d)  # the log never names a file that is not durable
+        # a kill from here to the commit leaves a file the log does not name: the previous
+        # checkpoint stays in force and the next open deletes the file
+        _fault("checkpoint-written")
+        return True
 
-    @staticmethod
-    def _end_checkpoint(job: _CheckpointJob) -> None:
-        """Remove the job's directory and release its busy lock (in this order)."""
-        if job.busy_fd >= 0:
+    def _record_checkpoint(self, job: _CheckpointJob) -> None:
+        """Name the placed checkpoint in the log's metadata (inside the caller's transaction)."""
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(job.seq),))
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_sha256'", (job.sha,))
+
+    def _checkpoint_recorded(self, job: _CheckpointJob) -> None:
+        """After the commit that recorded ``job``. The previous checkpoint's file is deleted by
+        the next checkpoint's thread or by :meth:`close` (not on a request's path)."""
+        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(job.seq), job.sha
+        _fault("checkpoint-committed")
+        self._drop_checkpoint()
+
+    def _record_written_checkpoint(self) -> None:
+        """Record a written checkpoint in a transaction of its own (under the lock; when no
+        request comes to record it with: close and checkpoint())."""
+        job = self._written_checkpoint()
+        if job is None or not self._place_checkpoint(job):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._record_checkpoint(job)
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._drop_checkpoint()
+            raise
+        self._checkpoint_recorded(job)
+        self._remove_superseded()
+
+    def _drop_checkpoint(self) -> None:
+        """Forget the current checkpoint job: remove its directory, then release its busy
+        lock (the thread, if any, has finished with it or will find its directory gone)."""
+        job, self._checkpoint_job = self._checkpoint_job, None
+        if job is not None and job.busy_fd >= 0:
             shutil.rmtree(job.work, ignore_errors=True)
             os.close(job.busy_fd)
             job.busy_fd = -1
-        job.unlearner = None  # the snapshot's arrays may be freed
+            job.unlearner = None
 
-    def _let_checkpoint_finish(self) -> None:
-        """Wait for a checkpoint whose file is written (what is left is to rename and record
-        it under the lock: a few ms); back-to-back requests would otherwise keep it from the
-        lock (a threading.Lock is not fair)."""
-        job = self._checkpoint_job
-        if job is not None and job.staged:
-            self._wait_for_checkpoint()
+    def _remove_superseded(self) -> None:
+        """Delete the checkpoint files older than the one in force (no lock needed: the
+        checkpoint in force only moves forward, and a request loads only that one)."""
+        ck = int(self._meta["checkpoint"])
+        for name in os.listdir(self.directory):
+            c = _CHECKPOINT.match(name)
+            if c and 0 < int(c.group(1)) < ck:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.directory / name).unlink()
 
     def _wait_for_checkpoint(self) -> None:
-        thread = self._checkpoint_thread
+        """Wait for the checkpoint's thread (its job stays, to be recorded or dropped)."""
+        thread, self._checkpoint_thread = self._checkpoint_thread, None
         if thread is not None:
             thread.join()
-        self._checkpoint_thread = self._checkpoint_job = None
 
     def _warn_checkpoint_failed(self, stacklevel: int) -> None:
+        self._written_checkpoint()  # collects a failure of the thread
         failed = self._checkpoint_failed
         if failed is None:
             return
@@ -1300,31 +1341,21 @@ class DeletionStore:
         if self._lock_fd is None:
             raise ValueError(f"{self.directory}: the store is closed")
         deadline = time.monotonic() + self.lock_timeout
-        if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            raise StoreLockedError(
-                f"{self.directory}: another thread is writing to this store (waited "
-                f"{self.lock_timeout:g} s for it); try again later"
-            )
-        try:
-            while True:
-                if self._lock_fd is None:
-                    raise ValueError(f"{self.directory}: the store is closed")
-                try:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreLockedError(
-                            f"{self.directory}: another process is writing to this store "
-                            f"(waited {self.lock_timeout:g} s for its lock); try again later"
-                        ) from None
-                    time.sleep(0.005)
+        while True:
             try:
-                yield
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{self.directory}: another process is writing to this store (waited "
+                        f"{self.lock_timeout:g} s for its lock); try again later"
+                    ) from None
+                time.sleep(0.005)
+        try:
+            yield
         finally:
-            self._thread_lock.release()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def __repr__(self) -> str:
         return (
