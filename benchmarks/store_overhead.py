@@ -75,7 +75,7 @@ def _writing(store: DeletionStore) -> bool:
 def measure(name, model, X, y, curvature, n_requests, size, seed, workdir):
     every = 32  # the default
     rng = np.random.default_rng(seed)
-    n_all = n_requests + 2 * every
+    n_all = n_requests + every
     rows = rng.permutation(len(y))[: n_all * size].reshape(n_all, size)
     requests = [sorted(int(i) for i in r) for r in rows]
     served, later = requests[:n_requests], requests[n_requests:]
@@ -111,16 +111,16 @@ def measure(name, model, X, y, curvature, n_requests, size, seed, workdir):
         store = DeletionStore.open(path, X, y, checkpoint_every=10**9)
         open_s = time.perf_counter() - t
         first_ms = _added_ms(store, later[0])
-        for r in later[1:every]:  # 31 requests after the checkpoint, none written
+        for r in later[1 : every - 1]:  # 31 requests after the checkpoint, none written
             store.forget(r)
         store.close()
         store = DeletionStore.open(path, X, y, checkpoint_every=10**9)
-        replay_ms = _added_ms(store, later[every])  # loads it and replays 31
+        replay_ms = _added_ms(store, later[every - 1])  # loads it and replays 31
         t = time.perf_counter()
         store.checkpoint()  # alone: nothing else runs
         checkpoint_s = time.perf_counter() - t
         store.close()
-    state_mb = (path / f"unlearner-{n_requests + every + 1}.npz").stat().st_size / 1e6
+    state_mb = (path / f"unlearner-{n_requests + every}.npz").stat().st_size / 1e6
     overhead = 1e3 * (np.array(wall) - np.array(cost))
     quiet = overhead[~np.array(during)]
     busy = overhead[np.array(during)]
