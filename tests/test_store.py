@@ -17,7 +17,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ import mlu
 from mlu.exceptions import StoreCorruptError, StoreLockedError
 from mlu.unlearning.forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, DEFAULT_NOISE, default_epochs
 from mlu.unlearning.store import FAULT_ENV, FAULT_POINTS, DeletionStore, model_hash
+from mlu.unlearning.unlearner import Unlearner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,6 +58,18 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _leftovers(path: Path) -> list[str]:
     return sorted(n for n in os.listdir(path) if n.startswith("."))
+
+
+def _states(path: Path) -> list[str]:
+    return sorted(n for n in os.listdir(path) if n.startswith("unlearner"))
+
+
+def _checkpoint_in_log(path: Path) -> int:
+    db = sqlite3.connect(path / "log.sqlite")
+    try:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()[0])
+    finally:
+        db.close()
 
 
 # ---------------------------------------------------------------------- behaviour
@@ -206,24 +221,125 @@ def test_checkpoints_and_replay_give_the_same_bits(problem, empty_store, tmp_pat
     _, X, y = problem
     path = _copy(empty_store, tmp_path / "s")
     with DeletionStore.open(path, X, y, checkpoint_every=2) as store:
-        for i in range(5):
+        for i in range(3):
             store.forget([10 + i])
-        names = sorted(os.listdir(path))
-        assert [n for n in names if n.startswith("unlearner")] == [
-            "unlearner-0.npz",
-            "unlearner-4.npz",
-        ]
+        store.checkpoint()  # waits for the one after request 2, then writes the 3rd's
+        assert _states(path) == ["unlearner-0.npz", "unlearner-3.npz"]
+        assert _checkpoint_in_log(path) == 3
+        store.checkpoint()  # current: nothing to do
+        for i in range(3, 5):
+            store.forget([10 + i])
         theta5 = store.model.theta_.copy()
-        r6 = store.forget([20])  # served by the in-memory Unlearner
+    # close() waited for the checkpoint after request 5 (written in the background)
+    assert _states(path) == ["unlearner-0.npz", "unlearner-5.npz"] and _leftovers(path) == []
+    assert _checkpoint_in_log(path) == 5
+    saved = Unlearner.load(path / "unlearner-5.npz", X, y)
+    assert np.array_equal(saved.model.theta_, theta5) and len(saved.removed) == 5
     with DeletionStore.open(path, X, y, checkpoint_every=100) as store:
         assert np.array_equal(store.model.theta_, mlu.MLP.load(path / "model.npz").theta_)
-        store.checkpoint()  # loads unlearner-4, replays 5 and 6, writes unlearner-6
-        assert (path / "unlearner-6.npz").exists() and not (path / "unlearner-4.npz").exists()
-    # another copy: from the checkpoint after 4, the replayed 5th and 6th give the same bits
+        r6 = store.forget([20])  # loads unlearner-5
+        r7 = store.forget([21])  # served by the in-memory Unlearner
+        store.checkpoint()  # not loaded again: writes the one in memory
+        assert _states(path) == ["unlearner-0.npz", "unlearner-7.npz"]
+    # another copy: from the checkpoint after 5, the replayed 6th and 7th give the same bits
     with DeletionStore.open(path, X, y) as store:
-        assert store.log()[-1]["model_after"] == r6["model_after"]
+        assert [r["model_after"] for r in store.log()[-2:]] == [
+            r6["model_after"],
+            r7["model_after"],
+        ]
         assert not np.array_equal(store.model.theta_, theta5)
         assert store.verify().ok
+
+
+def _hold_checkpoints(monkeypatch):
+    """Make the checkpoint writer wait (after writing its file, before flushing it) until the
+    returned event is set; the returned list counts the writes that reached that point."""
+    release, reached = threading.Event(), []
+    flush = mlu.unlearning.store._flush_in_steps
+
+    def held(path, *args):
+        reached.append(threading.current_thread().name)
+        assert release.wait(60), "the test never released the checkpoint"
+        flush(path, *args)
+
+    monkeypatch.setattr(mlu.unlearning.store, "_flush_in_steps", held)
+    return release, reached
+
+
+def test_a_checkpoint_is_written_off_the_request_path(problem, empty_store, tmp_path, monkeypatch):
+    model, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    release, reached = _hold_checkpoints(monkeypatch)
+    store = DeletionStore.open(path, X, y, checkpoint_every=2)
+    try:
+        store.forget([1])
+        store.forget([2])  # makes the checkpoint after request 2 due: a thread writes it
+        # while it is held, requests go on (they do not wait for it)...
+        for i in range(3, 6):
+            store.forget([i])
+        deadline = time.monotonic() + 30
+        while not reached and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reached == ["mlu-store-checkpoint-2"]  # ...and start no second one meanwhile
+        work = [n for n in _leftovers(path) if n.startswith(".checkpoint-2-")]
+        assert len(work) == 1 and (path / work[0] / "unlearner.npz").exists()
+        assert _checkpoint_in_log(path) == 0 and _states(path) == ["unlearner-0.npz"]
+        assert store.recovered is None  # its directory is not something to recover
+        # another writer's recovery leaves a checkpoint being written alone (its busy lock)
+        with DeletionStore.open(path, X, y) as other:
+            assert other.recovered is None and other.n_requests == 5
+        assert (path / work[0]).is_dir()
+        release.set()
+        store.close()  # waits for it
+    finally:
+        release.set()
+        store.close()
+    assert _leftovers(path) == [] and _checkpoint_in_log(path) == 2
+    assert _states(path) == ["unlearner-0.npz", "unlearner-2.npz"]
+    # the state after request 2, not after the requests served while it was written
+    saved = Unlearner.load(path / "unlearner-2.npz", X, y)
+    un = mlu.Unlearner(model, X, y, curvature="dense")
+    un.forget([1])
+    un.forget([2])
+    assert np.array_equal(saved.model.theta_, un.model.theta_)
+    assert [r.tolist() for r in saved.removed] == [[1], [2]]
+    with DeletionStore.open(path, X, y) as store:
+        store.forget([6])  # from unlearner-2, replaying requests 3-5
+        for i in range(3, 7):
+            un.forget([i])
+        assert np.array_equal(store.model.theta_, un.model.theta_)
+        assert store.verify().ok
+
+
+def test_a_failed_checkpoint_changes_nothing_and_is_retried(
+    problem, empty_store, tmp_path, monkeypatch
+):
+    _, X, y = problem
+    path = _copy(empty_store, tmp_path / "s")
+    flush = mlu.unlearning.store._flush_in_steps
+
+    def full(path, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mlu.unlearning.store, "_flush_in_steps", full)
+    with DeletionStore.open(path, X, y, checkpoint_every=2) as store:
+        store.forget([1])
+        store.forget([2])  # its checkpoint fails in the background
+        store._wait_for_checkpoint()
+        with pytest.warns(RuntimeWarning, match="checkpoint after request 2 failed"):
+            store.forget([3])  # served, and says so
+        assert _leftovers(path) == [] and _states(path) == ["unlearner-0.npz"]
+        assert _checkpoint_in_log(path) == 0 and store.n_requests == 3
+        with pytest.raises(OSError, match="No space"):  # the explicit one raises
+            store.checkpoint()
+        assert _leftovers(path) == [] and _checkpoint_in_log(path) == 0
+        monkeypatch.setattr(mlu.unlearning.store, "_flush_in_steps", flush)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            store.forget([4])  # tried again 2 requests after the failure
+    assert _states(path) == ["unlearner-0.npz", "unlearner-4.npz"]
+    with DeletionStore.open(path, X, y) as store:
+        assert store.recovered is None and store.verify().ok
 
 
 # ---------------------------------------------------------------------- damage
@@ -338,6 +454,7 @@ _CHILD = textwrap.dedent(
 
     mlu.set_num_threads(1)
     path, data, plan, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    join = sys.argv[5:] == ["join"]
     with np.load(data) as f:
         X, y = f["X"], f["y"]
     store = DeletionStore.open(path, X, y, checkpoint_every=every, lock_timeout=60)
@@ -346,6 +463,8 @@ _CHILD = textwrap.dedent(
         print("start", rid, flush=True)
         rec = store.forget(rows, request_id=rid)
         print("done", rid, rec["applied"], flush=True)
+        if join:  # the checkpoint's file written before the next request (which records it)
+            store._wait_for_checkpoint()
     store.close()
     """
 )
@@ -369,12 +488,12 @@ def _plan(seed: int, count: int, start: int = 0) -> list[tuple[str, list[int]]]:
     ]
 
 
-def _spawn(child_files: Path, store: Path, plan, every: int = 32, env=None):
+def _spawn(child_files: Path, store: Path, plan, every: int = 32, env=None, join=False):
     plan_file = store.parent / f"{store.name}.plan-{len(os.listdir(store.parent))}.json"
     plan_file.write_text(json.dumps(plan))
     return subprocess.Popen(
         [sys.executable, str(child_files / "child.py"), str(store), str(child_files / "data.npz"),
-         str(plan_file), str(every)],
+         str(plan_file), str(every), *(["join"] if join else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -407,6 +526,18 @@ def _check_consistent(store_path: Path, X, y, plan, done: set[str]) -> DeletionS
 _ROLLED_BACK = ("begin", "solved", "in-commit")
 
 
+# The checkpoint after request 2 of the kill tests (checkpoint_every=1) is recorded either with
+# the next request ("next": a second request in the plan) or at close ("close").
+_KILLS = [(point, "") for point in FAULT_POINTS if not point.startswith("checkpoint")] + [
+    ("checkpoint-begun", "close"),
+    ("checkpoint-saved", "close"),
+    ("checkpoint-written", "next"),
+    ("checkpoint-committed", "next"),
+    ("checkpoint-written", "close"),
+    ("checkpoint-committed", "close"),
+]
+
+
 def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
     problem, empty_store, child_files, tmp_path
 ):
@@ -414,15 +545,24 @@ def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
     base = _copy(empty_store, tmp_path / "base")
     with DeletionStore.open(base, X, y) as store:
         store.forget([1, 2], request_id="pre")
+    assert set(FAULT_POINTS) == {point for point, _ in _KILLS}
     procs = {}
-    for point in FAULT_POINTS:
-        path = _copy(base, tmp_path / point)
-        plan = [(f"k-{point}", [11, 12])]
-        procs[point] = (path, plan, _spawn(child_files, path, plan, 1, {FAULT_ENV: point}))
-    for point, (path, plan, proc) in procs.items():
+    for point, when in _KILLS:
+        case = f"{point}-{when}" if when else point
+        path = _copy(base, tmp_path / case)
+        plan = [(f"k-{case}", [11, 12])] + ([(f"k2-{case}", [13])] if when == "next" else [])
+        proc = _spawn(child_files, path, plan, 1, {FAULT_ENV: point}, join=bool(when))
+        procs[case] = (point, when, path, plan, proc)
+    for case, (point, when, path, plan, proc) in procs.items():
         out, err = proc.communicate(timeout=120)
-        assert proc.returncode == -signal.SIGKILL, (point, out, err)
-        assert "done" not in out
+        assert proc.returncode == -signal.SIGKILL, (case, out, err)
+        killed = plan[-1][0]  # the request killed, or the last one before the checkpoint's kill
+        assert f"done {killed}" not in out or point.startswith("checkpoint")
+        work = [n for n in _leftovers(path) if n.startswith(".checkpoint-")]
+        assert len(work) == point.startswith("checkpoint")  # removed after the commit, or by open
+        if point == "checkpoint-saved":  # killed while writing it: a torn file at worst
+            staged = path / work[0] / "unlearner.npz"
+            staged.write_bytes(staged.read_bytes()[:1000])
         store = _check_consistent(path, X, y, [("pre", [1, 2]), *plan], {"pre"})
         rid = plan[0][0]
         if point in _ROLLED_BACK:
@@ -431,15 +571,26 @@ def test_a_kill_at_each_point_of_the_protocol_leaves_before_or_after(
                 f"rolled back request {rid!r} (seq 2): killed before its commit, the store is "
                 "as before it"
             )
+        elif when == "next":  # the second request was killed, recording the checkpoint
+            committed = point == "checkpoint-committed"
+            assert store.n_requests == 2 + committed
+            assert store.recovered is not None
+            assert store.recovered.startswith("finished" if committed else "rolled back")
         else:
             assert store.n_requests == 2 and store.log()[-1]["id"] == rid
             if point in ("committed", "model-written"):
                 assert store.recovered is not None and store.recovered.startswith(
                     f"finished request {rid!r} (seq 2)"
                 )
-        again = store.forget([11, 12], request_id=rid)  # the client retries
-        assert again["applied"] == (point in _ROLLED_BACK)
-        assert [r["id"] for r in store.log()] == ["pre", rid]
+        if point.startswith("checkpoint"):  # the log names the previous file or a whole one
+            committed = point == "checkpoint-committed"
+            assert _checkpoint_in_log(path) == (2 if committed else 0)
+            assert _states(path) == ["unlearner-0.npz", *(["unlearner-2.npz"] if committed else [])]
+        n_before = store.n_requests
+        applied = [store.forget(rows, request_id=r)["applied"] for r, rows in plan]  # retries
+        assert sum(applied) == 1 + len(plan) - n_before
+        assert [r["id"] for r in store.log()] == ["pre"] + [r for r, _ in plan]
+        store.forget([20], request_id="next")  # from the checkpoint in force
         assert store.verify().ok
         store.close()
 

@@ -5,6 +5,8 @@ A store is a directory (docs/design.md, "Deletion store")::
     base.npz              the trained model θ̂ (never changes)
     unlearner-0.npz       the Unlearner built at θ̂ (never changes; what verify() replays from)
     unlearner-<k>.npz     a checkpoint: the Unlearner's state after request k (the latest only)
+    .checkpoint-<k>-<t>/  a checkpoint being written in the background (its ``busy`` file is
+                          locked by the writing process while it works)
     model.npz             the current model, after the last request in the log
     log.sqlite            the request log (SQLite, WAL, synchronous=FULL): one row per request,
                           the metadata, and a copy of the current θ
@@ -33,6 +35,26 @@ and the requests after the checkpoint are replayed from the log when the Unlearn
 needed. Replay is exact because a request is a deterministic function of the state and its rows;
 every replayed model is checked against the hash in its log row.
 
+A checkpoint is written off the request path, in three steps:
+
+1. the request that makes one due takes a snapshot of the Unlearner under the lock (a shallow
+   copy: a request replaces the Unlearner's arrays, it never changes them in place) and creates
+   ``.checkpoint-<k>-<t>/busy``, locked (``fcntl.flock``) while this process works on it;
+2. a thread of this process writes the state into that directory, flushes it to disk and hashes
+   it, without the lock (requests are served meanwhile); it touches nothing else;
+3. the next request, under the lock, renames the file to ``unlearner-<k>.npz``, fsyncs the
+   directory, and records it (number and SHA-256) in the log's metadata **in its own
+   transaction** (no fsync of the checkpoint's own); when no request comes, :meth:`close` or
+   :meth:`checkpoint` records it in a transaction of its own. The previous file is deleted
+   later (by the next checkpoint's thread, ``close`` or ``open``), not on a request's path.
+
+A kill before the commit of 3 leaves the previous checkpoint in force, and ``open`` deletes what
+was left (a ``.checkpoint-*`` directory whose ``busy`` lock nobody holds, a renamed file the log
+does not name); the log never names a file before it is durable. A checkpoint that fails changes
+nothing either: the next request says so (RuntimeWarning) and it is tried again
+``checkpoint_every`` requests later. The replay from the last checkpoint is therefore at most
+``checkpoint_every`` requests plus those served while one was written.
+
 Testing hook: when the environment variable ``MLU_STORE_FAULT`` names one of
 :data:`FAULT_POINTS`, the process kills itself with SIGKILL at that point of a request or a
 checkpoint (the crash tests use it; it costs one dictionary look-up per point).
@@ -52,7 +74,9 @@ import re
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -62,7 +86,6 @@ from typing import Any
 
 import numpy as np
 
-from .._files import remove_stale_temp_files
 from .._version import __version__
 from ..engine import _dask
 from ..engine._validation import as_features, as_labels
@@ -86,6 +109,8 @@ FAULT_POINTS = (
     "in-commit",  # log row and model inserted, transaction not committed
     "committed",  # transaction committed, model.npz not yet replaced
     "model-written",  # model.npz replaced, pending request file not removed
+    "checkpoint-begun",  # checkpoint thread started: its directory made, nothing written
+    "checkpoint-saved",  # state written, flushed and hashed in that directory, not renamed
     "checkpoint-written",  # checkpoint file in place, not recorded in the log's metadata
     "checkpoint-committed",  # checkpoint recorded, older checkpoint not removed
 )
@@ -98,6 +123,10 @@ store's creation so that a replay uses the same ones."""
 _PENDING_REQUEST = re.compile(r"^\.pending-request-(\d+)\.json$")
 _PENDING_CHECKPOINT = re.compile(r"^\.pending-unlearner-(\d+)\.npz$")
 _CHECKPOINT = re.compile(r"^unlearner-(\d+)\.npz$")
+_CHECKPOINT_WORK = re.compile(r"^\.checkpoint-(\d+)-[0-9a-f]+$")
+_BUSY = "busy"
+_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+"""The temporary names of mlu._files.atomic_path (``.NAME.XXXXXXXX.tmp``)."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -199,6 +228,87 @@ def _fsync_dir(path: Path) -> None:
         _fsync_file(path)
 
 
+def _flush_in_steps(path: Path, step: int = 4 << 20) -> None:
+    """fsync ``path``, first writing its pages out ``step`` bytes at a time (Linux).
+
+    On ext4 an fsync of the log (a request's commit) can wait for the data of other files that
+    the same journal commit writes out; a checkpoint flushed in small steps keeps that wait as
+    short as one step instead of the whole file (benchmarks/store_overhead.py measures the
+    requests served while a checkpoint is written).
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        range_sync = _sync_file_range()
+        if range_sync is not None:
+            size = os.fstat(fd).st_size
+            for offset in range(0, size, step):
+                # WAIT_BEFORE | WRITE | WAIT_AFTER: this step is on disk before the next one
+                if range_sync(fd, offset, step, 1 | 2 | 4) != 0:
+                    break  # the fsync below still makes the file durable
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RANGE_SYNC: list[Any] = []
+
+
+def _sync_file_range() -> Any:
+    """libc's sync_file_range (Linux), or None."""
+    if not _RANGE_SYNC:
+        func = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(OSError, AttributeError):
+                func = ctypes.CDLL(None, use_errno=True).sync_file_range
+                func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                func.restype = ctypes.c_int
+        _RANGE_SYNC.append(func)
+    return _RANGE_SYNC[0]
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """Delete the temporary files of ``mlu._files.atomic_path`` a killed writer left in
+    ``directory`` itself (not below it, as ``mlu._files.remove_stale_temp_files`` would: a
+    checkpoint being written has its own directory, where its writer's are not stale)."""
+    for name in os.listdir(directory):
+        if _TEMP_FILE.match(name):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                (directory / name).unlink()
+
+
+def _busy(work: Path) -> bool:
+    """Whether a live writer holds the ``busy`` lock of the checkpoint directory ``work``."""
+    import fcntl
+
+    try:
+        fd = os.open(work / _BUSY, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # made under the lock with its busy file: this one's writer died
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if it was taken
+    return False
+
+
+@dataclasses.dataclass
+class _CheckpointJob:
+    """A checkpoint being written: the state after request ``seq`` and where it is written."""
+
+    seq: int
+    model_after: str
+    unlearner: Unlearner | None
+    work: Path
+    busy_fd: int
+    sha: str = ""
+    written: bool = False  # saved, flushed and hashed: left to rename and record
+    error: BaseException | None = None
+
+
 def _finite(value: Any) -> Any:
     """JSON-safe: a non-finite float becomes None."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -283,7 +393,7 @@ class DeletionStore:
         and the forgetting settings of every request (mode, epochs, noise, anneal; a store
         created before they were recorded serves ``mode="exact"``, as it did).
     checkpoint_every : int
-        Requests between checkpoints of the Unlearner's state.
+        Requests between checkpoints of the Unlearner's state (written in the background).
     lock_timeout : float
         Seconds a writer waits for another one before :class:`~mlu.exceptions.StoreLockedError`.
     """
@@ -318,6 +428,14 @@ class DeletionStore:
         self._seq = 0
         self._model_hash = meta["base_hash"]
         self._model = self._base
+        self._checkpoint_thread: threading.Thread | None = None
+        # being written, or written and not yet recorded: one at a time
+        self._checkpoint_job: _CheckpointJob | None = None
+        # (request, error) of a checkpoint that failed in the background: reported at the next
+        # request
+        self._checkpoint_failed: tuple[int, BaseException] | None = None
+        self._checkpoint_retry_at = 0  # no new attempt before this request after a failure
+        self._checkpoint_times: list[tuple[int, float]] = []  # (request, seconds to write)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -554,7 +672,24 @@ class DeletionStore:
         return store
 
     def close(self) -> None:
-        """Release the log and the lock file (the store stays usable on disk)."""
+        """Wait for a checkpoint being written, then release the log and the lock file.
+
+        The store stays usable on disk. A checkpoint that failed meanwhile is reported as a
+        RuntimeWarning (the store is consistent; it replays from the previous checkpoint).
+        """
+        if self._lock_fd is not None:
+            self._wait_for_checkpoint()
+            job = self._written_checkpoint()
+            if job is not None:
+                try:
+                    with self._locked():
+                        self._record_written_checkpoint()
+                except Exception as exc:  # the store is consistent: say so, do not fail
+                    self._checkpoint_failed = (job.seq, exc)
+            self._drop_checkpoint()
+            with contextlib.suppress(OSError):
+                self._remove_superseded()
+            self._warn_checkpoint_failed(stacklevel=3)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -654,7 +789,15 @@ class DeletionStore:
             A bad request (the store is unchanged), or a store opened without its data.
         StoreLockedError
             Another process held the lock for longer than :attr:`lock_timeout`.
+
+        Notes
+        -----
+        When the request makes a checkpoint due (:attr:`checkpoint_every`), the state is
+        written by a thread after the request returns (module docs); the request itself only
+        takes a snapshot. A checkpoint that failed is reported here, at the next request, as a
+        RuntimeWarning.
         """
+        self._warn_checkpoint_failed(stacklevel=3)
         X, y = self._need_data("forget")
         wanted = _as_rows(rows)
         if request_id is not None:
@@ -675,12 +818,13 @@ class DeletionStore:
             else:
                 request_id = uuid.uuid4().hex
             record = self._apply(request_id, wanted, X, y)
-            if self._seq - int(self._meta["checkpoint"]) >= self.checkpoint_every:
-                self._checkpoint_locked()
+            if self._checkpoint_due():
+                self._start_checkpoint()
         return {**record, "applied": True}
 
     def _apply(self, request_id: str, rows: list[int], X: np.ndarray, y: np.ndarray) -> dict:
-        """Steps 1-5 of the module docs, under the lock, with the store in sync."""
+        """Steps 1-4 of a request (module docs), under the lock, with the store in sync; step 3
+        of a checkpoint when the thread has written one."""
         d = self.directory
         seq = self._seq + 1
         pending_request = d / f".pending-request-{seq}.json"
@@ -716,6 +860,17 @@ class DeletionStore:
                 json.dumps(record[c]) if c in ("rows", "check", "notes") else record[c]
                 for c in _COLUMNS
             ]
+            # a checkpoint the thread has written is renamed into place now and recorded in
+            # this request's transaction (no fsync of its own)
+            job = self._written_checkpoint()
+            try:
+                if job is not None and not self._place_checkpoint(job):
+                    job = None
+            except Exception as exc:  # the request goes on; the checkpoint is tried again
+                self._drop_checkpoint()
+                self._checkpoint_failed = (job.seq, exc) if job is not None else None
+                self._checkpoint_retry_at = seq + self.checkpoint_every
+                job = None
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
@@ -723,13 +878,19 @@ class DeletionStore:
                 )
                 theta = np.ascontiguousarray(new_model.theta_, dtype="<f8").tobytes()
                 self._db.execute("UPDATE current SET seq = ?, theta = ? WHERE k = 0", (seq, theta))
+                if job is not None:
+                    self._record_checkpoint(job)
                 _fault("in-commit")
                 self._db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
+                if job is not None:  # its file, in place, is not named: the next open deletes it
+                    self._drop_checkpoint()
                 raise
             committed = True
+            if job is not None:
+                self._checkpoint_recorded(job)
             _fault("committed")
             new_model.save(d / MODEL)  # derived from the log: no fsync (recovery rewrites it)
             _fault("model-written")
@@ -750,49 +911,216 @@ class DeletionStore:
         return record
 
     def checkpoint(self) -> None:
-        """Write the Unlearner's state now, so that the next open replays nothing.
+        """Write the Unlearner's state now, in this thread, so that the next open replays nothing.
 
-        Does nothing when the Unlearner is not loaded or the last checkpoint is current.
+        Waits for a checkpoint being written in the background and records it first. Does
+        nothing when the Unlearner is not loaded or the last checkpoint is current.
+
+        Raises
+        ------
+        OSError, StoreCorruptError, StoreLockedError
+            The checkpoint could not be written; the store is as before (the previous
+            checkpoint stays in force).
         """
+        self._wait_for_checkpoint()
         with self._locked():
             self._sync()
-            self._checkpoint_locked()
+            self._record_written_checkpoint()
+            if self._unlearner is None or self._checkpoint_in_force()[0] >= self._seq:
+                return
+            job = self._begin_checkpoint()
+        self._checkpoint_job = job
+        self._write_checkpoint(job)
+        if job.error is not None:
+            self._drop_checkpoint()
+            raise job.error
+        with self._locked():
+            self._record_written_checkpoint()
 
-    def _checkpoint_locked(self) -> None:
-        seq = self._seq
-        if self._unlearner is None or int(self._meta["checkpoint"]) == seq:
-            return
-        d = self.directory
-        pending = d / f".pending-unlearner-{seq}.npz"
-        final = d / f"unlearner-{seq}.npz"
+    # The protocol of a checkpoint (module docs): _begin_checkpoint (request path, under the
+    # lock), _write_checkpoint (its thread, no lock), _place_checkpoint and _record_checkpoint
+    # (under the lock: with the next request, or at close or checkpoint()), and
+    # _checkpoint_recorded. Only the thread that owns the store touches the log and the lock;
+    # the checkpoint's thread touches its job and its own directory.
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self._unlearner is not None
+            and self._checkpoint_job is None
+            and self._seq - int(self._meta["checkpoint"]) >= self.checkpoint_every
+            and self._seq >= self._checkpoint_retry_at
+        )
+
+    def _start_checkpoint(self) -> None:
+        """Snapshot the state and start the thread that writes it (under the lock, after a
+        committed request: a failure here is reported at the next request, never raised)."""
         try:
-            self._unlearner.save(pending)
-            _fsync_file(pending)
-            sha = _file_sha256(pending)
-            os.replace(pending, final)
-            _fsync_dir(d)
-            _fault("checkpoint-written")
-            self._db.execute("BEGIN IMMEDIATE")
+            self._checkpoint_job = self._begin_checkpoint()
+            thread = threading.Thread(
+                target=self._write_checkpoint,
+                args=(self._checkpoint_job, True),
+                name=f"mlu-store-checkpoint-{self._seq}",
+            )
+            thread.start()
+            self._checkpoint_thread = thread
+        except Exception as exc:
+            self._drop_checkpoint()
+            self._checkpoint_failed = (self._seq, exc)
+            self._checkpoint_retry_at = self._seq + self.checkpoint_every
+
+    def _begin_checkpoint(self) -> _CheckpointJob:
+        """The snapshot of the current state and its locked directory (under the lock, so
+        that a recovery, which runs under it too, sees the directory only once it is busy)."""
+        import fcntl
+
+        assert self._unlearner is not None
+        seq = self._seq
+        work = self.directory / f".checkpoint-{seq}-{uuid.uuid4().hex[:8]}"
+        work.mkdir()
+        try:
+            fd = os.open(work / _BUSY, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(seq),))
-                self._db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'checkpoint_sha256'", (sha,)
-                )
-                self._db.execute("COMMIT")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never blocks
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                os.close(fd)
                 raise
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                pending.unlink()
+            shutil.rmtree(work, ignore_errors=True)
             raise
-        old = int(self._meta["checkpoint"])
-        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(seq), sha
+        # a shallow copy is a snapshot: a request replaces the Unlearner's arrays and objects,
+        # it never changes them in place
+        snapshot = copy.copy(self._unlearner)
+        return _CheckpointJob(seq, self._model_hash, snapshot, work, fd)
+
+    def _write_checkpoint(self, job: _CheckpointJob, background: bool = False) -> None:
+        """Save, flush and hash ``job``'s state in its directory, without the lock (in the
+        checkpoint's thread, or in the caller's for :meth:`checkpoint`). Never raises: sets
+        ``job.written``, or ``job.error`` (last, so the owner may then clean up)."""
+        try:
+            # not at a lower CPU priority: descheduled while it holds the GIL, the thread would
+            # hold up the requests
+            if background:
+                self._remove_superseded()
+            start = time.perf_counter()
+            _fault("checkpoint-begun")
+            assert job.unlearner is not None
+            staged = job.work / "unlearner.npz"
+            job.unlearner.save(staged)
+            _flush_in_steps(staged)
+            job.sha = _file_sha256(staged)
+            _fault("checkpoint-saved")
+            job.unlearner = None  # its arrays may be freed
+            self._checkpoint_times.append((job.seq, time.perf_counter() - start))
+            job.written = True
+        except BaseException as exc:
+            job.error = exc
+
+    def _written_checkpoint(self) -> _CheckpointJob | None:
+        """The checkpoint the thread has written and is not recorded yet, if any; a failed one
+        is cleaned up and reported at the next request."""
+        job = self._checkpoint_job
+        if job is None:
+            return None
+        if job.error is not None:
+            self._drop_checkpoint()
+            self._checkpoint_failed = (job.seq, job.error)
+            self._checkpoint_retry_at = job.seq + self.checkpoint_every
+            return None
+        return job if job.written else None
+
+    def _place_checkpoint(self, job: _CheckpointJob) -> bool:
+        """Rename the written state to ``unlearner-<k>.npz`` (durably), under the lock; False
+        when the log names one as recent already (written by another writer)."""
+        if self._checkpoint_in_force()[0] >= job.seq:
+            self._drop_checkpoint()
+            return False
+        d = self.directory
+        os.replace(job.work / "unlearner.npz", d / f"unlearner-{job.seq}.npz")
+        _fsync_dir(d)  # the log never names a file that is not durable
+        # a kill from here to the commit leaves a file the log does not name: the previous
+        # checkpoint stays in force and the next open deletes the file
+        _fault("checkpoint-written")
+        return True
+
+    def _record_checkpoint(self, job: _CheckpointJob) -> None:
+        """Name the placed checkpoint in the log's metadata (inside the caller's transaction)."""
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(job.seq),))
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint_sha256'", (job.sha,))
+
+    def _checkpoint_recorded(self, job: _CheckpointJob) -> None:
+        """After the commit that recorded ``job``. The previous checkpoint's file is deleted by
+        the next checkpoint's thread or by :meth:`close` (not on a request's path)."""
+        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(job.seq), job.sha
         _fault("checkpoint-committed")
-        if old != 0:
-            with contextlib.suppress(FileNotFoundError):
-                (d / f"unlearner-{old}.npz").unlink()
+        self._drop_checkpoint()
+
+    def _record_written_checkpoint(self) -> None:
+        """Record a written checkpoint in a transaction of its own (under the lock; when no
+        request comes to record it with: close and checkpoint())."""
+        job = self._written_checkpoint()
+        if job is None or not self._place_checkpoint(job):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._record_checkpoint(job)
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._drop_checkpoint()
+            raise
+        self._checkpoint_recorded(job)
+        self._remove_superseded()
+
+    def _drop_checkpoint(self) -> None:
+        """Forget the current checkpoint job: remove its directory, then release its busy
+        lock (the thread, if any, has finished with it or will find its directory gone)."""
+        job, self._checkpoint_job = self._checkpoint_job, None
+        if job is not None and job.busy_fd >= 0:
+            shutil.rmtree(job.work, ignore_errors=True)
+            os.close(job.busy_fd)
+            job.busy_fd = -1
+            job.unlearner = None
+
+    def _remove_superseded(self) -> None:
+        """Delete the checkpoint files older than the one in force (no lock needed: the
+        checkpoint in force only moves forward, and a request loads only that one)."""
+        ck = int(self._meta["checkpoint"])
+        for name in os.listdir(self.directory):
+            c = _CHECKPOINT.match(name)
+            if c and 0 < int(c.group(1)) < ck:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.directory / name).unlink()
+
+    def _wait_for_checkpoint(self) -> None:
+        """Wait for the checkpoint's thread (its job stays, to be recorded or dropped)."""
+        thread, self._checkpoint_thread = self._checkpoint_thread, None
+        if thread is not None:
+            thread.join()
+
+    def _warn_checkpoint_failed(self, stacklevel: int) -> None:
+        self._written_checkpoint()  # collects a failure of the thread
+        failed = self._checkpoint_failed
+        if failed is None:
+            return
+        self._checkpoint_failed = None
+        warnings.warn(
+            f"{self.directory}: the checkpoint after request {failed[0]} failed ({failed[1]!r}); "
+            "the store is consistent and replays the requests since the previous checkpoint; "
+            f"the next attempt is due after request {self._checkpoint_retry_at}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+
+    def _checkpoint_in_force(self) -> tuple[int, str]:
+        """(request, SHA-256) of the checkpoint the log names now (another process may have
+        written one since this one read the metadata)."""
+        try:
+            ck, sha = _checkpoint_of(self._db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptError(f"{self.directory / LOG}: unreadable log ({exc})") from exc
+        self._meta["checkpoint"], self._meta["checkpoint_sha256"] = str(ck), sha
+        return ck, sha
 
     # ------------------------------------------------------------------ replay
     def verify(self) -> VerifyResult:
@@ -855,8 +1183,8 @@ class DeletionStore:
         if self._unlearner is not None:
             return self._unlearner
         X, y = self._need_data("forget")
-        ck = int(self._meta["checkpoint"])
-        unlearner = self._load_state(ck, self._meta["checkpoint_sha256"], X, y)
+        ck, sha = self._checkpoint_in_force()
+        unlearner = self._load_state(ck, sha, X, y)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UpdateShortenedWarning)
             for rec in self.log()[ck:]:
@@ -922,7 +1250,13 @@ class DeletionStore:
         self._unlearner = None  # another writer moved on: replay from the checkpoint
 
     def _pending_files(self) -> list[str]:
-        return [n for n in os.listdir(self.directory) if n.startswith(".")]
+        """What a writer left that a recovery has to look at (a checkpoint being written
+        does not change the log or the model: it is not one of them)."""
+        return [
+            n
+            for n in os.listdir(self.directory)
+            if n.startswith(".") and not _CHECKPOINT_WORK.match(n)
+        ]
 
     def _recover(self) -> str | None:
         """Finish or roll back what a killed writer left (under the lock); say what was done."""
@@ -962,7 +1296,9 @@ class DeletionStore:
             if m or (c and int(c.group(1)) not in (0, ck)):
                 with contextlib.suppress(FileNotFoundError):
                     (d / name).unlink()
-        remove_stale_temp_files(d)
+            elif _CHECKPOINT_WORK.match(name) and not _busy(d / name):
+                shutil.rmtree(d / name, ignore_errors=True)  # its writer died
+        _remove_stale_temp_files(d)
         for seq in sorted(ids):
             rid = ids[seq]
             label = f"request {rid!r} (seq {seq})" if rid is not None else f"request {seq}"
@@ -1062,6 +1398,16 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise StoreCorruptError(f"{path}: the log is damaged ({exc})") from exc
     return db
+
+
+def _checkpoint_of(db: sqlite3.Connection) -> tuple[int, str]:
+    """(request, SHA-256) of the checkpoint the log's metadata names."""
+    meta = dict(
+        db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('checkpoint', 'checkpoint_sha256')"
+        ).fetchall()
+    )
+    return int(meta["checkpoint"]), str(meta["checkpoint_sha256"])
 
 
 def _read_meta(db: sqlite3.Connection, path: Path) -> dict[str, str]:
