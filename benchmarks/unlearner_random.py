@@ -67,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=None, help="first n samples (default all)")
     args = parser.parse_args()
+    checkout = commit()  # at the start: the code that runs
     ds = mlu.datasets.load("fashion-mnist")
     X, y = ds.X_train, ds.y_train
     if args.n is not None:
@@ -100,7 +101,7 @@ def main() -> None:
     out = {
         "header": (
             f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} PYTHONPATH=python "
-            f"python benchmarks/unlearner_random.py {' '.join(sys.argv[1:])}`; commit {commit()}; "
+            f"python benchmarks/unlearner_random.py {' '.join(sys.argv[1:])}`; commit {checkout}; "
             f"machine {cpu_name()}, {os.cpu_count()} cores shared with other jobs, threads "
             f"{mlu.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
