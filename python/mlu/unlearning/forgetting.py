@@ -30,10 +30,11 @@ forget set F (computed from θ̂) and use only the retained set R = D \\ F:
 
 Default settings (:func:`scaled_settings`, docs/design.md "Forgetting modes"): the strength
 ``t = min(1, |F| / (FULL_STRENGTH_SHARE · n))`` of the cumulative forget set F sets
-``shrink = 1 − (1 − DEFAULT_SHRINK) t``, ``noise = DEFAULT_NOISE · t`` (Sekhari et al.: the
-noise in proportion to the deletion's sensitivity, ∝ |F|/n) and ``epochs = EPOCHS_SHARE · E ·
-t²`` for a model trained E epochs (the repair in proportion to the perturbation's damage,
-quadratic in its size), so a post-update costs at most ``EPOCHS_SHARE · t²`` of a retraining:
+``shrink = 1 − (1 − FULL_SHRINK) t``, ``noise = FULL_NOISE · t`` (Sekhari et al.: the
+noise in proportion to the deletion's sensitivity, ∝ |F|/n) and ``epochs = min(FULL_EPOCHS,
+EPOCHS_SHARE · E) · t²`` for a model trained E epochs (the repair in proportion to the
+perturbation's damage, quadratic in its size), so a post-update costs at most
+``EPOCHS_SHARE · t²`` of a retraining:
 the measured full-strength settings where 10% of the data are forgotten, and little for a
 small deletion from a large data set.
 
@@ -73,11 +74,15 @@ __all__ = [
     "DEFAULT_SHRINK",
     "EPOCHS_SHARE",
     "FISHER_ROWS",
+    "FULL_EPOCHS",
+    "FULL_NOISE",
+    "FULL_SHRINK",
     "FULL_STRENGTH_SHARE",
     "MODES",
     "PostUpdate",
     "check_settings",
     "default_epochs",
+    "full_epochs",
     "post_update",
     "request_seed",
     "run_mode",
@@ -95,12 +100,18 @@ FULL_STRENGTH_SHARE = 0.1
 #: Fine-tuning passes at full strength, as a share of the model's training epochs (3 of 40): a
 #: post-update costs at most this share of a retraining.
 EPOCHS_SHARE = 0.075
-#: At most this many fine-tuning passes at full strength (:func:`default_epochs`).
-DEFAULT_EPOCHS = 3.0
+#: At most this many fine-tuning passes at full strength (:func:`full_epochs`).
+FULL_EPOCHS = 3.0
 #: Noise std at full strength, relative to each layer's weight RMS.
-DEFAULT_NOISE = 1.0
+FULL_NOISE = 1.0
 #: Factor on θ_F at full strength (shrink and perturb).
-DEFAULT_SHRINK = 0.3
+FULL_SHRINK = 0.3
+#: The default ``epochs``, ``noise`` and ``shrink`` settings: None, each request's own from
+#: :func:`scaled_settings` (a caller that resolves the settings once, such as
+#: :class:`mlu.DeletionStore`, records None and so serves the same default).
+DEFAULT_EPOCHS: float | None = None
+DEFAULT_NOISE: float | None = None
+DEFAULT_SHRINK: float | None = None
 #: Share of the fine-tuning run at the learning rate times :data:`ANNEAL_DECAY`.
 DEFAULT_ANNEAL = 0.25
 #: Learning-rate factor of the annealed end of the fine-tuning.
@@ -285,11 +296,11 @@ def post_update(
     epochs : float, optional
         Passes of minibatch SGD over R for the fine-tuning modes (a fraction visits a seeded
         subset). Its cost is ``epochs / E`` of a retraining for E training epochs. Default
-        :func:`scaled_settings`' (``default_epochs(model) · t²``).
+        :func:`scaled_settings`' (``full_epochs(model) · t²``).
     noise : float, optional
         Noise std relative to each layer's weight RMS (the root mean variance, for
         ``"fisher_finetune"``), for the modes with noise. Default :func:`scaled_settings`'
-        (``DEFAULT_NOISE · t``).
+        (``FULL_NOISE · t``).
     lr : float, optional
         Learning rate of the fine-tuning; default the model's ``lr``.
     anneal : float in [0, 1], default :data:`DEFAULT_ANNEAL`
@@ -299,7 +310,7 @@ def post_update(
         Mixed into the seed derived from F (:func:`request_seed`).
     shrink : float in [0, 1], optional
         Factor on θ_F before the noise, for the modes with noise (1: none). Default
-        :func:`scaled_settings`' (``1 − (1 − DEFAULT_SHRINK) t``).
+        :func:`scaled_settings`' (``1 − (1 − FULL_SHRINK) t``).
 
     Returns
     -------
@@ -326,10 +337,28 @@ def post_update(
     )  # fmt: skip
 
 
-def default_epochs(model: MLP) -> float:
+def default_epochs(model: MLP) -> float | None:
+    """The default ``epochs`` setting of a request for ``model``: :data:`DEFAULT_EPOCHS`,
+    None, i.e. each request's own from :func:`scaled_settings` (``full_epochs(model) · t²``).
+    For callers that resolve the settings once and record them (:class:`mlu.DeletionStore`).
+
+    Parameters
+    ----------
+    model : mlu.MLP
+        The trained model θ̂.
+
+    Returns
+    -------
+    float or None
+    """
+    check_model(model)
+    return DEFAULT_EPOCHS
+
+
+def full_epochs(model: MLP) -> float:
     """The fine-tuning epochs of the default post-update at full strength for ``model``.
 
-    ``min(DEFAULT_EPOCHS, EPOCHS_SHARE · E)`` with E the epochs the model was trained for
+    ``min(FULL_EPOCHS, EPOCHS_SHARE · E)`` with E the epochs the model was trained for
     (``n_iter_``, else its ``epochs`` setting): 3 epochs for a model trained 40 epochs or
     more (the memorising model of docs/design.md, "Forgetting modes"), 0.75 for 10 epochs,
     0.225 for 3; :func:`scaled_settings` multiplies it by t².
@@ -344,7 +373,7 @@ def default_epochs(model: MLP) -> float:
     float
     """
     trained = int(getattr(model, "n_iter_", 0) or 0) or int(model.epochs)
-    return float(min(DEFAULT_EPOCHS, EPOCHS_SHARE * trained))
+    return float(min(FULL_EPOCHS, EPOCHS_SHARE * trained))
 
 
 def scaled_settings(model: MLP, n_forgotten: int, n: int) -> dict[str, float]:
@@ -352,8 +381,8 @@ def scaled_settings(model: MLP, n_forgotten: int, n: int) -> dict[str, float]:
     ``n`` samples (docs/design.md, "Forgetting modes").
 
     With the strength ``t = min(1, n_forgotten / (FULL_STRENGTH_SHARE · n))``:
-    ``shrink = 1 − (1 − DEFAULT_SHRINK) t``, ``noise = DEFAULT_NOISE · t`` and
-    ``epochs = default_epochs(model) · t²``. At 10% forgotten (t = 1) on a model trained 40
+    ``shrink = 1 − (1 − FULL_SHRINK) t``, ``noise = FULL_NOISE · t`` and
+    ``epochs = full_epochs(model) · t²``. At 10% forgotten (t = 1) on a model trained 40
     epochs: shrink 0.3, noise 1, 3 epochs; at 1% of 60000 samples on a model trained 10
     epochs (t = 0.1): shrink 0.93, noise 0.1, 0.0075 epochs (450 rows).
 
@@ -374,9 +403,9 @@ def scaled_settings(model: MLP, n_forgotten: int, n: int) -> dict[str, float]:
     t = min(1.0, float(n_forgotten) / (FULL_STRENGTH_SHARE * float(n)))
     return {
         "strength": t,
-        "shrink": 1.0 - (1.0 - DEFAULT_SHRINK) * t,
-        "noise": DEFAULT_NOISE * t,
-        "epochs": default_epochs(model) * t * t,
+        "shrink": 1.0 - (1.0 - FULL_SHRINK) * t,
+        "noise": FULL_NOISE * t,
+        "epochs": full_epochs(model) * t * t,
     }
 
 
