@@ -13,13 +13,14 @@ losses taken out, ``θ̂ + (1/m)(H_R + δI)⁻¹ Σ_F ∇ℓ(θ̂)``; ``target="
 on L_R, ``θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)`` (= ``mlu.unlearn(method="newton", steps=1)``);
 ``"auto"`` (default) the tilted step, or the retained one where the tilted fails its check.
 The check: the target objective may not rise along the full step; a K-FAC/EK-FAC step that
-fails is refined by CG on the exact GGN of R; a step that still fails raises
+fails is solved again with the damping raised (:data:`DAMPING_LADDER`), then refined by CG on
+the GGN of (a seeded subsample of) R; a step that still fails raises
 :class:`RequestFailedError` and changes nothing.
 
 By default a forgetting mode (:mod:`mlu.forgetting`, docs/design.md "Forgetting modes") then
-runs on that exact update: noise and a short fine-tuning on the retained data, seeded by the
-cumulative forget set, so that memorised samples stop looking like members; ``mode="exact"``
-gives the exact update alone.
+runs on that exact update: shrink and noise, then a short fine-tuning on the retained data,
+scaled with the share of the data forgotten and seeded by the cumulative forget set, so that
+memorised samples stop looking like members; ``mode="exact"`` gives the exact update alone.
 """
 
 from __future__ import annotations
@@ -395,10 +396,12 @@ class Unlearner:
         x0: np.ndarray,
         holds: Callable[[np.ndarray], bool],
     ) -> tuple[np.ndarray, int, float, float]:
-        """Solve ``(H_R + δI) x = rhs`` with the exact GGN of R by conjugate gradients,
-        preconditioned by the factored ``curv`` and started from its solution ``x0``; stop at
-        a relative residual of :data:`REFINE_TOL`, after :data:`REFINE_MAXITER` iterations, or
-        at the first iterate of every :data:`REFINE_CHECK_EVERY` whose check ``holds``.
+        """Solve ``(H_R + δI) x = rhs`` by conjugate gradients, with H_R the mean GGN of the
+        retained rows :meth:`_refine_rows` gives (R itself when it has at most
+        :data:`REFINE_ROWS` rows), preconditioned by the factored ``curv`` and started from
+        its solution ``x0``; stop at a relative residual of :data:`REFINE_TOL`, after
+        :data:`REFINE_MAXITER` iterations, or at the first iterate of every
+        :data:`REFINE_CHECK_EVERY` whose check ``holds``.
 
         Returns x, the iterations, the relative residual and the seconds it took.
         """
@@ -443,7 +446,8 @@ class Unlearner:
         Every request is computed from θ̂ with everything removed so far (the cumulative
         forget set F, R = D minus F, m = |R|), check included: the exact update θ_F. By
         default a forgetting mode then runs on θ_F (:func:`mlu.forgetting.post_update`,
-        :data:`~mlu.forgetting.DEFAULT_MODE`: noise, then a short fine-tuning on R), because
+        :data:`~mlu.forgetting.DEFAULT_MODE`: shrink and noise, then a short fine-tuning on R,
+        scaled with |F| / n by :func:`mlu.forgetting.scaled_settings`), because
         the exact update alone leaves memorised samples looking like members
         (docs/design.md, "Forgetting modes"). The Unlearner keeps θ_F as its state and the
         post-update is seeded by F, so requests F1 then F2 give the model of one request
@@ -462,8 +466,10 @@ class Unlearner:
             Check the update: the target objective must not rise along it, estimated on a
             fixed seeded subsample of R (at most :data:`CHECK_ROWS` rows) for its
             second-order part and exact for the rest. A K-FAC/EK-FAC step that fails is
-            refined by preconditioned CG on the exact GGN of R; a step that still fails
-            raises :class:`RequestFailedError`. False: the plain formula.
+            solved again with the damping times 10, 100, 1000 (the first that holds is
+            applied; the notes say which), then refined by preconditioned CG on the GGN of
+            at most :data:`REFINE_ROWS` retained rows; a step that still fails raises
+            :class:`RequestFailedError`. False: the plain formula.
         target : {"auto", "tilted", "retained"}
             ``"tilted"``: the Newton step of the objective θ̂ minimises,
             ``L_D − ∇L_D(θ̂)ᵀθ``, with F's losses taken out,
@@ -686,7 +692,8 @@ class Unlearner:
                 check = self._check(alive, b, x, rhs)
                 refined = (
                     f"the {used.kind} step failed its check ({_describe(first, J)}); refined by "
-                    f"CG on the exact GGN of R preconditioned by {used.kind}: {iterations} "
+                    f"CG on the GGN of {min(REFINE_ROWS, m)} retained rows (of {m}) "
+                    f"preconditioned by {used.kind}: {iterations} "
                     f"iterations, relative residual {residual:.3g}, {seconds:.3g} s"
                 )
                 notes.append(refined)
