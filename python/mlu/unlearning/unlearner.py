@@ -90,9 +90,9 @@ DEFAULT_TARGET = "auto"
 REFINE_TOL = 1e-6
 """Relative residual at which the CG refinement of a failed factored step stops."""
 REFINE_MAXITER = 10
-"""At most this many CG iterations refine a failed factored step (the refined steps measured
-held after 1-3; a step that still fails after 10 has failed at convergence too:
-docs/design.md, "Unlearner")."""
+"""At most this many CG iterations refine a failed factored step, after the damping ladder: a
+bound on what a failing request costs (docs/design.md, "Unlearner": a refinement run to
+convergence had failed too, at 0.69 of a retraining)."""
 DAMPING_LADDER = (10.0, 100.0, 1000.0)
 """Factors of the damping with which a factored step that fails its check is solved again,
 before any refinement: a factored solve and a check each (docs/design.md, "Unlearner")."""
