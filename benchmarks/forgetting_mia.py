@@ -56,6 +56,9 @@ from mlu.unlearning.forgetting import post_update
 from mlu.unlearning.unlearner import RequestFailedError
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Per request (``--per-request``): the exact and default models after each request against a
+#: model retrained without the samples forgotten so far.
+STEPS: list[dict] = []
 DEFAULT_MODES = (
     "exact",
     "finetune:1",
@@ -152,6 +155,7 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
     done: list[np.ndarray] = []
     failed = 0
     served = mlu.Unlearner(model, X, y) if "default" in modes else None
+    history: list[tuple[np.ndarray, mlu.MLP, mlu.MLP, str]] = []
     for req in requests:
         tic = time.perf_counter()
         with warnings.catch_warnings(record=True) as w:
@@ -176,6 +180,8 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
             seconds = re.search(r", ([0-9.]+) s$", res.notes[-1])
             post_times["default"].append(float(seconds.group(1)) if seconds else float("nan"))
             final["default"] = res.model
+            if args.per_request:
+                history.append((cumulative, exact, res.model, res.notes[-1]))
         for m in modes:
             if m == "default":
                 continue
@@ -184,6 +190,29 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
             final[m] = out.model
     rows = []
     acc_re = retrained.score(Xt, yt)
+    for k, (gone, exact_k, default_k, note) in enumerate(history):
+        if k == len(history) - 1:
+            ref = retrained
+        else:  # retrained without the requests so far (untimed: after the requests)
+            kept = np.setdiff1d(np.arange(n), gone)
+            ref = mlu.MLP(**settings).fit(X[kept], y[kept], classes=model.classes_)
+        for name, m_k in (("exact", exact_k), ("default", default_k)):
+            rep = forgetting_report(m_k, X[gone], y[gone], Xt, yt, reference=ref, original=model)
+            STEPS.append(
+                {
+                    "seed": seed,
+                    "request": k + 1,
+                    "n_forgotten": gone.size,
+                    "mode": name,
+                    "auc_original": rep.original_mia_auc,
+                    "auc_unlearned": rep.mia_auc,
+                    "auc_retrained": rep.reference_mia_auc,
+                    "gap_closed": rep.gap_closed,
+                    "test_acc": m_k.score(Xt, yt),
+                    "test_acc_retrained": ref.score(Xt, yt),
+                    "post_update": note if name == "default" else "",
+                }
+            )
     for m in modes:
         rep = forgetting_report(
             final[m], X[forget], y[forget], Xt, yt, reference=retrained, original=model
@@ -314,6 +343,31 @@ def write(rows: list[dict], head: list[str], stem: str, args) -> None:
             f"{r['cost_per_request']:.3f} | {r['max_cost_per_request']:.3f} | "
             f"{r['failed_checks']} |"
         )
+    if STEPS:
+        out += [
+            "",
+            "## After each request (--per-request)",
+            "",
+            "Against a model retrained without the samples forgotten so far (same settings "
+            "and seed); AUC and gap closed for the samples forgotten so far.",
+            "",
+            "| seed | request | forgotten | mode | AUC orig → unlearned (retrained) | gap closed "
+            "| test acc (retrained) | post-update |",
+            "|---:|---:|---:|---|---|---:|---|---|",
+        ]
+        for r in STEPS:
+            out.append(
+                f"| {r['seed']} | {r['request']} | {r['n_forgotten']} | {r['mode']} | "
+                f"{r['auc_original']:.3f} → {r['auc_unlearned']:.3f} ({r['auc_retrained']:.3f})"
+                f" | {100 * r['gap_closed']:.0f}% | {100 * r['test_acc']:.2f} "
+                f"({100 * r['test_acc_retrained']:.2f}) | {r['post_update'].split(', seed')[0]} |"
+            )
+        with open(RESULTS / f"{stem}_requests.csv", "w", newline="") as fh:
+            for line in head:
+                fh.write(f"# {line}\n")
+            writer = csv.DictWriter(fh, fieldnames=list(STEPS[0]))
+            writer.writeheader()
+            writer.writerows(STEPS)
     (RESULTS / f"{stem}.md").write_text("\n".join(out) + "\n")
 
 
@@ -330,6 +384,12 @@ def main(argv: list[str]) -> None:
         "--no-check", action="store_true", help="serve every request with safeguard=False"
     )
     ap.add_argument("--stem", default="forgetting_mia")
+    ap.add_argument(
+        "--per-request",
+        action="store_true",
+        help="with the default mode: report every request's models against a retraining "
+        "without the samples forgotten so far (one retraining more per request)",
+    )
     args = ap.parse_args(argv)
     head = header(argv)
     rows: list[dict] = []

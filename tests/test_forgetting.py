@@ -345,8 +345,14 @@ def test_scaled_settings_by_hand():
         assert got["shrink"] == pytest.approx(1 - 0.7 * t, abs=1e-15)
         assert got["noise"] == pytest.approx(t, abs=1e-15)
         assert got["epochs"] == pytest.approx(3.0 * t * t, abs=1e-15)
+        assert got["amplitude"] == pytest.approx(t, abs=1e-15)  # r = 1 for 40 epochs
+    # 10 epochs: 0.75 epochs at full strength, r = 0.75 / 3; 1% of 60000: t = 0.1
     ten = mlu.MLP(hidden=(2,), epochs=10, seed=0).fit(X, y)
-    assert scaled_settings(ten, 600, 60000)["epochs"] == pytest.approx(0.75 * 0.01, abs=1e-15)
+    got = scaled_settings(ten, 600, 60000)
+    assert got["epochs"] == pytest.approx(0.75 * 0.01, abs=1e-15)
+    assert got["amplitude"] == pytest.approx(0.025, abs=1e-15)
+    assert got["shrink"] == pytest.approx(1 - 0.7 * 0.025, abs=1e-15)
+    assert got["noise"] == pytest.approx(0.025, abs=1e-15)
 
 
 def test_the_default_post_update_is_shrink_noise_then_finetune_by_hand(problem):
@@ -354,10 +360,13 @@ def test_the_default_post_update_is_shrink_noise_then_finetune_by_hand(problem):
     (one seeded draw per layer, in order), then the fine-tuning from there with the same
     generator."""
     X, y, model, _, _ = problem
-    forget = np.arange(20)  # 20 of 400: t = 0.5
+    forget = np.arange(20)  # 20 of 400: t = 0.5; 15 epochs: repair 1.125 epochs, r = 0.375
     got = post_update(model, X, y, forget)
     want = scaled_settings(model, 20, len(y))
-    assert want["shrink"] == pytest.approx(0.65) and want["noise"] == pytest.approx(0.5)
+    a = 0.5 * 1.125 / 3
+    assert want["shrink"] == pytest.approx(1 - 0.7 * a, abs=1e-15)
+    assert want["noise"] == pytest.approx(a, abs=1e-15)
+    assert want["epochs"] == pytest.approx(1.125 * 0.25, abs=1e-15)
     assert (got.mode, got.shrink, got.noise, got.epochs) == (
         "noisy_finetune", want["shrink"], want["noise"], want["epochs"]
     )  # fmt: skip

@@ -825,16 +825,18 @@ def test_the_default_request_is_the_exact_update_then_post_update(noisy):
 
 
 def test_the_default_post_update_grows_with_the_forget_set(binary):
-    model, X, y = binary  # 50 samples, 30 epochs: min(3, 0.075 x 30) = 2.25 at full strength
+    # 50 samples, 30 epochs: min(3, 0.075 x 30) = 2.25 epochs at full strength, and the
+    # perturbation's amplitude a = t x 2.25 / 3: shrink 1 - 0.7 a, noise a, epochs 2.25 t²
+    model, X, y = binary
     assert full_epochs(model) == 2.25 and default_epochs(model) is None
     un = Unlearner(model, X, y, curvature="dense")
-    first = un.forget([1, 2], safeguard=False)  # t = 2 / 5: 2.25 x 0.16 = 0.36 epochs
-    assert "shrink 0.72, noise 0.4 x layer weight RMS, 0.36 epochs" in first.notes[-1]
+    first = un.forget([1, 2], safeguard=False)  # t = 2 / 5, a = 0.3: 0.36 epochs
+    assert "shrink 0.79, noise 0.3 x layer weight RMS, 0.36 epochs" in first.notes[-1]
     assert f"({round(0.36 * 48)} rows" in first.notes[-1]
-    second = un.forget([3, 4], safeguard=False)  # cumulative 4: t = 0.8, 1.44 epochs
-    assert "shrink 0.44, noise 0.8 x layer weight RMS, 1.44 epochs" in second.notes[-1]
-    third = un.forget([5, 6, 7], safeguard=False)  # 7 > 5 = 0.1 n: full strength
-    assert "shrink 0.3, noise 1 x layer weight RMS, 2.25 epochs" in third.notes[-1]
+    second = un.forget([3, 4], safeguard=False)  # cumulative 4: t = 0.8, a = 0.6
+    assert "shrink 0.58, noise 0.6 x layer weight RMS, 1.44 epochs" in second.notes[-1]
+    third = un.forget([5, 6, 7], safeguard=False)  # 7 > 5 = 0.1 n: t = 1, a = 0.75
+    assert "shrink 0.475, noise 0.75 x layer weight RMS, 2.25 epochs" in third.notes[-1]
     short = mlu.MLP(hidden=(4,), l2=1e-3, epochs=5, seed=0).fit(X, y)
     res = Unlearner(short, X, y, curvature="dense").forget([1, 2, 3, 4, 5], safeguard=False)
     assert f"0.375 epochs over the retained set ({round(0.375 * 45)} rows" in res.notes[-1]

@@ -30,13 +30,14 @@ forget set F (computed from θ̂) and use only the retained set R = D \\ F:
 
 Default settings (:func:`scaled_settings`, docs/design.md "Forgetting modes"): the strength
 ``t = min(1, |F| / (FULL_STRENGTH_SHARE · n))`` of the cumulative forget set F sets
-``shrink = 1 − (1 − FULL_SHRINK) t``, ``noise = FULL_NOISE · t`` (Sekhari et al.: the
-noise in proportion to the deletion's sensitivity, ∝ |F|/n) and ``epochs = min(FULL_EPOCHS,
-EPOCHS_SHARE · E) · t²`` for a model trained E epochs (the repair in proportion to the
-perturbation's damage, quadratic in its size), so a post-update costs at most
-``EPOCHS_SHARE · t²`` of a retraining:
-the measured full-strength settings where 10% of the data are forgotten, and little for a
-small deletion from a large data set.
+``epochs = min(FULL_EPOCHS, EPOCHS_SHARE · E) · t²`` for a model trained E epochs (the
+repair in proportion to the perturbation's damage, quadratic in its size) and, with
+``a = t · min(FULL_EPOCHS, EPOCHS_SHARE · E) / FULL_EPOCHS`` (the perturbation in proportion
+to the deletion's sensitivity, ∝ |F|/n, as Sekhari et al. calibrate it, and to the repair a
+model's training allows), ``shrink = 1 − (1 − FULL_SHRINK) a`` and ``noise = FULL_NOISE ·
+a``: a post-update costs at most ``EPOCHS_SHARE · t²`` of a retraining, the measured
+full-strength settings where 10% of the data are forgotten from a model trained 40 epochs,
+and little for a small deletion from a large data set.
 
 Every mode is a deterministic function of ``(θ_F, R, seed)``: its randomness (noise, subset,
 minibatch order) is seeded from a hash of the sorted cumulative forget set, n and ``seed``
@@ -383,11 +384,14 @@ def scaled_settings(model: MLP, n_forgotten: int, n: int) -> dict[str, float]:
     """The default post-update settings for a cumulative forget set of ``n_forgotten`` of
     ``n`` samples (docs/design.md, "Forgetting modes").
 
-    With the strength ``t = min(1, n_forgotten / (FULL_STRENGTH_SHARE · n))``:
-    ``shrink = 1 − (1 − FULL_SHRINK) t``, ``noise = FULL_NOISE · t`` and
-    ``epochs = full_epochs(model) · t²``. At 10% forgotten (t = 1) on a model trained 40
+    With the strength ``t = min(1, n_forgotten / (FULL_STRENGTH_SHARE · n))`` and the
+    repair budget ``r = full_epochs(model) / FULL_EPOCHS`` (1 for a model trained 40 epochs
+    or more), the perturbation's amplitude ``a = t · r``: ``shrink = 1 − (1 − FULL_SHRINK) a``,
+    ``noise = FULL_NOISE · a`` and ``epochs = full_epochs(model) · t²``. The full perturbation
+    was measured repairable by 3 epochs; a model trained shorter gets a shorter repair and a
+    perturbation smaller in proportion. At 10% forgotten (t = 1) on a model trained 40
     epochs: shrink 0.3, noise 1, 3 epochs; at 1% of 60000 samples on a model trained 10
-    epochs (t = 0.1): shrink 0.93, noise 0.1, 0.0075 epochs (450 rows).
+    epochs (t = 0.1, r = 0.25): shrink 0.9825, noise 0.025, 0.0075 epochs (450 rows).
 
     Parameters
     ----------
@@ -401,14 +405,17 @@ def scaled_settings(model: MLP, n_forgotten: int, n: int) -> dict[str, float]:
     Returns
     -------
     dict
-        ``strength``, ``shrink``, ``noise`` and ``epochs`` (floats).
+        ``strength`` t, ``amplitude`` a, ``shrink``, ``noise`` and ``epochs`` (floats).
     """
     t = min(1.0, float(n_forgotten) / (FULL_STRENGTH_SHARE * float(n)))
+    repair = full_epochs(model)
+    a = t * repair / FULL_EPOCHS
     return {
         "strength": t,
-        "shrink": 1.0 - (1.0 - FULL_SHRINK) * t,
-        "noise": FULL_NOISE * t,
-        "epochs": full_epochs(model) * t * t,
+        "amplitude": a,
+        "shrink": 1.0 - (1.0 - FULL_SHRINK) * a,
+        "noise": FULL_NOISE * a,
+        "epochs": repair * t * t,
     }
 
 
