@@ -486,16 +486,16 @@ class Unlearner:
             mode named there raises ValueError).
         epochs : float, optional
             Passes over R of the fine-tuning. Default (None), like ``noise`` and ``shrink``:
-            :func:`mlu.forgetting.scaled_settings` for the cumulative F, ``default_epochs ·
-            t²`` with the strength ``t = min(1, 10 |F| / n)`` and ``default_epochs =
-            min(3, 0.075 · training epochs)``, so the post-update costs at most 0.075 t² of a
-            retraining.
+            :func:`mlu.forgetting.scaled_settings` for the cumulative F, ``E_f · t²`` with
+            the strength ``t = min(1, 10 |F| / n)`` and ``E_f = min(3, 0.075 · training
+            epochs)``, so the post-update costs at most 0.075 t² of a retraining.
         noise : float, optional
-            Noise std relative to each layer's weight RMS (modes with noise); default ``t``.
+            Noise std relative to each layer's weight RMS (modes with noise); default
+            ``a = t · E_f / 3``.
         anneal : float in [0, 1], default :data:`~mlu.forgetting.DEFAULT_ANNEAL`
             Share of the fine-tuning at the reduced learning rate.
         shrink : float in [0, 1], optional
-            Factor on θ_F before the noise (modes with noise); default ``1 − 0.7 t``.
+            Factor on θ_F before the noise (modes with noise); default ``1 − 0.7 a``.
 
         Returns
         -------
