@@ -96,7 +96,7 @@ FISHER_ROWS = 256
 #: The mode chosen by benchmarks/forgetting_mia.py (docs/design.md, "Forgetting modes"), with
 #: the settings of :func:`scaled_settings`: on the memorising model of issue 23 (seeds 0-2)
 #: the default request closed 86.5 ± 10.7% of the membership-inference AUC gap to retraining
-#: at 0.8 points of test accuracy below retraining, for 0.055 of a retraining per request
+#: at 0.8 points of test accuracy below retraining, for 0.063 of a retraining per request
 #: (benchmarks/results/forgetting_mia_default.md).
 DEFAULT_MODE = "noisy_finetune"
 #: The forgotten share of the data at which the default settings reach full strength.
