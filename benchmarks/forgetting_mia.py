@@ -25,10 +25,11 @@ Usage::
 ``--n-per-class 0`` takes all 60000 training samples; ``--request-size N`` splits the forgotten
 samples into requests of N instead of ``--requests`` requests.
 
-A mode is ``name[:epochs[:noise[:lr[:anneal]]]]`` (see :func:`parse_mode`), or ``default``:
-the requests served end to end by a second Unlearner with ``forget``'s defaults (the exact
-update, then its default forgetting mode; its post-update seconds are read from the result's
-last note). Writes
+A mode is ``name[:epochs[:noise[:lr[:anneal[:shrink]]]]]`` (see :func:`parse_mode`; the
+same settings at every request), or ``default``: the requests served end to end by a second
+Unlearner with ``forget``'s defaults (the exact update, then its default forgetting mode with
+the settings :func:`mlu.forgetting.scaled_settings` gives each request's cumulative forget
+set; its post-update seconds are read from the result's last note). Writes
 benchmarks/results/<stem>.csv (one row per seed and mode) and <stem>.md (per seed, and
 mean ± std over seeds), each headed by the command, the commit and the machine.
 """
@@ -55,6 +56,9 @@ from mlu.unlearning.forgetting import post_update
 from mlu.unlearning.unlearner import RequestFailedError
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Per request (``--per-request``): the exact and default models after each request against a
+#: model retrained without the samples forgotten so far.
+STEPS: list[dict] = []
 DEFAULT_MODES = (
     "exact",
     "finetune:1",
@@ -70,15 +74,16 @@ DEFAULT_MODES = (
 
 
 def parse_mode(text: str) -> dict:
-    """``"noisy_finetune:2:0.5:0.03:0"`` -> name, then post_update's epochs, noise, lr and
-    anneal (empty or missing fields: epochs and noise 0, lr and anneal post_update's
-    defaults)."""
-    parts = text.split(":") + [""] * 4
+    """``"noisy_finetune:2:0.5:0.03:0:0.3"`` -> name, then post_update's epochs, noise, lr,
+    anneal and shrink, fixed for every request (empty or missing fields: epochs and noise 0,
+    shrink 1, lr and anneal post_update's defaults)."""
+    parts = text.split(":") + [""] * 5
     out: dict = {"mode": parts[0], "epochs": float(parts[1] or 0.0), "noise": float(parts[2] or 0)}
     if parts[3]:
         out["lr"] = float(parts[3])
     if parts[4]:
         out["anneal"] = float(parts[4])
+    out["shrink"] = float(parts[5] or 1.0)
     return out
 
 
@@ -150,6 +155,7 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
     done: list[np.ndarray] = []
     failed = 0
     served = mlu.Unlearner(model, X, y) if "default" in modes else None
+    history: list[tuple[np.ndarray, mlu.MLP, mlu.MLP, str]] = []
     for req in requests:
         tic = time.perf_counter()
         with warnings.catch_warnings(record=True) as w:
@@ -174,6 +180,8 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
             seconds = re.search(r", ([0-9.]+) s$", res.notes[-1])
             post_times["default"].append(float(seconds.group(1)) if seconds else float("nan"))
             final["default"] = res.model
+            if args.per_request:
+                history.append((cumulative, exact, res.model, res.notes[-1]))
         for m in modes:
             if m == "default":
                 continue
@@ -182,12 +190,36 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
             final[m] = out.model
     rows = []
     acc_re = retrained.score(Xt, yt)
+    for k, (gone, exact_k, default_k, note) in enumerate(history):
+        if k == len(history) - 1:
+            ref = retrained
+        else:  # retrained without the requests so far (untimed: after the requests)
+            kept = np.setdiff1d(np.arange(n), gone)
+            ref = mlu.MLP(**settings).fit(X[kept], y[kept], classes=model.classes_)
+        for name, m_k in (("exact", exact_k), ("default", default_k)):
+            rep = forgetting_report(m_k, X[gone], y[gone], Xt, yt, reference=ref, original=model)
+            STEPS.append(
+                {
+                    "seed": seed,
+                    "request": k + 1,
+                    "n_forgotten": gone.size,
+                    "mode": name,
+                    "auc_original": rep.original_mia_auc,
+                    "auc_unlearned": rep.mia_auc,
+                    "auc_retrained": rep.reference_mia_auc,
+                    "gap_closed": rep.gap_closed,
+                    "test_acc": m_k.score(Xt, yt),
+                    "test_acc_retrained": ref.score(Xt, yt),
+                    "post_update": note if name == "default" else "",
+                }
+            )
     for m in modes:
         rep = forgetting_report(
             final[m], X[forget], y[forget], Xt, yt, reference=retrained, original=model
         )
         cost = (np.mean(exact_times) + np.mean(post_times[m])) / retrain_time
         post_cost = np.mean(post_times[m]) / retrain_time
+        worst = max(e + q for e, q in zip(exact_times, post_times[m])) / retrain_time
         rows.append(
             {
                 "seed": seed,
@@ -215,6 +247,7 @@ def run_seed(seed: int, args, modes: list[str]) -> list[dict]:
                 "build_time": build_time,
                 "cost_per_request": cost,
                 "post_cost_per_request": post_cost,
+                "max_cost_per_request": worst,
                 "failed_checks": failed,
                 "warnings": len(caught),
                 "curvature": un.curvature,
@@ -254,23 +287,27 @@ def write(rows: list[dict], head: list[str], stem: str, args) -> None:
         f"Fashion-MNIST, 10 classes, {n} training samples, 784-256-10, {args.epochs} epochs; "
         f"{m} random samples forgotten in {rows[0]['requests']} requests through mlu.Unlearner "
         f"(curvature {rows[0]['curvature']}); unseen = the 10000 test samples; seeds "
-        f"{', '.join(map(str, seeds))}. Mode `name:epochs:noise:lr:anneal` "
-        "(mlu.forgetting.post_update; empty fields: its defaults, so `::0` is without "
-        "annealing). "
+        f"{', '.join(map(str, seeds))}. Mode `name:epochs:noise:lr:anneal:shrink` "
+        "(mlu.forgetting.post_update with these settings at every request; empty fields: its "
+        "lr and anneal, shrink 1, so `::0` is without annealing); `default`: forget's "
+        "defaults, served end to end (settings scaled with the cumulative forget set, "
+        "mlu.forgetting.scaled_settings). "
         "AUC: loss-threshold membership inference, forgotten vs unseen (0.5 = "
         "indistinguishable); closed = (original − unlearned) / (original − retrained); cost = "
         "mean wall time of one request (exact update + post-update) / one retraining, same "
-        "process, one thread (the machine's 2 cores were shared with other jobs: times are "
-        "noisy). A request whose check failed (RequestFailedError, nothing changed) was "
-        "served again with safeguard=False (the plain formula); its failed attempt counts in "
+        "process, one thread; costliest = the largest request's (the machine's 2 cores were "
+        "shared with other jobs: times are noisy). A request whose check failed "
+        "(RequestFailedError, nothing changed) was served again with safeguard=False (the "
+        "plain formula); its failed attempt counts in "
         "the exact update's time; 'failed checks' counts them per seed."
         + (" This run: every request with safeguard=False (--no-check)." if args.no_check else ""),
         "",
         "## Mean ± std over seeds",
         "",
         "| mode | AUC unlearned | AUC retrained | AUC original | gap closed | calibrated gap "
-        "closed | test acc | retrained acc | cost / retraining | of which post-update |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "closed | test acc | retrained acc | cost / retraining | of which post-update | costliest "
+        "request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode in modes:
         rs = [r for r in rows if r["mode"] == mode]
@@ -283,7 +320,7 @@ def write(rows: list[dict], head: list[str], stem: str, args) -> None:
             f"{fmt(col('auc_original'))} | {fmt(col('gap_closed'), pct=True)}% | "
             f"{fmt(col('gap_closed_cal'), pct=True)}% | {fmt(col('test_acc'), pct=True)} | "
             f"{fmt(col('test_acc_retrained'), pct=True)} | {fmt(col('cost_per_request'))} | "
-            f"{fmt(col('post_cost_per_request'))} |"
+            f"{fmt(col('post_cost_per_request'))} | {fmt(col('max_cost_per_request'))} |"
         )
     out += [
         "",
@@ -291,8 +328,8 @@ def write(rows: list[dict], head: list[str], stem: str, args) -> None:
         "",
         "| seed | mode | AUC orig → unlearned (retrained) | gap closed | calibrated AUC orig → "
         "unlearned (retrained) | calibrated closed | loss shift (retrained) | test acc "
-        "(retrained) | exact s | post s | retrain s | cost | failed checks |",
-        "|---:|---|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "(retrained) | exact s | post s | retrain s | cost | costliest | failed checks |",
+        "|---:|---|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
@@ -303,8 +340,34 @@ def write(rows: list[dict], head: list[str], stem: str, args) -> None:
             f"{r['loss_shift']:+.3f} ({r['loss_shift_retrained']:+.3f}) | "
             f"{100 * r['test_acc']:.2f} ({100 * r['test_acc_retrained']:.2f}) | "
             f"{r['exact_time']:.3f} | {r['post_time']:.3f} | {r['retrain_time']:.2f} | "
-            f"{r['cost_per_request']:.3f} | {r['failed_checks']} |"
+            f"{r['cost_per_request']:.3f} | {r['max_cost_per_request']:.3f} | "
+            f"{r['failed_checks']} |"
         )
+    if STEPS:
+        out += [
+            "",
+            "## After each request (--per-request)",
+            "",
+            "Against a model retrained without the samples forgotten so far (same settings "
+            "and seed); AUC and gap closed for the samples forgotten so far.",
+            "",
+            "| seed | request | forgotten | mode | AUC orig → unlearned (retrained) | gap closed "
+            "| test acc (retrained) | post-update |",
+            "|---:|---:|---:|---|---|---:|---|---|",
+        ]
+        for r in STEPS:
+            out.append(
+                f"| {r['seed']} | {r['request']} | {r['n_forgotten']} | {r['mode']} | "
+                f"{r['auc_original']:.3f} → {r['auc_unlearned']:.3f} ({r['auc_retrained']:.3f})"
+                f" | {100 * r['gap_closed']:.0f}% | {100 * r['test_acc']:.2f} "
+                f"({100 * r['test_acc_retrained']:.2f}) | {r['post_update'].split(', seed')[0]} |"
+            )
+        with open(RESULTS / f"{stem}_requests.csv", "w", newline="") as fh:
+            for line in head:
+                fh.write(f"# {line}\n")
+            writer = csv.DictWriter(fh, fieldnames=list(STEPS[0]))
+            writer.writeheader()
+            writer.writerows(STEPS)
     (RESULTS / f"{stem}.md").write_text("\n".join(out) + "\n")
 
 
@@ -321,6 +384,12 @@ def main(argv: list[str]) -> None:
         "--no-check", action="store_true", help="serve every request with safeguard=False"
     )
     ap.add_argument("--stem", default="forgetting_mia")
+    ap.add_argument(
+        "--per-request",
+        action="store_true",
+        help="with the default mode: report every request's models against a retraining "
+        "without the samples forgotten so far (one retraining more per request)",
+    )
     args = ap.parse_args(argv)
     head = header(argv)
     rows: list[dict] = []

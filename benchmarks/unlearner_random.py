@@ -2,9 +2,14 @@
 
 All 60000 training samples (or the first ``--n``), 784-256-10, 10 epochs, clean labels; a
 random 1% forgotten in requests of 100 through ``mlu.Unlearner(curvature="ekfac")`` with the
-check on. Per request: applied or refused, refined or not, the target applied, seconds and the
-ratio to one retraining (the model retrained without the first request, same epochs and seed,
-measured in the same run); then test accuracy before, after the last request and retrained.
+check on, twice: with ``forget``'s defaults (the exact update, then the default forgetting
+mode with the settings :func:`mlu.forgetting.scaled_settings` gives the cumulative forget set)
+and with ``mode="exact"``. Per request: applied or refused, refined or not, the update applied
+(target, damping), seconds and the ratio to one retraining (the model retrained without the
+first request, same epochs and seed, measured in the same run). After the last request, per
+way of serving: test accuracy and the loss-threshold membership-inference AUC of the forgotten
+samples against the test samples (:func:`mlu.metrics.forgetting_report`), against the
+original model and the model retrained without all of them.
 
 Usage::
 
@@ -18,23 +23,51 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 import mlu
+from mlu.metrics import forgetting_report
 from mlu.unlearning.unlearner import RequestFailedError, Unlearner
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import commit, cpu_name  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def serve(model, X, y, forget, mode: str | None) -> tuple[list[dict], mlu.MLP, float]:
+    """The requests of 100 through one Unlearner with ``mode`` (None: forget's default)."""
+    un = Unlearner(model, X, y, curvature="ekfac")
+    rows = []
+    for s in range(0, len(forget), 100):
+        request = forget[s : s + 100]
+        try:
+            res = un.forget(request, mode=mode)
+            post = [t for t in res.notes if t.startswith("forgetting mode")]
+            rows.append(
+                {
+                    "applied": True,
+                    "refined": res.iterations is not None,
+                    "update": next(t for t in res.notes if t.startswith("update: "))[8:],
+                    "s": res.time,
+                    "post": post[0] if post else "",
+                }
+            )
+        except RequestFailedError as exc:
+            rows.append({"applied": False, "refused": str(exc)[:300]})
+            un.forget(request, safeguard=False, mode=mode)
+        print(mode, rows[-1], flush=True)
+    return rows, un.model, un.build_time
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=None, help="first n samples (default all)")
     args = parser.parse_args()
+    checkout = commit()  # at the start: the code that runs
     ds = mlu.datasets.load("fashion-mnist")
     X, y = ds.X_train, ds.y_train
     if args.n is not None:
@@ -47,68 +80,79 @@ def main() -> None:
     start = time.perf_counter()
     mlu.MLP(**opts).fit(X[keep], y[keep])
     t_retrain = time.perf_counter() - start
-    un = Unlearner(model, X, y, curvature="ekfac")
-    rows = []
-    for s in range(0, len(forget), 100):
-        request = forget[s : s + 100]
-        try:
-            res = un.forget(request, mode="exact")
-            rows.append(
-                {
-                    "applied": True,
-                    "refined": res.iterations is not None,
-                    "target": next(t for t in res.notes if t.startswith("update: ")),
-                    "s": res.time,
-                }
-            )
-        except RequestFailedError as exc:
-            rows.append({"applied": False, "refused": str(exc)[:300]})
-            un.forget(request, safeguard=False, mode="exact")
-        print(rows[-1], flush=True)
     keep_all = np.setdiff1d(np.arange(n), forget)
     retrained = mlu.MLP(**opts).fit(X[keep_all], y[keep_all])
-
-    def acc(m: mlu.MLP) -> float:
-        return float(np.mean(m.predict(ds.X_test) == ds.y_test))
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
+    ways = {}
+    for name, mode in (("default", None), ("exact", "exact")):
+        rows, final, build = serve(model, X, y, forget, mode)
+        rep = forgetting_report(
+            final, X[forget], y[forget], ds.X_test, ds.y_test, reference=retrained, original=model
+        )
+        ways[name] = {
+            "requests": rows,
+            "build_s": build,
+            "acc": final.score(ds.X_test, ds.y_test),
+            "auc": rep.mia_auc,
+            "auc_calibrated": rep.mia_auc_calibrated,
+        }
+    rep0 = forgetting_report(
+        model, X[forget], y[forget], ds.X_test, ds.y_test, reference=retrained, original=model
+    )
     out = {
         "header": (
             f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} PYTHONPATH=python "
-            f"python benchmarks/unlearner_random.py {' '.join(sys.argv[1:])}`; commit {commit}; "
-            f"machine {platform.machine()}, {os.cpu_count()} cores, threads "
+            f"python benchmarks/unlearner_random.py {' '.join(sys.argv[1:])}`; commit {checkout}; "
+            f"machine {cpu_name()}, {os.cpu_count()} cores shared with other jobs, threads "
             f"{mlu.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
         "n": n,
         "retrain_s": t_retrain,
-        "ekfac_build_s": un.build_time,
-        "requests": rows,
-        "acc_before": acc(model),
-        "acc_after": acc(un.model),
-        "acc_retrained": acc(retrained),
+        "ways": ways,
+        "acc_before": model.score(ds.X_test, ds.y_test),
+        "acc_retrained": retrained.score(ds.X_test, ds.y_test),
+        "auc_before": rep0.original_mia_auc,
+        "auc_retrained": rep0.reference_mia_auc,
+        "auc_calibrated_before": rep0.original_mia_auc_calibrated,
+        "auc_calibrated_retrained": rep0.reference_mia_auc_calibrated,
     }
-    applied = [r for r in rows if r["applied"]]
     lines = [
         f"# Random 1% of {n} Fashion-MNIST samples forgotten in requests of 100 (issue 23)",
         "",
         out["header"],
         "",
-        f"784-256-10, 10 epochs, EK-FAC (build {un.build_time:.1f} s), check on, "
-        f'`target="auto"`; one retraining {t_retrain:.1f} s.',
+        f"784-256-10, 10 epochs, EK-FAC (build {ways['default']['build_s']:.1f} s), check on, "
+        f'`target="auto"`; one retraining {t_retrain:.1f} s. "default": `forget(rows)`, the '
+        'exact update then the default forgetting mode; "exact": `forget(rows, mode="exact")`.',
+    ]
+    for name, way in ways.items():
+        rows = way["requests"]
+        applied = [r for r in rows if r["applied"]]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            "| request | applied | refined | update | seconds | / retraining |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *[
+                f"| {k + 1} | {r['applied']} | {r.get('refined', '')} | {r.get('update', '')} | "
+                + (f"{r['s']:.3f} | {r['s'] / t_retrain:.4f} |" if r["applied"] else "| |")
+                for k, r in enumerate(rows)
+            ],
+            "",
+            f"Applied {len(applied)} of {len(rows)}; the costliest "
+            f"{max(r['s'] for r in applied) / t_retrain:.4f} of a retraining. After the last "
+            f"request: test accuracy {100 * way['acc']:.2f} %, membership-inference AUC "
+            f"(forgotten vs test) {way['auc']:.4f}, per-class calibrated "
+            f"{way['auc_calibrated']:.4f}.",
+        ]
+        if applied and applied[-1]["post"]:
+            lines += ["", f"Last request's post-update: {applied[-1]['post']}."]
+    lines += [
         "",
-        "| request | applied | refined | target | seconds | / retraining |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *[
-            f"| {k + 1} | {r['applied']} | {r.get('refined', '')} | {r.get('target', '')} | "
-            + (f"{r['s']:.3f} | {r['s'] / t_retrain:.4f} |" if r["applied"] else "| |")
-            for k, r in enumerate(rows)
-        ],
-        "",
-        f"Applied {len(applied)} of {len(rows)}. Test accuracy before "
-        f"{100 * out['acc_before']:.2f} %, after the last request {100 * out['acc_after']:.2f} %, "
-        f"retrained without the forgotten samples {100 * out['acc_retrained']:.2f} %.",
+        f"Before: test accuracy {100 * out['acc_before']:.2f} %, AUC {out['auc_before']:.4f} "
+        f"(calibrated {out['auc_calibrated_before']:.4f}); retrained without the forgotten "
+        f"samples: {100 * out['acc_retrained']:.2f} %, AUC {out['auc_retrained']:.4f} "
+        f"(calibrated {out['auc_calibrated_retrained']:.4f}).",
     ]
     stem = os.path.join(HERE, "results", f"unlearner_random_{n}")
     with open(stem + ".json", "w") as fh:

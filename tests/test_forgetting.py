@@ -11,12 +11,15 @@ import pytest
 
 import mlu
 from mlu.metrics import ForgettingReport, forgetting_report, loss_auc
+from mlu.unlearning import forgetting
 from mlu.unlearning.forgetting import (
     MODES,
     check_settings,
     default_epochs,
+    full_epochs,
     post_update,
     request_seed,
+    scaled_settings,
 )
 
 
@@ -218,7 +221,7 @@ def test_anneal_slows_the_end_of_the_finetuning(problem):
 
 def test_noise_zero_is_finetune_and_seed_changes_the_bits(problem):
     X, y, model, _, _ = problem
-    a = post_update(model, X, y, [3, 4], "noisy_finetune", epochs=1.0, noise=0.0)
+    a = post_update(model, X, y, [3, 4], "noisy_finetune", epochs=1.0, noise=0.0, shrink=1.0)
     b = post_update(model, X, y, [3, 4], "finetune", epochs=1.0)
     np.testing.assert_array_equal(a.model.params, b.model.params)
     c = post_update(model, X, y, [3, 4], "finetune", epochs=1.0, seed=1)
@@ -228,7 +231,7 @@ def test_noise_zero_is_finetune_and_seed_changes_the_bits(problem):
 
 def test_noise_has_the_layer_scale(problem):
     X, y, model, _, _ = problem
-    out = post_update(model, X, y, [0], "noise", noise=0.5)
+    out = post_update(model, X, y, [0], "noise", noise=0.5, shrink=1.0)
     (W1, b1), (W2, _) = model.layers
     (V1, c1), (V2, _) = out.model.layers
     rms1 = float(np.sqrt(np.mean(W1**2)))
@@ -269,7 +272,7 @@ def test_post_update_refuses_bad_input(problem):
 def test_fisher_noise_keeps_the_layer_variance_and_avoids_what_r_constrains(problem):
     X, y, model, _, _ = problem
     forget = np.arange(40)
-    out = post_update(model, X, y, forget, "fisher_finetune", epochs=0.0, noise=0.5)
+    out = post_update(model, X, y, forget, "fisher_finetune", epochs=0.0, noise=0.5, shrink=1.0)
     assert out.rows_visited == 0
     (W1, b1), _ = model.layers
     (V1, c1), _ = out.model.layers
@@ -314,9 +317,78 @@ def test_the_post_updated_model_keeps_its_training_record(problem):
 def test_default_epochs_and_settings():
     X = np.random.default_rng(0).normal(size=(30, 3))
     y = np.arange(30) % 2
-    for epochs, expected in ((40, 2.0), (20, 2.0), (10, 1.0), (3, 0.3)):
+    # min(3, 0.075 E): 3 epochs at full strength for E = 40, 0.75 for 10, 0.225 for 3
+    for epochs, expected in ((80, 3.0), (40, 3.0), (10, 0.75), (3, 0.225)):
         model = mlu.MLP(hidden=(2,), epochs=epochs, seed=0).fit(X, y)
-        assert default_epochs(model) == pytest.approx(expected, abs=1e-15)
+        assert full_epochs(model) == pytest.approx(expected, abs=1e-15)
+        assert default_epochs(model) is None  # each request's own, from scaled_settings
+    assert forgetting.DEFAULT_EPOCHS is None and forgetting.DEFAULT_NOISE is None
+    assert forgetting.DEFAULT_SHRINK is None
     assert check_settings("finetune", 1, 0, None, 0.5) == ("finetune", 1.0, 0.0, None, 0.5)
+    assert check_settings("finetune", None, None) == ("finetune", None, None, None, 0.25)
+    assert check_settings("noise", 1, 1, shrink=0.5, full=True)[-1] == 0.5
     with pytest.raises(ValueError, match="lr"):
         check_settings("finetune", 1, 0, 0.0, 0.5)
+    with pytest.raises(ValueError, match="shrink"):
+        check_settings("noise", 1, 1, shrink=1.5)
+
+
+def test_scaled_settings_by_hand():
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = np.arange(30) % 2
+    model = mlu.MLP(hidden=(2,), epochs=40, seed=0).fit(X, y)
+    # t = min(1, |F| / (0.1 n)); shrink 1 - 0.7 t, noise t, epochs 3 t² (E = 40)
+    cases = ((300, 3000, 1.0), (600, 3000, 1.0), (75, 3000, 0.25), (600, 60000, 0.1))
+    for n_forgotten, n, t in cases:
+        got = scaled_settings(model, n_forgotten, n)
+        assert got["strength"] == pytest.approx(t, abs=1e-15)
+        assert got["shrink"] == pytest.approx(1 - 0.7 * t, abs=1e-15)
+        assert got["noise"] == pytest.approx(t, abs=1e-15)
+        assert got["epochs"] == pytest.approx(3.0 * t * t, abs=1e-15)
+        assert got["amplitude"] == pytest.approx(t, abs=1e-15)  # r = 1 for 40 epochs
+    # 10 epochs: 0.75 epochs at full strength, r = 0.75 / 3; 1% of 60000: t = 0.1
+    ten = mlu.MLP(hidden=(2,), epochs=10, seed=0).fit(X, y)
+    got = scaled_settings(ten, 600, 60000)
+    assert got["epochs"] == pytest.approx(0.75 * 0.01, abs=1e-15)
+    assert got["amplitude"] == pytest.approx(0.025, abs=1e-15)
+    assert got["shrink"] == pytest.approx(1 - 0.7 * 0.025, abs=1e-15)
+    assert got["noise"] == pytest.approx(0.025, abs=1e-15)
+
+
+def test_the_default_post_update_is_shrink_noise_then_finetune_by_hand(problem):
+    """post_update's defaults are scaled_settings' for F: shrink · θ_F plus noise · rms(W_l)
+    (one seeded draw per layer, in order), then the fine-tuning from there with the same
+    generator."""
+    X, y, model, _, _ = problem
+    forget = np.arange(20)  # 20 of 400: t = 0.5; 15 epochs: repair 1.125 epochs, r = 0.375
+    got = post_update(model, X, y, forget)
+    want = scaled_settings(model, 20, len(y))
+    a = 0.5 * 1.125 / 3
+    assert want["shrink"] == pytest.approx(1 - 0.7 * a, abs=1e-15)
+    assert want["noise"] == pytest.approx(a, abs=1e-15)
+    assert want["epochs"] == pytest.approx(1.125 * 0.25, abs=1e-15)
+    assert (got.mode, got.shrink, got.noise, got.epochs) == (
+        "noisy_finetune", want["shrink"], want["noise"], want["epochs"]
+    )  # fmt: skip
+    assert f"shrink {want['shrink']:.4g}, noise {want['noise']:.4g}" in got.summary()
+    rng = np.random.default_rng(got.seed)
+    theta = model.theta_.copy()
+    pos = 0
+    for fan_in, fan_out in zip(model.sizes_[:-1], model.sizes_[1:]):
+        size = fan_out * fan_in + fan_out
+        W = model.theta_[pos : pos + fan_out * fan_in]
+        sigma = want["noise"] * float(np.sqrt(np.mean(W * W)))
+        theta[pos : pos + size] = want["shrink"] * theta[pos : pos + size] + sigma * (
+            rng.standard_normal(size)
+        )
+        pos += size
+    noised = post_update(model, X, y, forget, "noise")  # the same draws, no fine-tuning
+    np.testing.assert_allclose(noised.model.theta_, theta, rtol=0, atol=1e-15)
+    tuned = copy.deepcopy(model)
+    tuned.params = theta
+    retained = np.setdiff1d(np.arange(len(y)), forget)
+    visited = forgetting._finetune(
+        tuned, X, y, retained, want["epochs"], model.lr, 0.25, rng, got.seed
+    )
+    assert visited == got.rows_visited == round(want["epochs"] * len(retained))
+    np.testing.assert_array_equal(tuned.theta_, got.model.theta_)

@@ -18,7 +18,7 @@ from mlu import _core, forgetting
 from mlu import reference as ref
 from mlu.engine import curvature
 from mlu.engine.curvature import EKFACCurvature, KFACCurvature, make_problem
-from mlu.unlearning.forgetting import default_epochs, post_update
+from mlu.unlearning.forgetting import default_epochs, full_epochs, post_update, scaled_settings
 from mlu.unlearning.unlearner import RequestFailedError, Unlearner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -339,10 +339,11 @@ def test_two_requests_equal_their_union(kind, safeguard, target, noisy):
     assert rel(second.model.params - model.params, union.model.params - model.params) < 1e-10
     assert [list(r) for r in seq.removed] == [list(F1), list(F2)]
     assert first.model is not second.model and seq.n_retained == len(y) - 10
-    if safeguard:  # every check held (after a refinement for the factored tilted first request)
+    if safeguard:  # every check held (the factored tilted first request's with more damping)
         assert all(c.actual_change < 0 and c.step == 1.0 for c in first.checks + second.checks)
         if kind in ("kfac", "ekfac") and target == "tilted":
-            assert first.iterations > 0 and any("refined by CG" in n for n in first.notes)
+            (update,) = [n for n in first.notes if n.startswith("update: ")]
+            assert first.iterations is None and "x the Unlearner's" in update
         if kind in ("kfac", "ekfac") and target == "auto":  # the retained step held unrefined
             assert first.iterations is None
             assert "update: newton, target 'retained'" in first.notes
@@ -356,10 +357,61 @@ def test_two_requests_equal_their_union(kind, safeguard, target, noisy):
         assert rel(second.model.params - model.params, expected - model.params) < 1e-10
 
 
+def test_a_failed_factored_step_is_solved_again_with_more_damping(noisy):
+    """The K-FAC tilted step of the first request fails its check; the rungs of DAMPING_LADDER
+    follow, each the plain factored step with the damping times the rung (= the step of an
+    Unlearner built with that damping), until one holds; no CG."""
+    model, X, y, flipped = noisy
+    F = flipped[:5]
+    res = Unlearner(model, X, y, curvature="kfac", damping=DAMPING).forget(
+        F, target="tilted", mode="exact"
+    )
+    (update,) = [n for n in res.notes if n.startswith("update: ")]
+    boost = float(re.search(r"\(([0-9.]+) x the Unlearner's\)", update).group(1))
+    ladder = mlu.unlearning.unlearner.DAMPING_LADDER
+    assert boost in ladder and res.iterations is None and res.checks[0].actual_change < 0
+    assert f"damping {DAMPING * boost:g} " in update
+    failed = [n for n in res.notes if "would raise its target objective" in n]
+    assert len(failed) == 1 + ladder.index(boost)  # the step as it is, then the lower rungs
+    plain = Unlearner(model, X, y, curvature="kfac", damping=DAMPING * boost).forget(
+        F, safeguard=False, target="tilted", mode="exact"
+    )
+    assert rel(res.model.params - model.params, plain.model.params - model.params) < 1e-12
+    # the state keeps the Unlearner's damping: a second request starts from it again
+    un = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
+    un.forget(F, target="tilted", mode="exact")
+    assert un._curv.damping == DAMPING
+
+
+def test_refinement_products_run_on_a_seeded_subsample_of_r(noisy, monkeypatch):
+    """With fewer REFINE_ROWS than retained rows, the refinement's GGN is that of the first
+    REFINE_ROWS retained rows of a fixed seeded order: sorted, retained, a function of F, so
+    two requests still equal their union."""
+    model, X, y, flipped = noisy
+    monkeypatch.setattr(mlu.unlearning.unlearner, "DAMPING_LADDER", ())
+    monkeypatch.setattr(mlu.unlearning.unlearner, "REFINE_ROWS", 40)
+    un = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
+    alive = np.ones(len(y), dtype=bool)
+    alive[flipped[:5]] = False
+    rows = un._refine_rows(alive)
+    order = np.random.default_rng(1).permutation(len(y))
+    assert rows.tolist() == sorted(order[alive[order]][:40].tolist())
+    seq = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
+    first = seq.forget(flipped[:5], target="tilted", mode="exact")
+    second = seq.forget(flipped[5:10], target="tilted", mode="exact")
+    joint = Unlearner(model, X, y, curvature="kfac", damping=DAMPING).forget(
+        flipped[:10], target="tilted", mode="exact"
+    )
+    assert first.iterations is not None and first.checks[0].actual_change < 0
+    assert rel(second.model.params - model.params, joint.model.params - model.params) < 1e-10
+
+
 def test_a_refined_factored_step_is_the_exact_ggn_step(noisy, monkeypatch):
-    """The K-FAC tilted step of the first request fails its check; CG on the exact GGN of R,
-    preconditioned by K-FAC, stops at its first iterate that holds (checked every
-    REFINE_CHECK_EVERY iterations) and says what it cost; run on, it is the exact (dense) step."""
+    """Without the damping ladder, the K-FAC tilted step of the first request fails its check;
+    CG on the exact GGN of R (R has fewer than REFINE_ROWS rows), preconditioned by K-FAC,
+    stops at its first iterate that holds (checked every REFINE_CHECK_EVERY iterations) and
+    says what it cost; run on, it is the exact (dense) step."""
+    monkeypatch.setattr(mlu.unlearning.unlearner, "DAMPING_LADDER", ())
     model, X, y, flipped = noisy
     F = flipped[:5]
     kw = dict(curvature="kfac", damping=DAMPING)
@@ -376,6 +428,7 @@ def test_a_refined_factored_step_is_the_exact_ggn_step(noisy, monkeypatch):
     assert f"{res.iterations} iterations" in note and " s" in note
     assert "nan" not in " ".join(res.notes).lower()
     monkeypatch.setattr(mlu.unlearning.unlearner, "REFINE_CHECK_EVERY", 10**9)
+    monkeypatch.setattr(mlu.unlearning.unlearner, "REFINE_MAXITER", 100)
     full = Unlearner(model, X, y, **kw).forget(F, target="tilted", mode="exact")
     assert rel(full.model.params - model.params, d_exact) < 1e-5
     assert 0 < full.iterations <= 100 and full.residual <= 1e-6
@@ -569,8 +622,10 @@ def test_a_failing_request_raises_and_changes_nothing(noisy, monkeypatch):
     after = state(un)
     assert np.array_equal(snap[0], after[0]) and after[1] == [] and snap[3] is after[3]
     assert np.array_equal(snap[4], after[4]) and un.model is not None
-    # a factored step whose refinement cannot finish (no iteration allowed) raises too
+    # a factored step whose refinement cannot finish (no iteration allowed, no damping ladder)
+    # raises too
     monkeypatch.setattr(mlu.unlearning.unlearner, "REFINE_MAXITER", 0)
+    monkeypatch.setattr(mlu.unlearning.unlearner, "DAMPING_LADDER", ())
     un = Unlearner(model, X, y, curvature="kfac", damping=DAMPING)
     snap = state(un)
     with pytest.raises(RequestFailedError, match="curvature kfac") as info:
@@ -739,15 +794,21 @@ def test_the_default_request_is_the_exact_update_then_post_update(noisy):
     F = flipped[:5]
     res = Unlearner(model, X, y, curvature="dense").forget(F)
     exact = Unlearner(model, X, y, curvature="dense").forget(F, mode="exact")
-    # min(2, 0.1 x 40 training epochs) = 2 epochs, the module's default
-    assert default_epochs(model) == forgetting.DEFAULT_EPOCHS == 2.0
-    post = post_update(exact.model, X, y, F, forgetting.DEFAULT_MODE)
+    # 5 of 90 forgotten: t = 5 / 9; shrink 1 - 0.7 t, noise t, min(3, 0.075 x 40) t² epochs
+    t = 5 / 9
+    want = scaled_settings(model, 5, len(y))
+    assert want["strength"] == pytest.approx(t, abs=1e-15)
+    assert (want["shrink"], want["noise"], want["epochs"]) == pytest.approx(
+        (1 - 0.7 * t, t, 3.0 * t * t), abs=1e-15
+    )
+    post = post_update(exact.model, X, y, F)  # post_update's defaults are the request's
     assert rel(res.model.params, post.model.params) < 1e-12
     assert rel(res.model.params, exact.model.params) > 0.1  # the noise and the fine-tuning
     assert res.notes[:-1] == exact.notes and res.notes[-1].startswith(
-        "forgetting mode 'noisy_finetune': noise 3 x layer weight RMS, 2 epochs"
+        f"forgetting mode 'noisy_finetune': shrink {1 - 0.7 * t:.4g}, noise {t:.4g} x layer "
+        f"weight RMS, {3 * t * t:.4g} epochs"
     )
-    assert f"({2 * (len(y) - 5)} rows" in res.notes[-1]
+    assert f"({round(3 * t * t * (len(y) - 5))} rows" in res.notes[-1]
     assert res.checks == exact.checks
     # .time includes this request's own post-update (its note gives it, to the millisecond);
     # a separately timed post_update is no bound: timings of two runs differ by noise
@@ -759,15 +820,27 @@ def test_the_default_request_is_the_exact_update_then_post_update(noisy):
     )
     post = post_update(exact.model, X, y, F, "finetune", epochs=0.5, noise=1.0, anneal=0.0)
     assert rel(mine.model.params, post.model.params) < 1e-12
+    named = Unlearner(model, X, y, curvature="dense").forget(F, noise=0.2, shrink=0.9)
+    post = post_update(exact.model, X, y, F, noise=0.2, shrink=0.9)  # epochs: still t-scaled
+    assert rel(named.model.params, post.model.params) < 1e-12
 
 
-def test_the_default_epochs_are_a_tenth_of_the_training(binary):
-    model, X, y = binary  # 30 epochs: 2; 5 epochs: 0.5 (of the retained rows)
-    assert default_epochs(model) == 2.0
+def test_the_default_post_update_grows_with_the_forget_set(binary):
+    # 50 samples, 30 epochs: min(3, 0.075 x 30) = 2.25 epochs at full strength, and the
+    # perturbation's amplitude a = t x 2.25 / 3: shrink 1 - 0.7 a, noise a, epochs 2.25 t²
+    model, X, y = binary
+    assert full_epochs(model) == 2.25 and default_epochs(model) is None
+    un = Unlearner(model, X, y, curvature="dense")
+    first = un.forget([1, 2], safeguard=False)  # t = 2 / 5, a = 0.3: 0.36 epochs
+    assert "shrink 0.79, noise 0.3 x layer weight RMS, 0.36 epochs" in first.notes[-1]
+    assert f"({round(0.36 * 48)} rows" in first.notes[-1]
+    second = un.forget([3, 4], safeguard=False)  # cumulative 4: t = 0.8, a = 0.6
+    assert "shrink 0.58, noise 0.6 x layer weight RMS, 1.44 epochs" in second.notes[-1]
+    third = un.forget([5, 6, 7], safeguard=False)  # 7 > 5 = 0.1 n: t = 1, a = 0.75
+    assert "shrink 0.475, noise 0.75 x layer weight RMS, 2.25 epochs" in third.notes[-1]
     short = mlu.MLP(hidden=(4,), l2=1e-3, epochs=5, seed=0).fit(X, y)
-    assert default_epochs(short) == 0.5
-    res = Unlearner(short, X, y, curvature="dense").forget([1, 2], safeguard=False)
-    assert f"0.5 epochs over the retained set ({round(0.5 * (len(y) - 2))} rows" in res.notes[-1]
+    res = Unlearner(short, X, y, curvature="dense").forget([1, 2, 3, 4, 5], safeguard=False)
+    assert f"0.375 epochs over the retained set ({round(0.375 * 45)} rows" in res.notes[-1]
 
 
 def test_requests_then_the_default_mode_equal_one_joint_request(noisy):

@@ -13,13 +13,14 @@ losses taken out, ``θ̂ + (1/m)(H_R + δI)⁻¹ Σ_F ∇ℓ(θ̂)``; ``target="
 on L_R, ``θ̂ − (H_R + δI)⁻¹ ∇L_R(θ̂)`` (= ``mlu.unlearn(method="newton", steps=1)``);
 ``"auto"`` (default) the tilted step, or the retained one where the tilted fails its check.
 The check: the target objective may not rise along the full step; a K-FAC/EK-FAC step that
-fails is refined by CG on the exact GGN of R; a step that still fails raises
+fails is solved again with the damping raised (:data:`DAMPING_LADDER`), then refined by CG on
+the GGN of (a seeded subsample of) R; a step that still fails raises
 :class:`RequestFailedError` and changes nothing.
 
 By default a forgetting mode (:mod:`mlu.forgetting`, docs/design.md "Forgetting modes") then
-runs on that exact update: noise and a short fine-tuning on the retained data, seeded by the
-cumulative forget set, so that memorised samples stop looking like members; ``mode="exact"``
-gives the exact update alone.
+runs on that exact update: shrink and noise, then a short fine-tuning on the retained data,
+scaled with the share of the data forgotten and seeded by the cumulative forget set, so that
+memorised samples stop looking like members; ``mode="exact"`` gives the exact update alone.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ from ..engine.io import load_model, save_model
 from ..engine.model import MLP
 from ..exceptions import RequestFailedError
 from . import forgetting
-from .forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, DEFAULT_NOISE, MODES, PostUpdate
+from .forgetting import DEFAULT_ANNEAL, DEFAULT_MODE, MODES, PostUpdate
 from .unlearn import DEFAULT_DAMPING, METHODS, UnlearningResult
 
 __all__ = [
     "CHECK_ROWS",
+    "DAMPING_LADDER",
     "DEFAULT_TARGET",
     "FORMAT_TAG",
     "TARGETS",
@@ -87,8 +89,17 @@ DEFAULT_TARGET = "auto"
 """The target of ``forget`` (docs/design.md, "Unlearner": measured against ``"retained"``)."""
 REFINE_TOL = 1e-6
 """Relative residual at which the CG refinement of a failed factored step stops."""
-REFINE_MAXITER = 100
-"""At most this many CG iterations refine a failed factored step."""
+REFINE_MAXITER = 10
+"""At most this many CG iterations refine a failed factored step, after the damping ladder: a
+bound on what a failing request costs (docs/design.md, "Unlearner": a refinement run to
+convergence had failed too, at 0.69 of a retraining)."""
+DAMPING_LADDER = (10.0, 100.0, 1000.0)
+"""Factors of the damping with which a factored step that fails its check is solved again,
+before any refinement: a factored solve and a check each (docs/design.md, "Unlearner")."""
+REFINE_ROWS = 2048
+"""A refinement's GGN products run on at most this many retained rows (a fixed seeded
+subsample of R; all of R when it is smaller): the mean GGN of the subsample estimates that of
+R, and the check (on its own rows) decides (docs/design.md, "Unlearner")."""
 REFINE_CHECK_EVERY = 1
 """The refinement checks its iterate every this many iterations and stops once it holds (a
 check is one gradient over at most CHECK_ROWS rows, an iteration a GGN product over R: on all
@@ -243,7 +254,9 @@ class Unlearner:
         else:
             self.__dict__.update(_state)
         self._init_check()
-        self._ggn_all: Any = None  # the GGN operator over D for refinements (_refine)
+        # a fixed seeded order of D: a refinement's products run on its first REFINE_ROWS
+        # retained rows (_refine_rows), a function of F alone
+        self._refine_order = np.random.default_rng(1).permutation(self._problem.n)
 
     def _init_check(self) -> None:
         """The fixed seeded check rows S (at most :data:`CHECK_ROWS` of D) and what the check
@@ -296,7 +309,12 @@ class Unlearner:
 
     # ------------------------------------------------------------------ the check
     def _check(
-        self, alive: np.ndarray, b: np.ndarray, d: np.ndarray, rhs: np.ndarray
+        self,
+        alive: np.ndarray,
+        b: np.ndarray,
+        d: np.ndarray,
+        rhs: np.ndarray,
+        damping: float | None = None,
     ) -> UpdateCheck:
         """The change of the request's target objective J along ``d`` from θ̂, estimated on
         the retained check rows (docs/design.md, "Unlearner", the check).
@@ -306,13 +324,15 @@ class Unlearner:
         with ``r_i(d) = ℓ_i(θ̂+d) − ℓ_i(θ̂) − ∇ℓ_i(θ̂)ᵀd`` the second-order remainder of each
         retained loss: only its mean is estimated on the retained check rows S_R (one gradient
         pass over them at θ̂ + d), the first-order part is exact. Exact when S = D. ``rhs``
-        is the right-hand side the solve had, (H + δI) d = rhs, for the predicted change.
+        is the right-hand side the solve had, (H + δI) d = rhs with δ ``damping`` (default the
+        Unlearner's), for the predicted change.
         """
+        damping = self.damping if damping is None else damping
         with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step fails in words
-            return self._check_unguarded(alive, b, d, rhs)
+            return self._check_unguarded(alive, b, d, rhs, damping)
 
     def _check_unguarded(
-        self, alive: np.ndarray, b: np.ndarray, d: np.ndarray, rhs: np.ndarray
+        self, alive: np.ndarray, b: np.ndarray, d: np.ndarray, rhs: np.ndarray, damping: float
     ) -> UpdateCheck:
         prob = self._check_prob
         keep = alive[self._check_rows]
@@ -320,7 +340,7 @@ class Unlearner:
         theta_hat = self._problem.theta
         l2 = self._problem.l2
         lin = float(b @ d)
-        predicted = lin + 0.5 * (float(rhs @ d) - self.damping * float(d @ d))
+        predicted = lin + 0.5 * (float(rhs @ d) - damping * float(d @ d))
         if count == 0:  # no check row retained: the first-order and λ parts only
             change, grad = lin + 0.5 * l2 * float(d @ d), b + l2 * d
             level = 0.5 * l2 * float(theta_hat @ theta_hat)
@@ -361,6 +381,13 @@ class Unlearner:
         scale = ROUNDING_TOLERANCE * max(1.0, abs(check.objective_before))
         return bool(check.full_change <= scale)
 
+    def _refine_rows(self, alive: np.ndarray) -> np.ndarray:
+        """The rows of a refinement's GGN products: the first :data:`REFINE_ROWS` retained
+        rows in a fixed seeded order of D (all of R when |R| <= REFINE_ROWS), sorted; a
+        function of the cumulative forget set alone, so the refinement is path-independent."""
+        order = self._refine_order
+        return np.sort(order[alive[order]][:REFINE_ROWS])
+
     def _refine(
         self,
         alive: np.ndarray,
@@ -369,10 +396,12 @@ class Unlearner:
         x0: np.ndarray,
         holds: Callable[[np.ndarray], bool],
     ) -> tuple[np.ndarray, int, float, float]:
-        """Solve ``(H_R + δI) x = rhs`` with the exact GGN of R by conjugate gradients,
-        preconditioned by the factored ``curv`` and started from its solution ``x0``; stop at
-        a relative residual of :data:`REFINE_TOL`, after :data:`REFINE_MAXITER` iterations, or
-        at the first iterate of every :data:`REFINE_CHECK_EVERY` whose check ``holds``.
+        """Solve ``(H_R + δI) x = rhs`` by conjugate gradients, with H_R the mean GGN of the
+        retained rows :meth:`_refine_rows` gives (R itself when it has at most
+        :data:`REFINE_ROWS` rows), preconditioned by the factored ``curv`` and started from
+        its solution ``x0``; stop at a relative residual of :data:`REFINE_TOL`, after
+        :data:`REFINE_MAXITER` iterations, or at the first iterate of every
+        :data:`REFINE_CHECK_EVERY` whose check ``holds``.
 
         Returns x, the iterations, the relative residual and the seconds it took.
         """
@@ -380,23 +409,15 @@ class Unlearner:
         if self._problem.source is not None:
             raise NotImplementedError("refinement needs the data in memory (not dask)")
         prob = self._problem
-        sizes = list(prob.sizes)
-        if self._ggn_all is None:  # built at the first refinement, kept: a forward pass over D
-            self._ggn_all = _core.HessianOperator(
-                prob.theta, sizes, prob.activation, np.ascontiguousarray(prob.X),
-                np.ascontiguousarray(prob.y), 0.0, "ggn",
-            )  # fmt: skip
-        op_all, n = self._ggn_all, prob.n
-        gone = np.flatnonzero(~alive)  # the GGN of R: D's sum minus the removed rows' sum
-        op_gone = _core.HessianOperator(
-            prob.theta, sizes, prob.activation, np.ascontiguousarray(prob.X[gone]),
-            np.ascontiguousarray(prob.y[gone]), 0.0, "ggn",
+        rows = self._refine_rows(alive)
+        op = _core.HessianOperator(
+            prob.theta, list(prob.sizes), prob.activation, np.ascontiguousarray(prob.X[rows]),
+            np.ascontiguousarray(prob.y[rows]), 0.0, "ggn",
         )  # fmt: skip
-        m, shift = n - len(gone), prob.l2 + self.damping
+        shift = prob.l2 + self.damping
 
-        def apply(v: np.ndarray) -> np.ndarray:
-            summed = n * np.asarray(op_all.matvec(v)) - len(gone) * np.asarray(op_gone.matvec(v))
-            return summed / m + shift * v
+        def apply(v: np.ndarray) -> np.ndarray:  # the mean GGN of the rows, + (λ + δ) v
+            return np.asarray(op.matvec(v)) + shift * v
 
         # the core's one CG loop (docs/design.md, "Solvers"), from x0, preconditioned by curv
         res = _core.cg(
@@ -416,15 +437,17 @@ class Unlearner:
         target: str = DEFAULT_TARGET,
         mode: str | None = None,
         epochs: float | None = None,
-        noise: float = DEFAULT_NOISE,
+        noise: float | None = None,
         anneal: float = DEFAULT_ANNEAL,
+        shrink: float | None = None,
     ) -> UnlearningResult:
         """Remove the samples ``indices`` (into the data the Unlearner was built on).
 
         Every request is computed from θ̂ with everything removed so far (the cumulative
         forget set F, R = D minus F, m = |R|), check included: the exact update θ_F. By
         default a forgetting mode then runs on θ_F (:func:`mlu.forgetting.post_update`,
-        :data:`~mlu.forgetting.DEFAULT_MODE`: noise, then a short fine-tuning on R), because
+        :data:`~mlu.forgetting.DEFAULT_MODE`: shrink and noise, then a short fine-tuning on R,
+        scaled with |F| / n by :func:`mlu.forgetting.scaled_settings`), because
         the exact update alone leaves memorised samples looking like members
         (docs/design.md, "Forgetting modes"). The Unlearner keeps θ_F as its state and the
         post-update is seeded by F, so requests F1 then F2 give the model of one request
@@ -443,8 +466,10 @@ class Unlearner:
             Check the update: the target objective must not rise along it, estimated on a
             fixed seeded subsample of R (at most :data:`CHECK_ROWS` rows) for its
             second-order part and exact for the rest. A K-FAC/EK-FAC step that fails is
-            refined by preconditioned CG on the exact GGN of R; a step that still fails
-            raises :class:`RequestFailedError`. False: the plain formula.
+            solved again with the damping times 10, 100, 1000 (the first that holds is
+            applied; the notes say which), then refined by preconditioned CG on the GGN of
+            at most :data:`REFINE_ROWS` retained rows; a step that still fails raises
+            :class:`RequestFailedError`. False: the plain formula.
         target : {"auto", "tilted", "retained"}
             ``"tilted"``: the Newton step of the objective θ̂ minimises,
             ``L_D − ∇L_D(θ̂)ᵀθ``, with F's losses taken out,
@@ -460,13 +485,17 @@ class Unlearner:
             ``"exact"``, with a note saying so (the post-update needs X in memory; any other
             mode named there raises ValueError).
         epochs : float, optional
-            Passes over R of the fine-tuning. Default
-            :func:`mlu.forgetting.default_epochs`: ``min(2, 0.1 · training epochs)``, so the
-            post-update costs at most about a tenth of a retraining.
-        noise : float, default :data:`~mlu.forgetting.DEFAULT_NOISE`
-            Noise std relative to each layer's weight RMS (modes with noise).
+            Passes over R of the fine-tuning. Default (None), like ``noise`` and ``shrink``:
+            :func:`mlu.forgetting.scaled_settings` for the cumulative F, ``E_f · t²`` with
+            the strength ``t = min(1, 10 |F| / n)`` and ``E_f = min(3, 0.075 · training
+            epochs)``, so the post-update costs at most 0.075 t² of a retraining.
+        noise : float, optional
+            Noise std relative to each layer's weight RMS (modes with noise); default
+            ``a = t · E_f / 3``.
         anneal : float in [0, 1], default :data:`~mlu.forgetting.DEFAULT_ANNEAL`
             Share of the fine-tuning at the reduced learning rate.
+        shrink : float in [0, 1], optional
+            Factor on θ_F before the noise (modes with noise); default ``1 − 0.7 a``.
 
         Returns
         -------
@@ -489,17 +518,23 @@ class Unlearner:
         start = time.perf_counter()
         check_choice(method, "method", METHODS)
         check_choice(target, "target", TARGETS)
-        settings = self._forgetting_settings(mode, epochs, noise, anneal)
+        settings = self._forgetting_settings(mode, epochs, noise, anneal, shrink)
         rows = self._check_request(indices)
         # small NumPy products between core calls: threaded BLAS would slow the core (_threads)
         with serial_blas():
             return self._forget(rows, method, target, safeguard, start, settings)
 
     def _forgetting_settings(
-        self, mode: str | None, epochs: float | None, noise: float, anneal: float
+        self,
+        mode: str | None,
+        epochs: float | None,
+        noise: float | None,
+        anneal: float,
+        shrink: float | None = None,
     ) -> dict[str, Any]:
         """The checked post-update settings of a request: ``mode``, ``epochs``, ``noise``,
-        ``anneal`` and ``note`` (why the mode is exact on dask data, else None)."""
+        ``anneal``, ``shrink`` (None: :func:`mlu.forgetting.scaled_settings` for the request's
+        cumulative F) and ``note`` (why the mode is exact on dask data, else None)."""
         dask = self._problem.source is not None
         note = None
         if mode is None:
@@ -515,12 +550,17 @@ class Unlearner:
                 f"mode={mode!r} needs the training data in memory (it fine-tunes on the "
                 "retained rows); on dask data only mode='exact' is served"
             )
-        if epochs is None:
-            epochs = forgetting.default_epochs(self._base_model)
-        mode, epochs, noise, _, anneal = forgetting.check_settings(
-            mode, epochs, noise, None, anneal
+        mode, epochs, noise, _, anneal, shrink = forgetting.check_settings(
+            mode, epochs, noise, None, anneal, shrink=shrink, full=True
         )
-        return {"mode": mode, "epochs": epochs, "noise": noise, "anneal": anneal, "note": note}
+        return {
+            "mode": mode,
+            "epochs": epochs,
+            "noise": noise,
+            "anneal": anneal,
+            "shrink": shrink,
+            "note": note,
+        }
 
     def _forget(
         self,
@@ -543,7 +583,7 @@ class Unlearner:
             post = forgetting.run_mode(
                 exact, self._X, self._y, ~update.alive, settings["mode"],
                 epochs=settings["epochs"], noise=settings["noise"], lr=None,
-                anneal=settings["anneal"],
+                anneal=settings["anneal"], shrink=settings.get("shrink"),
             )  # fmt: skip
         return self._commit(update, start, post, note)
 
@@ -561,16 +601,21 @@ class Unlearner:
         targets = ("tilted", "retained") if target == "auto" and method == "newton" else (target,)
         factored = self._curv.kind in ("kfac", "ekfac") and method == "newton"
         failures: list[str] = []
-        # every target as it is first, then (K-FAC/EK-FAC) every target refined
-        for refine in (False, True) if factored else (False,):
-            for name in targets:
-                try:
-                    return self._target_update(
-                        rows, removed_grad, new_curv, alive, method, name, safeguard, refine,
-                        failures,
-                    )  # fmt: skip
-                except RequestFailedError as exc:
-                    failures.append(str(exc))
+        # every target as it is first; then (K-FAC/EK-FAC) the first target with the damping
+        # raised rung by rung (one factored solve and one check each), then every target
+        # refined by CG: the cheapest attempts first (docs/design.md, "Unlearner")
+        attempts = [(name, 1.0, False) for name in targets]
+        if factored:
+            attempts += [(targets[0], boost, False) for boost in DAMPING_LADDER]
+            attempts += [(name, 1.0, True) for name in targets]
+        for name, boost, refine in attempts:
+            try:
+                return self._target_update(
+                    rows, removed_grad, new_curv, alive, method, name, safeguard, refine,
+                    failures, boost,
+                )  # fmt: skip
+            except RequestFailedError as exc:
+                failures.append(str(exc))
         raise RequestFailedError(" ".join(failures))
 
     def _target_update(
@@ -584,9 +629,11 @@ class Unlearner:
         safeguard: bool,
         refine: bool,
         failures: list[str],
+        boost: float = 1.0,
     ) -> _Update:
-        """The update of one ``target``, refined by CG when ``refine`` (see
-        :meth:`_exact_update`); raises RequestFailedError when its check fails."""
+        """The update of one ``target``, refined by CG when ``refine``, solved with the damping
+        times ``boost`` (see :meth:`_exact_update`); raises RequestFailedError when its check
+        fails."""
         problem = self._problem
         notes = [f"curvature {self.choice}", *new_curv.notes, *failures]
         m = new_curv.m
@@ -607,6 +654,9 @@ class Unlearner:
             what = "influence"
         else:
             used = new_curv
+            if boost != 1.0:  # a factored solve with δ·boost; the state keeps δ (new_curv)
+                used = copy.copy(new_curv)
+                used.damping = self.damping * boost
             if target == "tilted":
                 b = -removed_grad / m
                 if images is not None:
@@ -618,6 +668,8 @@ class Unlearner:
                     image = -retained[:, 0]
             rhs = -b
             what = f"newton, target {target!r}"
+            if boost != 1.0:
+                what += f", damping {used.damping:g} ({boost:g} x the Unlearner's)"
         notes.append(f"update: {what}")
         x = used.solve(rhs, BV=None if image is None else image[:, None])
         with np.errstate(over="ignore", invalid="ignore"):  # a huge step fails its check
@@ -626,7 +678,7 @@ class Unlearner:
         checks: tuple[UpdateCheck, ...] = ()
         if safeguard:
             J = "L_R" if target == "retained" and method == "newton" else "tilted L_R"
-            check = self._check(alive, b, x, rhs)
+            check = self._check(alive, b, x, rhs, used.damping)
             rows_checked = int(alive[self._check_rows].sum())
             where = f"on {rows_checked} retained check rows (of {m})"
             refined = ""
@@ -640,7 +692,8 @@ class Unlearner:
                 check = self._check(alive, b, x, rhs)
                 refined = (
                     f"the {used.kind} step failed its check ({_describe(first, J)}); refined by "
-                    f"CG on the exact GGN of R preconditioned by {used.kind}: {iterations} "
+                    f"CG on the GGN of {min(REFINE_ROWS, m)} retained rows (of {m}) "
+                    f"preconditioned by {used.kind}: {iterations} "
                     f"iterations, relative residual {residual:.3g}, {seconds:.3g} s"
                 )
                 notes.append(refined)
