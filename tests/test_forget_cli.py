@@ -99,6 +99,23 @@ def test_forget_init_records_the_mode(files, tmp_path, capsys):
         "--data", str(d / "data.npz"), "--epochs", "-1",
     )  # fmt: skip
     assert code == 1 and "epochs" in err and not (tmp_path / "other").exists()
+    # the post-update's settings by name: recorded, and served as Unlearner.forget's
+    code, _, _ = _run(
+        capsys, "forget", "init", str(tmp_path / "named"), "--model", str(d / "model.npz"),
+        "--data", str(d / "data.npz"), "--curvature", "dense", "--epochs", "0.5",
+        "--noise", "0.5", "--shrink", "0.8",
+    )  # fmt: skip
+    assert _run(capsys, "forget", str(tmp_path / "named"), "--rows", "3,17")[0] == 0
+    un = mlu.Unlearner(model, X, y, curvature="dense")
+    un.forget([3, 17], epochs=0.5, noise=0.5, shrink=0.8)
+    with DeletionStore.open(tmp_path / "named") as opened:
+        assert (opened.options["epochs"], opened.options["shrink"]) == (0.5, 0.8)
+        assert np.array_equal(opened.model.theta_, un.model.theta_)
+    code, _, err = _run(
+        capsys, "forget", "init", str(tmp_path / "bad"), "--model", str(d / "model.npz"),
+        "--data", str(d / "data.npz"), "--shrink", "2",
+    )  # fmt: skip
+    assert code == 1 and "shrink" in err and not (tmp_path / "bad").exists()
 
 
 def test_forget_errors_are_one_line_and_leave_nothing(files, tmp_path, capsys):

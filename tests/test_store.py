@@ -109,12 +109,14 @@ def test_requests_match_the_unlearner_and_are_logged(problem, empty_store, tmp_p
 
 def test_the_forgetting_settings_are_recorded_and_replayed(problem, empty_store, tmp_path):
     # issue 23: a request's default is the exact update then the forgetting mode; the store
-    # resolves the mode's settings at its creation and serves and replays every request with them
+    # records the mode's settings at its creation and serves and replays every request with
+    # them (the default epochs, noise and shrink: None, each request's own, scaled)
     model, X, y = problem
     store = DeletionStore.open(_copy(empty_store, tmp_path / "s"), X, y)
     assert store.options["mode"] == DEFAULT_MODE
-    assert store.options["epochs"] == default_epochs(model)
+    assert store.options["epochs"] is None and default_epochs(model) is None
     assert (store.options["noise"], store.options["anneal"]) == (DEFAULT_NOISE, DEFAULT_ANNEAL)
+    assert store.options["shrink"] is None
     store.forget([3, 17])
     assert "forgetting mode 'noisy_finetune'" in store.log()[0]["notes"][-1]
     store.close()
@@ -133,7 +135,7 @@ def test_the_forgetting_settings_are_recorded_and_replayed(problem, empty_store,
     # a store written before the modes were recorded served the exact update: it still does
     db = sqlite3.connect(tmp_path / "e" / "log.sqlite")
     options = json.loads(db.execute("SELECT value FROM meta WHERE key = 'options'").fetchone()[0])
-    for key in ("mode", "epochs", "noise", "anneal"):
+    for key in ("mode", "epochs", "noise", "anneal", "shrink"):
         del options[key]
     with db:
         db.execute("UPDATE meta SET value = ? WHERE key = 'options'", (json.dumps(options),))

@@ -3,7 +3,7 @@
 ::
 
     mlu forget init DIR --model M --data D [--label NAME] [--curvature C] [--damping F]
-                    [--mode MODE] [--epochs E] [--noise S]
+                    [--mode MODE] [--epochs E] [--noise S] [--shrink F]
     mlu forget DIR --rows 3,17 [--id ID]        # or --rows-file F (indices, any separators)
     mlu forget DIR --log [--json]
     mlu forget DIR --verify
@@ -94,6 +94,9 @@ def add_forget_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--epochs", type=float, default=None, help="init: fine-tuning epochs of the mode"
     )
     fp.add_argument("--noise", type=float, default=None, help="init: noise scale of the mode")
+    fp.add_argument(
+        "--shrink", type=float, default=None, help="init: factor on the weights before the noise"
+    )
     fp.add_argument("--rows", metavar="I,J,...", help="remove these rows (0-based indices)")
     fp.add_argument("--rows-file", metavar="F", help="remove the rows listed in F")
     fp.add_argument("--id", metavar="ID", help="the request's id (a retry with it is a no-op)")
@@ -157,6 +160,8 @@ def _init(args: argparse.Namespace) -> int:
         options["epochs"] = args.epochs
     if args.noise is not None:
         options["noise"] = args.noise
+    if args.shrink is not None:
+        options["shrink"] = args.shrink
     source = {
         "path": str(Path(args.data).resolve()),
         "label": args.label,

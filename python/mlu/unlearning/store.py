@@ -117,7 +117,7 @@ FAULT_POINTS = (
 """Where ``MLU_STORE_FAULT`` can kill a request or a checkpoint (in order)."""
 
 _OPTIONS = ("curvature", "damping", "params", "matrix")
-_FORGET_OPTIONS = ("mode", "epochs", "noise", "anneal")
+_FORGET_OPTIONS = ("mode", "epochs", "noise", "anneal", "shrink")
 """The forgetting settings of every request (:meth:`mlu.Unlearner.forget`), recorded at the
 store's creation so that a replay uses the same ones."""
 _PENDING_REQUEST = re.compile(r"^\.pending-request-(\d+)\.json$")
@@ -471,10 +471,12 @@ class DeletionStore:
             Requests between checkpoints of the Unlearner's state.
         **unlearner_options
             ``curvature``, ``damping``, ``params``, ``matrix`` of :class:`mlu.Unlearner`, and
-            the forgetting settings ``mode``, ``epochs``, ``noise``, ``anneal`` of its
-            :meth:`~mlu.Unlearner.forget` (default: its defaults, resolved now — ``epochs``
-            from the model's training epochs — and recorded, so that every request and every
-            replay uses the same ones).
+            the forgetting settings ``mode``, ``epochs``, ``noise``, ``anneal``, ``shrink`` of
+            its :meth:`~mlu.Unlearner.forget` (default: its defaults), recorded so that every
+            request and every replay uses the same ones. The default ``epochs``, ``noise`` and
+            ``shrink`` are recorded as None: each request's own, scaled with the share of the
+            data forgotten so far (:func:`mlu.forgetting.scaled_settings`), the same for a
+            replay of the same requests.
 
         Returns
         -------
@@ -497,13 +499,14 @@ class DeletionStore:
         forget_options = {
             k: unlearner_options.pop(k) for k in _FORGET_OPTIONS if k in unlearner_options
         }
-        given_epochs = forget_options.get("epochs")
-        mode, epochs, noise, _, anneal = forgetting.check_settings(  # before the build
+        mode, epochs, noise, _, anneal, shrink = forgetting.check_settings(  # before the build
             forget_options.get("mode", forgetting.DEFAULT_MODE),
-            forgetting.DEFAULT_EPOCHS if given_epochs is None else given_epochs,
+            forget_options.get("epochs", forgetting.DEFAULT_EPOCHS),
             forget_options.get("noise", forgetting.DEFAULT_NOISE),
             None,
             forget_options.get("anneal", forgetting.DEFAULT_ANNEAL),
+            shrink=forget_options.get("shrink", forgetting.DEFAULT_SHRINK),
+            full=True,
         )
         _check_policy(lock_timeout, checkpoint_every)
         if directory.exists():
@@ -513,8 +516,6 @@ class DeletionStore:
         if _dask.is_dask(X, y):
             raise TypeError("a DeletionStore takes NumPy data (its log hashes every row)")
         unlearner = Unlearner(model, X, y, **unlearner_options)
-        if given_epochs is None:  # the model is checked now
-            epochs = forgetting.default_epochs(model)
         Xc = as_features(X, model.n_features_in_)
         yc = as_labels(y, Xc.shape[0])
         options = {
@@ -526,6 +527,7 @@ class DeletionStore:
             "epochs": epochs,
             "noise": noise,
             "anneal": anneal,
+            "shrink": shrink,
         }
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
