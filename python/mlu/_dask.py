@@ -19,8 +19,11 @@ protocol (``__dask_graph__``) without importing dask.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from ._validation import (
     PARAMS_CHOICES,
     activation_spec,
     as_vector,
+    available_memory_bytes,
     check_choice,
     check_matrix_fits,
 )
@@ -102,6 +106,64 @@ def broadcast(obj):
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
             return client.submit(_identity, obj, pure=False)
     return dask.delayed(obj, pure=True)
+
+
+# --------------------------------------------------------------------------- worker memory
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_malloc_lock = threading.Lock()
+_malloc_active = 0
+
+
+def _libc():
+    """glibc, or None (another C library, or no ctypes): then nothing is tuned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except (OSError, ImportError):
+        return None
+
+
+def on_worker(fn: Callable) -> Callable:
+    """Run a chunk function with glibc's allocator in its default, reusing mode.
+
+    A ``distributed`` nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so
+    that freed memory goes back to the OS at once). That also fixes the mmap threshold at
+    128 KiB: every temporary of the core above it is a fresh mmap, page-faulted in and
+    unmapped again, which made the core's kernels 2-4x slower on a worker than in a plain
+    process (measured: docs/design.md, "Dask performance"). While any chunk function runs,
+    the thresholds are raised (trim 1 GiB, mmap 32 MiB: allocations are reused); when the
+    last one returns they are put back to the environment's values and the heap is trimmed
+    once, so the worker still hands its memory back after every task.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        global _malloc_active
+        env = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+        libc = _libc() if env is not None else None
+        if env is None or libc is None:
+            return fn(*args, **kwargs)
+        trim = int(env)
+        with _malloc_lock:
+            _malloc_active += 1
+            if _malloc_active == 1:
+                libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+                libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _malloc_lock:
+                _malloc_active -= 1
+                if _malloc_active == 0:
+                    libc.mallopt(_M_TRIM_THRESHOLD, trim)
+                    mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_", str(128 << 10))
+                    libc.mallopt(_M_MMAP_THRESHOLD, int(mmap))
+                    libc.malloc_trim(0)
+
+    return wrapped
 
 
 # --------------------------------------------------------------------------- data
@@ -277,6 +339,7 @@ def _chunk_Xy(cm: ChunkModel, X, y, start: int) -> tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------- map and reduce
 
 
+@on_worker
 def _add(*parts: np.ndarray) -> np.ndarray:
     out = np.array(parts[0], dtype=np.float64)
     for part in parts[1:]:
@@ -391,6 +454,7 @@ def chunk_sum(data: DaskData, contribution: Callable, payload) -> np.ndarray:
     return np.asarray(compute(parts, f"mlu {desc}", _add))
 
 
+@on_worker
 def _contribute(contribution: Callable, payload, X, y, start: int) -> np.ndarray:
     X, yk = _chunk_Xy(payload.model, X, y, start)
     return contribution(payload, X, yk)
@@ -414,6 +478,7 @@ def chunk_map(data: DaskData, per_sample: Callable, payload, columns: int | None
     return da.concatenate(pieces, axis=0)
 
 
+@on_worker
 def _map_chunk(per_sample: Callable, payload, X, y, start: int) -> np.ndarray:
     X, yk = _chunk_Xy(payload.model, X, y, start)
     return np.asarray(per_sample(payload, X, yk), dtype=np.float64)
@@ -540,6 +605,7 @@ def hessian_operator(
     return DaskHessianOperator(model, as_dask_data(model, X, y), params, curvature, persist)
 
 
+@on_worker
 def _prepare(pl: Payload, X, y, start: int):
     """A chunk's checked problem (features for params="last"), kept on the worker."""
     X, yk = _chunk_Xy(pl.model, X, y, start)
@@ -547,6 +613,7 @@ def _prepare(pl: Payload, X, y, start: int):
     return F, yk
 
 
+@on_worker
 def _prepared_hvp(pl: Payload, chunk, v):
     F, yk = chunk
     op = _core.HessianOperator(*_prepared_problem(pl), F, yk, 0.0, pl.curvature)
@@ -642,10 +709,12 @@ class DaskHessianOperator:
 # --------------------------------------------------------------------------- curvature
 
 
+@on_worker
 def _add_lists(*parts: list) -> list[np.ndarray]:
     return [_add(*terms) for terms in zip(*parts)]
 
 
+@on_worker
 def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
     X, yk = _chunk_Xy(pl.model, X, y, start)
     return pl.fn(*pl.model.problem(X, yk, pl.params))
@@ -741,6 +810,7 @@ class RowSource:
         return GramRows(self)
 
 
+@on_worker
 def _take(cm: ChunkModel, X, y, local: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``local`` of one chunk, checked (global row indices in errors), float64."""
     X, yk = _chunk_Xy(cm, np.asarray(X)[local], np.asarray(y)[local], start)
@@ -750,6 +820,7 @@ def _take(cm: ChunkModel, X, y, local: np.ndarray, start: int) -> tuple[np.ndarr
 # --------------------------------------------------------------------------- Woodbury
 
 
+@on_worker
 def _gn_prepare(pl: Payload, X, y, start: int) -> tuple:
     """A chunk's Gauss-Newton factors: (network input F, G per layer, hidden per layer)."""
     X, yk = _chunk_Xy(pl.model, X, y, start)
@@ -758,6 +829,7 @@ def _gn_prepare(pl: Payload, X, y, start: int) -> tuple:
     return F, G, hidden
 
 
+@on_worker
 def _gram_block(r: int, a: tuple, b: tuple) -> np.ndarray:
     """``B_a B_bᵀ`` between two chunks' Gauss-Newton rows (row i·r + ρ).
 
@@ -775,11 +847,13 @@ def _gram_block(r: int, a: tuple, b: tuple) -> np.ndarray:
     return K
 
 
+@on_worker
 def _gn_jvp(sizes: list, chunk: tuple, V: np.ndarray) -> np.ndarray:
     F, G, hidden = chunk
     return _core.gn_jvp(sizes, F, G, hidden, V)
 
 
+@on_worker
 def _gn_vjp(sizes: list, chunk: tuple, Z: np.ndarray) -> np.ndarray:
     F, G, hidden = chunk
     return _core.gn_vjp(sizes, F, G, hidden, Z)
@@ -862,6 +936,7 @@ def encoded_labels(data: DaskData, cm: ChunkModel) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
+@on_worker
 def _encode_chunk(cm: ChunkModel, y, start: int) -> np.ndarray:
     y = np.asarray(y)
     _, yk = _chunk_Xy(cm, np.zeros((len(y), 0)), y, start)
@@ -901,14 +976,17 @@ def self_influence(
     :func:`mlu.detect.scores_self_influence`). For ``params="last"`` each chunk's checked
     last-layer inputs (rows x (hidden + 1), narrower than X) are computed once and persisted
     on the workers for both passes (the sum and the scores): one forward pass per chunk, not
-    two (docs/design.md, "Dask performance"); they are released with the returned array.
+    two (docs/design.md, "Dask performance"), when they take at most a quarter of the
+    workers' memory; they are released with the returned array.
     """
     dask, _ = _dask_modules()
     data = as_dask_data(model, X, y)
     p = _selected_theta(model, params).shape[0]
     check_matrix_fits(p, copies=2.2, what="the Hessian and its factorisation")
     cm = ChunkModel.of(model)
-    if params == "last":
+    width = int(model.sizes_[-2]) + 1  # a prepared chunk: features and labels per row
+    persist = params == "last" and _fits_on_workers(8 * data.n * width)
+    if persist:
         sent = broadcast(Payload(cm, params, curvature))
         blocks = data.blocks(keep_empty=True)
         prepared = dask.persist(
@@ -925,7 +1003,7 @@ def self_influence(
         factor, kind = _linalg.pinv_factor(H, damping, rcond), "projection"
     del H
     payload = Payload(cm, params, curvature, factor, kind)
-    if params != "last":
+    if not persist:
         return chunk_map(data, _self_influence, payload)
     _, da = _dask_modules()
     sent = broadcast(payload)
@@ -939,12 +1017,28 @@ def self_influence(
     return da.concatenate(pieces, axis=0)
 
 
+def _fits_on_workers(nbytes: int, share: float = 0.25) -> bool:
+    """Whether ``nbytes`` persisted take at most ``share`` of the workers' memory limits
+    together (of this machine's available memory without a client, or with unlimited
+    workers): data larger than that is read again rather than held."""
+    client = _client()
+    limits = []
+    if client is not None:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = [int(w.get("memory_limit") or 0) for w in workers]
+    if not limits or 0 in limits:
+        return nbytes <= share * available_memory_bytes()
+    return nbytes <= share * sum(limits)
+
+
+@on_worker
 def _prepared_hessian(pl: Payload, chunk) -> np.ndarray:
     F, yk = chunk
     theta, sizes, act = _prepared_problem(pl)
     return _core.hessian(theta, sizes, act, F, yk, 0.0, pl.curvature) * F.shape[0]
 
 
+@on_worker
 def _prepared_self_influence(pl: Payload, chunk) -> np.ndarray:
     F, yk = chunk
     theta, sizes, act = _prepared_problem(pl)
@@ -980,6 +1074,7 @@ def checked_pair(model, X, y) -> tuple[Any, Any]:
     return data.X, data.y
 
 
+@on_worker
 def _chunk_error(payload, X, y, start: int) -> str | None:
     try:
         _chunk_Xy(payload.model, X, y, start)
