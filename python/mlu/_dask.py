@@ -316,12 +316,19 @@ def _as_arrays(X, y):
     return X, y
 
 
-def _chunk_Xy(cm: ChunkModel, X, y, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk checked like the NumPy path checks the whole (global row indices in errors)."""
+def _chunk_Xy(
+    cm: ChunkModel, X, y, start: int, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk checked like the NumPy path checks the whole (global row indices in errors:
+    ``start + i``, or ``rows[i]`` for rows taken out of their chunks)."""
+
+    def where(i: int) -> int:
+        return int(rows[i]) if rows is not None else int(i) + start
+
     X = np.ascontiguousarray(X, dtype=np.float64)
     if not np.isfinite(X).all():
         i, j = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"X contains NaN or inf (first at index {(int(i) + start, int(j))})")
+        raise ValueError(f"X contains NaN or inf (first at index {(where(i), int(j))})")
     y = np.asarray(y)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError("y contains NaN or inf")
@@ -330,7 +337,7 @@ def _chunk_Xy(cm: ChunkModel, X, y, start: int) -> tuple[np.ndarray, np.ndarray]
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"y[{first + start}] = {np.asarray(y[first]).item()!r} is not one of the model's "
+            f"y[{where(first)}] = {np.asarray(y[first]).item()!r} is not one of the model's "
             f"classes {cm.classes.tolist()} (label out of range)"
         )
     return X, idx.astype(np.int64)
@@ -734,6 +741,7 @@ class RowSource:
     params: str
     # the rows of the last few requests, gathered (see rows)
     _rows_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _blocks: list = field(default_factory=list, compare=False, repr=False)  # to_delayed, once
 
     def sum(self, fn: Callable) -> list[np.ndarray]:
         dask, _ = _dask_modules()
@@ -752,7 +760,10 @@ class RowSource:
         deletion request that needs its rows several times (gradient sum, downdate, check)
         reads each of its chunks once (docs/design.md, "Dask performance").
         """
-        index = np.arange(self.data.n)[rows]
+        index = np.asarray(rows)
+        if isinstance(rows, slice) or index.dtype == bool:  # not n integers for every request
+            index = np.arange(self.data.n)[rows]
+        index = index.astype(np.int64, copy=False)
         key = index.tobytes()
         if key in self._rows_cache:
             return self._rows_cache[key]
@@ -761,29 +772,50 @@ class RowSource:
             out = self.model.problem(X, np.zeros(0, np.int64), self.params)
         else:
             out = self.model.problem(*self._gather(index), self.params)
-        if len(self._rows_cache) >= 4:  # a request's rows, the check rows: a few suffice
-            self._rows_cache.pop(next(iter(self._rows_cache)))
+        gathered = [k for k in self._rows_cache if isinstance(k, bytes)]
+        if len(gathered) >= 4:  # a request's rows, the check rows: a few suffice
+            self._rows_cache.pop(gathered[0])
         self._rows_cache[key] = out
         return out
 
     def _gather(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The checked float64 rows ``index`` (any order) and their encoded labels."""
         dask, _ = _dask_modules()
+        if not self._blocks:
+            self._blocks.extend(self.data.blocks(keep_empty=True))
+        blocks = self._blocks
         starts = np.concatenate([[0], np.cumsum(self.data.row_chunks)])
         chunk = np.searchsorted(starts, index, side="right") - 1
         order = np.argsort(chunk, kind="stable")
-        blocks = {start: (xb, yb) for xb, yb, start, _ in self.data.blocks()}
-        tasks = []
+        labels = _Labels(self.model.classes)  # what the check needs: not θ in every task
+        groups: dict = {}  # one task per worker holding the chunks in memory, else per chunk
+        homes = self._homes()
         for c in np.unique(chunk):
-            xb, yb = blocks[int(starts[c])]
-            local = index[chunk == c] - starts[c]
-            tasks.append(dask.delayed(_take, pure=True)(self.model, xb, yb, local, int(starts[c])))
-        parts = compute(tasks, "mlu rows")
+            xb, yb, start, _ = blocks[c]
+            local = index[chunk == c] - start
+            groups.setdefault(homes.get(xb.key, c), []).append((xb, yb, local, start))
+        tasks = [dask.delayed(_take, pure=True)(labels, g) for g in groups.values()]
+        parts = [part for group in compute(tasks, "mlu rows") for part in group]
         X = np.empty((index.size, self.data.X.shape[1]))
         yk = np.empty(index.size, dtype=np.int64)
         X[order] = np.concatenate([p[0] for p in parts])
         yk[order] = np.concatenate([p[1] for p in parts])
         return X, yk
+
+    def _homes(self) -> dict:
+        """The worker holding each X chunk already in memory (persisted data), looked up once:
+        a request's rows on one worker are then taken by one task (no chunk moves; per-task
+        overhead, not the rows, is what a small request costs). Empty without a client."""
+        if "homes" not in self._rows_cache:
+            client = _client()
+            held = client.who_has() if client is not None else {}
+            homes = {}
+            for xb, _, _, _ in self._blocks:
+                where = held.get(xb.key, ())
+                if where:
+                    homes[xb.key] = "worker " + sorted(where)[0]
+            self._rows_cache["homes"] = homes
+        return self._rows_cache["homes"]
 
     def sample_rows(self, count: int, seed: int = 0) -> np.ndarray:
         """``count`` rows (sorted) drawn from a few seeded chunks, not from all of them.
@@ -810,11 +842,21 @@ class RowSource:
         return GramRows(self)
 
 
+@dataclass(frozen=True)
+class _Labels:
+    """The part of a :class:`ChunkModel` that checking rows needs."""
+
+    classes: np.ndarray
+
+
 @on_worker
-def _take(cm: ChunkModel, X, y, local: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``local`` of one chunk, checked (global row indices in errors), float64."""
-    X, yk = _chunk_Xy(cm, np.asarray(X)[local], np.asarray(y)[local], start)
-    return X, yk
+def _take(labels: _Labels, group: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``local`` of each ``(X, y, local, start)`` chunk, checked (global row indices in
+    errors), float64."""
+    return [
+        _chunk_Xy(labels, np.asarray(X)[local], np.asarray(y)[local], start, local + start)  # type: ignore[arg-type]
+        for X, y, local, start in group
+    ]
 
 
 # --------------------------------------------------------------------------- Woodbury
