@@ -721,10 +721,23 @@ def _add_lists(*parts: list) -> list[np.ndarray]:
     return [_add(*terms) for terms in zip(*parts)]
 
 
+#: Rows per core call within a chunk for the curvature sums, as the one-machine build's
+#: sample chunks (mlu.curvature): a dask chunk of ~10⁵ rows in one call makes temporaries
+#: of tens of MB (fresh mmaps, out of cache), measured 2x slower (docs/design.md, "Dask
+#: performance").
+SUB_ROWS = 4096
+
+
 @on_worker
 def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
     X, yk = _chunk_Xy(pl.model, X, y, start)
-    return pl.fn(*pl.model.problem(X, yk, pl.params))
+    theta, sizes, act, F, yk = pl.model.problem(X, yk, pl.params)
+    total = None
+    for s in range(0, max(len(yk), 1), SUB_ROWS):
+        part = pl.fn(theta, sizes, act, F[s : s + SUB_ROWS], yk[s : s + SUB_ROWS])
+        total = part if total is None else [a + b for a, b in zip(total, part)]
+    assert total is not None  # the loop runs at least once
+    return total
 
 
 @dataclass(frozen=True)
