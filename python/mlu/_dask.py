@@ -166,6 +166,10 @@ def on_worker(fn: Callable) -> Callable:
     return wrapped
 
 
+# (Small tasks, the reductions' additions and taking a request's rows, are not wrapped: they
+# allocate little, and the trim at the end would cost them about a millisecond.)
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -346,7 +350,6 @@ def _chunk_Xy(
 # --------------------------------------------------------------------------- map and reduce
 
 
-@on_worker
 def _add(*parts: np.ndarray) -> np.ndarray:
     out = np.array(parts[0], dtype=np.float64)
     for part in parts[1:]:
@@ -716,7 +719,6 @@ class DaskHessianOperator:
 # --------------------------------------------------------------------------- curvature
 
 
-@on_worker
 def _add_lists(*parts: list) -> list[np.ndarray]:
     return [_add(*terms) for terms in zip(*parts)]
 
@@ -862,7 +864,6 @@ class _Labels:
     classes: np.ndarray
 
 
-@on_worker
 def _take(labels: _Labels, group: list) -> list[tuple[np.ndarray, np.ndarray]]:
     """Rows ``local`` of each ``(X, y, local, start)`` chunk, checked (global row indices in
     errors), float64."""
@@ -991,7 +992,6 @@ def encoded_labels(data: DaskData, cm: ChunkModel) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
-@on_worker
 def _encode_chunk(cm: ChunkModel, y, start: int) -> np.ndarray:
     y = np.asarray(y)
     _, yk = _chunk_Xy(cm, np.zeros((len(y), 0)), y, start)
@@ -1129,7 +1129,6 @@ def checked_pair(model, X, y) -> tuple[Any, Any]:
     return data.X, data.y
 
 
-@on_worker
 def _chunk_error(payload, X, y, start: int) -> str | None:
     try:
         _chunk_Xy(payload.model, X, y, start)
