@@ -214,18 +214,102 @@ def test_influence_is_a_dask_array_equal_to_numpy(client, problem, rows):
     assert rel(got.compute(), want) < RTOL
 
 
-def test_woodbury_is_refused_on_dask_data_and_auto_picks_another(client, problem, monkeypatch):
+@pytest.mark.parametrize("rows", CHUNKINGS)
+def test_woodbury_on_chunks_equals_numpy(client, problem, rows):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, rows)
+    for params in ("all", "last"):
+        got = mlu.Unlearner(model, Xd, yd, curvature="woodbury", params=params)
+        want = mlu.Unlearner(model, X, y, curvature="woodbury", params=params)
+        # the Gram matrix, block by block on the workers, against the core's in one piece
+        assert rel(got._curv.K, want._curv.K) < RTOL, params
+        assert rel(got._curv.images, want._curv.images) < RTOL, params
+        for request in ([0, 5, 11], [7], [2, 4]):
+            a = got.forget(request, safeguard=False)
+            b = want.forget(request, safeguard=False, mode="exact")
+            assert rel(a.model.params, b.model.params) < RTOL, (params, request)
+        # method="influence": a solve with B and Bᵀ taken over the chunks
+        a = got.forget([8], method="influence", safeguard=False)
+        b = want.forget([8], method="influence", safeguard=False, mode="exact")
+        assert rel(a.model.params, b.model.params) < RTOL, params
+    np.testing.assert_array_equal(model.params, problem[0].params)
+
+
+def test_gram_block_is_the_cores_gram(problem):
+    model, X, y = problem
+    cm = _dask.ChunkModel.of(model)
+    for params in ("all", "last"):
+        theta, sizes, act, F, _ = cm.problem(X, y, params)
+        G, hidden = _core.gn_terms(theta, sizes, act, F)
+        r = sizes[-1] if sizes[-1] > 2 else 1
+        K = _dask._gram_block(r, (F, G, hidden), (F, G, hidden))
+        assert rel(K, _core.woodbury_gram(sizes, F, G, hidden)) < RTOL
+
+
+def test_auto_takes_woodbury_on_dask_data_as_in_memory(client, problem, monkeypatch):
     model, X, y = problem
     Xd, yd = chunked(X, y, 4)
-    with pytest.raises(NotImplementedError, match="woodbury.*does not take dask data"):
-        mlu.Unlearner(model, Xd, yd, curvature="woodbury")
-    # a p "too large for dense": on 10 rows (n·r = 30 < p = 39) auto takes Woodbury in memory,
-    # EK-FAC on dask data
+    # a p "too large for dense": on 10 rows (n·r = 30 < p = 39) auto takes Woodbury on both
     monkeypatch.setattr(mlu.engine.curvature, "_DENSE_AUTO_MAX_P", 10)
     assert mlu.Unlearner(model, X[:10], y[:10]).curvature == "woodbury"
-    assert mlu.Unlearner(model, Xd[:10], yd[:10]).curvature == "ekfac"
+    assert mlu.Unlearner(model, Xd[:10], yd[:10]).curvature == "woodbury"
     with pytest.raises(NotImplementedError, match="built on dask data"):
         mlu.Unlearner(model, Xd, yd).save("never-written.npz")
+
+
+def _touch(block):
+    """The identity on a chunk: its tasks are the ones that read the data."""
+    return block
+
+
+@pytest.mark.parametrize("curvature", ["kfac", "woodbury", "dense"])
+def test_a_request_reads_only_its_chunks_once(client, problem, curvature, monkeypatch):
+    model, X, y = problem
+    monkeypatch.setattr(mlu.unlearning.unlearner, "CHECK_ROWS", 1)  # 4 rows: 2 of the 5 chunks
+    Xd = da.from_array(X, chunks=(3, 5)).map_blocks(_touch, dtype=X.dtype, name="mlu-touch")
+    yd = da.from_array(y, chunks=3)
+    unlearner = mlu.Unlearner(model, Xd, yd, curvature=curvature)
+    # the check rows come from a few chunks, not one row of every chunk
+    assert len(np.unique(unlearner._check_rows // 3)) <= 2
+    for request, chunks in (([0, 4, 5], [0, 1]), ([12], [4]), ([7, 6], [2])):
+        with distributed.get_task_stream(client) as stream:
+            unlearner.forget(request, safeguard=True)
+        touched = [r["key"] for r in stream.data if r["key"][0] == "mlu-touch"]
+        assert sorted(key[1] for key in touched) == chunks, (curvature, request, touched)
+
+
+def test_progress_bar_counts_the_chunks_on_a_terminal(client, problem, monkeypatch):
+    model, X, y = problem
+    Xd, yd = chunked(X, y, 4)
+
+    class Bar:
+        made: list = []
+
+        def __init__(self, **kwargs):
+            self.total, self.n, self.closed = kwargs["total"], 0, False
+            Bar.made.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def reset(self, total):
+            self.total = total
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(_dask, "progress_bar", Bar)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    g = model.gradient(Xd, yd)  # on the cluster: the chunks' futures as they finish
+    assert [(b.total, b.n, b.closed) for b in Bar.made] == [(4, 4, True)]
+    assert rel(g, model.gradient(X, y)) < RTOL
+    monkeypatch.setattr(_dask, "_client", lambda: None)
+    import dask
+
+    with dask.config.set(scheduler="sync"):  # the local scheduler: a callback per task
+        H = model.hessian(Xd, yd)
+    assert Bar.made[1].closed and Bar.made[1].n == Bar.made[1].total >= 5  # 4 chunks + sum
+    assert rel(H, model.hessian(X, y)) < RTOL
 
 
 def test_dataframe_with_a_label_column(client, problem):
@@ -370,6 +454,45 @@ def test_a_worker_closed_mid_computation_does_not_change_the_result(client, prob
         gate.set()
         H = future.result()  # the lost results are recomputed on the remaining worker
     assert rel(H, model.hessian(X, y)) < RTOL
+
+
+# After the test above (it left one worker): two workers again, and one lost mid-build.
+def test_a_worker_lost_during_a_woodbury_build_does_not_change_the_result(client, problem):
+    """The last chunk's factors wait on an Event until a worker that holds finished results
+    of the build (persisted factors, Gram blocks) is closed: they must be recomputed."""
+    model, X, y = problem
+    running = len(client.scheduler_info()["workers"])
+    if running < 2:  # the closed worker's spec is still counted: ask for one more
+        client.cluster.scale(len(client.cluster.worker_spec) + 2 - running)
+        client.wait_for_workers(2, timeout=120)
+    gate, gated = distributed.Event("mlu-test-worker-close"), distributed.Event("mlu-test-gated")
+    gate.clear()
+    gated.clear()
+    Xd = da.from_array(X, chunks=(1, 5)).map_blocks(_gate, dtype=X.dtype)
+    yd = da.from_array(y, chunks=1)
+    scheduler = client.cluster.scheduler
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(mlu.Unlearner, model, Xd, yd, curvature="woodbury")
+        while not gated.wait(timeout=0.1):  # the build's factors are being computed
+            assert not future.done(), future.exception()
+        time.sleep(0.5)  # let the other chunks finish: their factors are held by the workers
+        held: dict = {}
+        for ts in list(scheduler.tasks.values()):
+            if ts.state == "memory" and "gn_prepare" in str(ts.key):
+                for ws in ts.who_has:
+                    held[ws.address] = held.get(ws.address, 0) + 1
+        assert held, "no factors in memory before the close"
+        address = max(held, key=held.get)
+        name = next(n for n, w in client.cluster.workers.items() if w.worker_address == address)
+        client.cluster.sync(client.cluster.workers[name].close)
+        assert not future.done()
+        gate.set()
+        got = future.result()
+    want = mlu.Unlearner(model, X, y, curvature="woodbury")
+    assert rel(got._curv.K, want._curv.K) < RTOL
+    a = got.forget([0, 5, 11], safeguard=False)
+    b = want.forget([0, 5, 11], safeguard=False, mode="exact")
+    assert rel(a.model.params, b.model.params) < RTOL
 
 
 def test_without_dask_mlu_works_and_a_dask_input_names_the_extra(tmp_path):

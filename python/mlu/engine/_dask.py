@@ -19,15 +19,20 @@ protocol (``__dask_graph__``) without importing dask.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import sys
+import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import _core
+from .._optional import progress_bar
 from . import _linalg
 from ._problem import scaled as _scaled_numpy
 from ._validation import (
@@ -35,6 +40,7 @@ from ._validation import (
     PARAMS_CHOICES,
     activation_spec,
     as_vector,
+    available_memory_bytes,
     check_choice,
     check_matrix_fits,
 )
@@ -101,6 +107,68 @@ def broadcast(obj):
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
             return client.submit(_identity, obj, pure=False)
     return dask.delayed(obj, pure=True)
+
+
+# --------------------------------------------------------------------------- worker memory
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_malloc_lock = threading.Lock()
+_malloc_active = 0
+
+
+def _libc():
+    """glibc, or None (another C library, or no ctypes): then nothing is tuned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except (OSError, ImportError):
+        return None
+
+
+def on_worker(fn: Callable) -> Callable:
+    """Run a chunk function with glibc's allocator in its default, reusing mode.
+
+    A ``distributed`` nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so
+    that freed memory goes back to the OS at once). That also fixes the mmap threshold at
+    128 KiB: every temporary of the core above it is a fresh mmap, page-faulted in and
+    unmapped again, which made the core's kernels 2-4x slower on a worker than in a plain
+    process (measured: docs/design.md, "Dask performance"). While any chunk function runs,
+    the thresholds are raised (trim 1 GiB, mmap 32 MiB: allocations are reused); when the
+    last one returns they are put back to the environment's values and the heap is trimmed
+    once, so the worker still hands its memory back after every task.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        global _malloc_active
+        env = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+        libc = _libc() if env.isdigit() else None  # a value glibc would not read: leave it
+        if libc is None:
+            return fn(*args, **kwargs)
+        trim = int(env)
+        with _malloc_lock:
+            _malloc_active += 1
+            if _malloc_active == 1:
+                libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+                libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _malloc_lock:
+                _malloc_active -= 1
+                if _malloc_active == 0:
+                    libc.mallopt(_M_TRIM_THRESHOLD, trim)
+                    mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_", str(128 << 10))
+                    libc.mallopt(_M_MMAP_THRESHOLD, int(mmap))
+                    libc.malloc_trim(0)
+
+    return wrapped
+
+
+# (Small tasks, the reductions' additions and taking a request's rows, are not wrapped: they
+# allocate little, and the trim at the end would cost them about a millisecond.)
 
 
 # --------------------------------------------------------------------------- data
@@ -253,12 +321,19 @@ def _as_arrays(X, y):
     return X, y
 
 
-def _chunk_Xy(cm: ChunkModel, X, y, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk checked like the NumPy path checks the whole (global row indices in errors)."""
+def _chunk_Xy(
+    cm: ChunkModel, X, y, start: int, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk checked like the NumPy path checks the whole (global row indices in errors:
+    ``start + i``, or ``rows[i]`` for rows taken out of their chunks)."""
+
+    def where(i: int) -> int:
+        return int(rows[i]) if rows is not None else int(i) + start
+
     X = np.ascontiguousarray(X, dtype=np.float64)
     if not np.isfinite(X).all():
         i, j = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(f"X contains NaN or inf (first at index {(int(i) + start, int(j))})")
+        raise ValueError(f"X contains NaN or inf (first at index {(where(i), int(j))})")
     y = np.asarray(y)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError("y contains NaN or inf")
@@ -267,7 +342,7 @@ def _chunk_Xy(cm: ChunkModel, X, y, start: int) -> tuple[np.ndarray, np.ndarray]
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"y[{first + start}] = {np.asarray(y[first]).item()!r} is not one of the model's "
+            f"y[{where(first)}] = {np.asarray(y[first]).item()!r} is not one of the model's "
             f"classes {cm.classes.tolist()} (label out of range)"
         )
     return X, idx.astype(np.int64)
@@ -296,6 +371,83 @@ def tree_sum(parts: list, split_every: int = SPLIT_EVERY):
     return parts[0]
 
 
+def _bar(total: int, desc: str):
+    """A tqdm bar over ``total`` tasks on a terminal (as the NumPy builds show), else None."""
+    if total < 2 or not sys.stderr.isatty():
+        return None
+    return progress_bar(total=total, desc=desc, unit="chunk", leave=False)
+
+
+def compute(parts: list, desc: str, combine: Callable | None = None):
+    """Compute the Delayed ``parts`` (one per chunk) in one graph: their values as a list, or
+    with ``combine`` their tree reduction (fan-in :data:`SPLIT_EVERY`).
+
+    On a terminal a tqdm bar counts the chunks as they finish: with a ``distributed`` client
+    the parts become futures followed as they complete (the reduction is submitted behind
+    them, so nothing waits for the bar); without one, a local-scheduler callback. Off a
+    terminal it is a plain ``dask.compute`` (one round trip).
+    """
+    dask, _ = _dask_modules()
+    if combine is not None and not parts:
+        raise ValueError("nothing to sum: every chunk is empty")
+    bar = _bar(len(parts), desc)
+    client = _client() if bar is not None else None
+    if bar is None or client is None:
+        graph = parts if combine is None else _tree(parts, combine)
+        if bar is None:
+            return dask.compute(graph)[0]
+        with _LocalBar(bar):
+            return dask.compute(graph)[0]
+    from distributed import as_completed
+
+    try:
+        futures = client.compute(parts)
+        total = None if combine is None else _tree(futures, combine, client.submit)
+        for _ in as_completed(futures):
+            bar.update(1)
+        return client.gather(futures) if total is None else total.result()
+    finally:
+        bar.close()
+
+
+def _tree(parts: list, combine: Callable, submit: Callable | None = None):
+    """``combine`` over ``parts`` in a tree of fan-in :data:`SPLIT_EVERY` (Delayed, or futures
+    through ``submit``)."""
+    dask, _ = _dask_modules()
+    while len(parts) > 1:
+        groups = [parts[i : i + SPLIT_EVERY] for i in range(0, len(parts), SPLIT_EVERY)]
+        if submit is None:
+            parts = [dask.delayed(combine, pure=True)(*g) for g in groups]
+        else:
+            parts = [submit(combine, *g, pure=False) for g in groups]
+    return parts[0]
+
+
+class _LocalBar:
+    """Advances a tqdm bar per finished task of a local-scheduler ``dask.compute``."""
+
+    def __init__(self, bar):
+        from dask.callbacks import Callback
+
+        self.bar = bar
+        self._callback = Callback(start_state=self._start, posttask=self._done)
+
+    def _start(self, dsk, state) -> None:
+        self.bar.reset(total=len(state["ready"]) + len(state["waiting"]))  # the tasks to run
+        self.bar.unit = "task"
+
+    def _done(self, key, result, dsk, state, worker_id) -> None:
+        self.bar.update(1)
+
+    def __enter__(self) -> _LocalBar:
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._callback.__exit__(*exc)
+        self.bar.close()
+
+
 def chunk_sum(data: DaskData, contribution: Callable, payload) -> np.ndarray:
     """``Σ_chunks contribution(cm_payload, X_c, yk_c)`` reduced in a tree, as NumPy.
 
@@ -309,9 +461,11 @@ def chunk_sum(data: DaskData, contribution: Callable, payload) -> np.ndarray:
         dask.delayed(_contribute, pure=True)(contribution, sent, xb, yb, start)
         for xb, yb, start, _ in data.blocks()
     ]
-    return np.asarray(tree_sum(parts).compute())
+    desc = getattr(contribution, "__name__", "sum").strip("_").replace("_", " ")
+    return np.asarray(compute(parts, f"mlu {desc}", _add))
 
 
+@on_worker
 def _contribute(contribution: Callable, payload, X, y, start: int) -> np.ndarray:
     X, yk = _chunk_Xy(payload.model, X, y, start)
     return contribution(payload, X, yk)
@@ -335,6 +489,7 @@ def chunk_map(data: DaskData, per_sample: Callable, payload, columns: int | None
     return da.concatenate(pieces, axis=0)
 
 
+@on_worker
 def _map_chunk(per_sample: Callable, payload, X, y, start: int) -> np.ndarray:
     X, yk = _chunk_Xy(payload.model, X, y, start)
     return np.asarray(per_sample(payload, X, yk), dtype=np.float64)
@@ -461,6 +616,7 @@ def hessian_operator(
     return DaskHessianOperator(model, as_dask_data(model, X, y), params, curvature, persist)
 
 
+@on_worker
 def _prepare(pl: Payload, X, y, start: int):
     """A chunk's checked problem (features for params="last"), kept on the worker."""
     X, yk = _chunk_Xy(pl.model, X, y, start)
@@ -468,12 +624,10 @@ def _prepare(pl: Payload, X, y, start: int):
     return F, yk
 
 
+@on_worker
 def _prepared_hvp(pl: Payload, chunk, v):
     F, yk = chunk
-    theta = pl.model.theta if pl.params == "all" else pl.model.theta[pl.model.last]
-    sizes = list(pl.model.sizes) if pl.params == "all" else list(pl.model.sizes[-2:])
-    act = pl.model.activation if pl.params == "all" else "relu"
-    op = _core.HessianOperator(theta, sizes, act, F, yk, 0.0, pl.curvature)
+    op = _core.HessianOperator(*_prepared_problem(pl), F, yk, 0.0, pl.curvature)
     return op.matvec(v) * F.shape[0]
 
 
@@ -545,9 +699,23 @@ def _add_lists(*parts: list) -> list[np.ndarray]:
     return [_add(*terms) for terms in zip(*parts)]
 
 
+#: Rows per core call within a chunk for the curvature sums, as the one-machine build's
+#: sample chunks (mlu.engine.curvature): a dask chunk of ~10⁵ rows in one call makes temporaries
+#: of tens of MB (fresh mmaps, out of cache), measured 2x slower (docs/design.md, "Dask
+#: performance").
+SUB_ROWS = 4096
+
+
+@on_worker
 def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
     X, yk = _chunk_Xy(pl.model, X, y, start)
-    return pl.fn(*pl.model.problem(X, yk, pl.params))
+    theta, sizes, act, F, yk = pl.model.problem(X, yk, pl.params)
+    total = None
+    for s in range(0, max(len(yk), 1), SUB_ROWS):
+        part = pl.fn(theta, sizes, act, F[s : s + SUB_ROWS], yk[s : s + SUB_ROWS])
+        total = part if total is None else [a + b for a, b in zip(total, part)]
+    assert total is not None  # the loop runs at least once
+    return total
 
 
 @dataclass(frozen=True)
@@ -562,6 +730,9 @@ class RowSource:
     data: DaskData
     model: ChunkModel
     params: str
+    # the rows of the last few requests, gathered (see rows)
+    _rows_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _blocks: list = field(default_factory=list, compare=False, repr=False)  # to_delayed, once
 
     def sum(self, fn: Callable) -> list[np.ndarray]:
         dask, _ = _dask_modules()
@@ -570,24 +741,211 @@ class RowSource:
             dask.delayed(_source_chunk, pure=True)(sent, xb, yb, start)
             for xb, yb, start, _ in self.data.blocks()
         ]
-        while len(parts) > 1:
-            parts = [
-                dask.delayed(_add_lists, pure=True)(*parts[i : i + SPLIT_EVERY])
-                for i in range(0, len(parts), SPLIT_EVERY)
-            ]
-        return [np.asarray(a) for a in parts[0].compute()]
+        return [np.asarray(a) for a in compute(parts, "mlu curvature", _add_lists)]
 
     def rows(self, rows) -> tuple:
-        """``(theta, sizes, activation, X, yk)`` of the given rows, computed in memory (only
-        the chunks holding them are read)."""
-        index = np.arange(self.data.n)[rows]
+        """``(theta, sizes, activation, X, yk)`` of the given rows, computed in memory.
+
+        One task per chunk that holds some of them (it takes its rows out on the worker and
+        checks them there), all in one computation; the last few results are kept, so a
+        deletion request that needs its rows several times (gradient sum, downdate, check)
+        reads each of its chunks once (docs/design.md, "Dask performance").
+        """
+        index = np.asarray(rows)
+        if isinstance(rows, slice) or index.dtype == bool:  # not n integers for every request
+            index = np.arange(self.data.n)[rows]
+        index = index.astype(np.int64, copy=False)
+        key = index.tobytes()
+        if key in self._rows_cache:
+            return self._rows_cache[key]
         if index.size == 0:
             X = np.zeros((0, self.data.X.shape[1]))
-            return self.model.problem(X, np.zeros(0, np.int64), self.params)
-        X, y = self.data.X[index], self.data.y[index]
-        X, y = (np.asarray(a) for a in _dask_modules()[0].compute(X, y))
-        X, yk = _chunk_Xy(self.model, X, y, 0)
-        return self.model.problem(X, yk, self.params)
+            out = self.model.problem(X, np.zeros(0, np.int64), self.params)
+        else:
+            out = self.model.problem(*self._gather(index), self.params)
+        gathered = [k for k in self._rows_cache if isinstance(k, bytes)]
+        if len(gathered) >= 4:  # a request's rows, the check rows: a few suffice
+            self._rows_cache.pop(gathered[0])
+        self._rows_cache[key] = out
+        return out
+
+    def _gather(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The checked float64 rows ``index`` (any order) and their encoded labels."""
+        dask, _ = _dask_modules()
+        if not self._blocks:
+            self._blocks.extend(self.data.blocks(keep_empty=True))
+        blocks = self._blocks
+        starts = np.concatenate([[0], np.cumsum(self.data.row_chunks)])
+        chunk = np.searchsorted(starts, index, side="right") - 1
+        order = np.argsort(chunk, kind="stable")
+        labels = _Labels(self.model.classes)  # what the check needs: not θ in every task
+        groups: dict = {}  # one task per worker holding the chunks in memory, else per chunk
+        homes = self._homes()
+        for c in np.unique(chunk):
+            xb, yb, start, _ = blocks[c]
+            local = index[chunk == c] - start
+            groups.setdefault(homes.get(xb.key, c), []).append((xb, yb, local, start))
+        tasks = [dask.delayed(_take, pure=True)(labels, g) for g in groups.values()]
+        parts = [part for group in compute(tasks, "mlu rows") for part in group]
+        X = np.empty((index.size, self.data.X.shape[1]))
+        yk = np.empty(index.size, dtype=np.int64)
+        X[order] = np.concatenate([p[0] for p in parts])
+        yk[order] = np.concatenate([p[1] for p in parts])
+        return X, yk
+
+    def _homes(self) -> dict:
+        """The worker holding each X chunk already in memory (persisted data), looked up once:
+        a request's rows on one worker are then taken by one task (no chunk moves; per-task
+        overhead, not the rows, is what a small request costs). Empty without a client."""
+        if "homes" not in self._rows_cache:
+            client = _client()
+            held = client.who_has() if client is not None else {}
+            homes = {}
+            for xb, _, _, _ in self._blocks:
+                where = held.get(xb.key, ())
+                if where:
+                    homes[xb.key] = "worker " + sorted(where)[0]
+            self._rows_cache["homes"] = homes
+        return self._rows_cache["homes"]
+
+    def sample_rows(self, count: int, seed: int = 0) -> np.ndarray:
+        """``count`` rows (sorted) drawn from a few seeded chunks, not from all of them.
+
+        Chunks are taken in a seeded order until they hold ``4·count`` rows (at least two,
+        when there are), and the rows drawn uniformly from those: gathering them reads those
+        chunks only (docs/design.md, "Dask performance").
+        """
+        rng = np.random.default_rng(seed)
+        sizes = np.array(self.data.row_chunks)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        chosen: list[int] = []
+        held = 0
+        for c in rng.permutation(len(sizes)):
+            if held >= 4 * count and len(chosen) >= min(2, len(sizes)):
+                break
+            chosen.append(int(c))
+            held += int(sizes[c])
+        pool = np.concatenate([np.arange(starts[c], starts[c + 1]) for c in sorted(chosen)])
+        return np.sort(rng.permutation(pool)[: min(count, pool.size)])
+
+    def gram_rows(self) -> GramRows:
+        """The Gauss-Newton rows of every chunk, prepared on the workers (for Woodbury)."""
+        return GramRows(self)
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The part of a :class:`ChunkModel` that checking rows needs."""
+
+    classes: np.ndarray
+
+
+def _take(labels: _Labels, group: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``local`` of each ``(X, y, local, start)`` chunk, checked (global row indices in
+    errors), float64."""
+    return [
+        _chunk_Xy(labels, np.asarray(X)[local], np.asarray(y)[local], start, local + start)  # type: ignore[arg-type]
+        for X, y, local, start in group
+    ]
+
+
+# --------------------------------------------------------------------------- Woodbury
+
+
+@on_worker
+def _gn_prepare(pl: Payload, X, y, start: int) -> tuple:
+    """A chunk's Gauss-Newton factors: (network input F, G per layer, hidden per layer)."""
+    X, yk = _chunk_Xy(pl.model, X, y, start)
+    theta, sizes, act, F, _ = pl.model.problem(X, yk, pl.params)
+    G, hidden = _core.gn_terms(theta, sizes, act, F)
+    return F, G, hidden
+
+
+@on_worker
+def _gram_block(r: int, a: tuple, b: tuple) -> np.ndarray:
+    """``B_a B_bᵀ`` between two chunks' Gauss-Newton rows (row i·r + ρ).
+
+    A row's block for layer l is ``g ⊗ [ã; 1]`` (weights row-major, then the bias), so
+    ``b·b' = Σ_l (g·g') (ã·ã' + 1)`` with ã the layer's input (F, then the hidden outputs).
+    """
+    Fa, Ga, Ha = a
+    Fb, Gb, Hb = b
+    K = np.zeros((Ga[0].shape[0], Gb[0].shape[0]))
+    for ia, ib, ga, gb in zip([Fa, *Ha], [Fb, *Hb], Ga, Gb):
+        inner = ia @ ib.T + 1.0
+        if r > 1:
+            inner = np.repeat(np.repeat(inner, r, axis=0), r, axis=1)
+        K += (ga @ gb.T) * inner
+    return K
+
+
+@on_worker
+def _gn_jvp(sizes: list, chunk: tuple, V: np.ndarray) -> np.ndarray:
+    F, G, hidden = chunk
+    return _core.gn_jvp(sizes, F, G, hidden, V)
+
+
+@on_worker
+def _gn_vjp(sizes: list, chunk: tuple, Z: np.ndarray) -> np.ndarray:
+    F, G, hidden = chunk
+    return _core.gn_vjp(sizes, F, G, hidden, Z)
+
+
+class GramRows:
+    """The Gauss-Newton rows B of dask data, chunk by chunk on the workers.
+
+    Each chunk's factors (its network input, G per layer, the hidden outputs: O(rows·r·width))
+    are computed once and persisted on the workers; the Gram matrix ``K = B Bᵀ`` is built
+    one block per pair of chunks (each pair once, on a worker) and assembled on the client,
+    and the products ``B V`` and ``Bᵀ Z`` are one map (or map-reduce) over the persisted
+    factors (docs/design.md, "Dask performance"). A lost worker's factors are recomputed.
+    """
+
+    def __init__(self, source: RowSource):
+        dask, _ = _dask_modules()
+        sent = broadcast(Payload(source.model, source.params))
+        blocks = source.data.blocks()
+        chunks = [dask.delayed(_gn_prepare, pure=True)(sent, xb, yb, s) for xb, yb, s, _ in blocks]
+        self._chunks = list(dask.persist(*chunks))
+        self._rows = [rows for _, _, _, rows in blocks]
+        sizes = source.model.sizes if source.params == "all" else source.model.sizes[-2:]
+        self.sizes = list(sizes)
+        self.r = 1 if sizes[-1] == 2 else sizes[-1]
+
+    def gram(self) -> np.ndarray:
+        """``K = B Bᵀ``, shape (n·r, n·r): the blocks i ≤ j on the workers, mirrored here."""
+        dask, _ = _dask_modules()
+        pairs = [(i, j) for i in range(len(self._chunks)) for j in range(i, len(self._chunks))]
+        tasks = [
+            dask.delayed(_gram_block, pure=True)(self.r, self._chunks[i], self._chunks[j])
+            for i, j in pairs
+        ]
+        edges = np.concatenate([[0], np.cumsum(self._rows)]) * self.r
+        K = np.empty((edges[-1], edges[-1]))
+        for (i, j), block in zip(pairs, compute(tasks, "mlu Gram blocks")):
+            K[edges[i] : edges[i + 1], edges[j] : edges[j + 1]] = block
+            if i != j:
+                K[edges[j] : edges[j + 1], edges[i] : edges[i + 1]] = block.T
+        return K
+
+    def jvp(self, V: np.ndarray) -> np.ndarray:
+        """``B Vᵀ`` for V of shape (m, p): shape (n·r, m), chunk by chunk."""
+        dask, _ = _dask_modules()
+        sent = broadcast(np.ascontiguousarray(V))
+        tasks = [dask.delayed(_gn_jvp, pure=True)(self.sizes, c, sent) for c in self._chunks]
+        return np.concatenate(compute(tasks, "mlu B·v"), axis=0)
+
+    def vjp(self, Z: np.ndarray) -> np.ndarray:
+        """``Bᵀ Z`` for Z of shape (n·r, m): shape (m, p), a sum over the chunks."""
+        dask, _ = _dask_modules()
+        edges = np.concatenate([[0], np.cumsum(self._rows)]) * self.r
+        tasks = [
+            dask.delayed(_gn_vjp, pure=True)(
+                self.sizes, c, np.ascontiguousarray(Z[edges[i] : edges[i + 1]])
+            )
+            for i, c in enumerate(self._chunks)
+        ]
+        return np.asarray(compute(tasks, "mlu Bᵀ·z", _add))
 
 
 def row_source(model, X, y, params: str) -> tuple[RowSource, np.ndarray]:
@@ -646,20 +1004,84 @@ def self_influence(
 
     H is tree-summed and factored once on the client (p x p), then the factor is broadcast
     and every chunk's scores are computed on its worker (see
-    :func:`mlu.detection.detect.scores_self_influence`).
+    :func:`mlu.detection.detect.scores_self_influence`). For ``params="last"`` each chunk's checked
+    last-layer inputs (rows x (hidden + 1), narrower than X) are computed once and persisted
+    on the workers for both passes (the sum and the scores): one forward pass per chunk, not
+    two (docs/design.md, "Dask performance"), when they take at most a quarter of the
+    workers' memory; they are released with the returned array.
     """
+    dask, _ = _dask_modules()
     data = as_dask_data(model, X, y)
     p = _selected_theta(model, params).shape[0]
     check_matrix_fits(p, copies=2.2, what="the Hessian and its factorisation")
-    H = hessian(model, data, None, params=params, curvature=curvature)
     cm = ChunkModel.of(model)
+    width = int(model.sizes_[-2]) + 1  # a prepared chunk: features and labels per row
+    persist = params == "last" and _fits_on_workers(8 * data.n * width)
+    if persist:
+        sent = broadcast(Payload(cm, params, curvature))
+        blocks = data.blocks(keep_empty=True)
+        prepared = dask.persist(
+            *[dask.delayed(_prepare, pure=True)(sent, xb, yb, s) for xb, yb, s, r in blocks if r]
+        )
+        parts = [dask.delayed(_prepared_hessian, pure=True)(sent, c) for c in prepared]
+        H = np.asarray(compute(parts, "mlu hessian sum", _add)) / data.n
+        H[np.diag_indices_from(H)] += float(model.l2)
+    else:
+        H = hessian(model, data, None, params=params, curvature=curvature)
     if solver == "cholesky":
-        L = _linalg.cholesky(H, damping)
-        del H
-        return chunk_map(data, _self_influence, Payload(cm, params, curvature, L, "cholesky"))
-    M = _linalg.pinv_factor(H, damping, rcond)
+        factor, kind = _linalg.cholesky(H, damping), "cholesky"
+    else:
+        factor, kind = _linalg.pinv_factor(H, damping, rcond), "projection"
     del H
-    return chunk_map(data, _self_influence, Payload(cm, params, curvature, M, "projection"))
+    payload = Payload(cm, params, curvature, factor, kind)
+    if not persist:
+        return chunk_map(data, _self_influence, payload)
+    _, da = _dask_modules()
+    sent = broadcast(payload)
+    pieces, it = [], iter(prepared)
+    for _, _, _, rows in blocks:
+        if rows == 0:
+            pieces.append(da.zeros((0,), dtype=np.float64))
+            continue
+        task = dask.delayed(_prepared_self_influence, pure=True)(sent, next(it))
+        pieces.append(da.from_delayed(task, shape=(rows,), dtype=np.float64))
+    return da.concatenate(pieces, axis=0)
+
+
+def _fits_on_workers(nbytes: int, share: float = 0.25) -> bool:
+    """Whether ``nbytes`` persisted take at most ``share`` of the workers' memory limits
+    together (of this machine's available memory without a client, or with unlimited
+    workers): data larger than that is read again rather than held."""
+    client = _client()
+    limits = []
+    if client is not None:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = [int(w.get("memory_limit") or 0) for w in workers]
+    if not limits or 0 in limits:
+        return nbytes <= share * available_memory_bytes()
+    return nbytes <= share * sum(limits)
+
+
+@on_worker
+def _prepared_hessian(pl: Payload, chunk) -> np.ndarray:
+    F, yk = chunk
+    theta, sizes, act = _prepared_problem(pl)
+    return _core.hessian(theta, sizes, act, F, yk, 0.0, pl.curvature) * F.shape[0]
+
+
+@on_worker
+def _prepared_self_influence(pl: Payload, chunk) -> np.ndarray:
+    F, yk = chunk
+    theta, sizes, act = _prepared_problem(pl)
+    return np.asarray(_core.self_influence(theta, sizes, act, F, yk, pl.matrix, pl.kind))
+
+
+def _prepared_problem(pl: Payload) -> tuple[np.ndarray, list[int], str]:
+    """``(theta, sizes, activation)`` of a prepared chunk's problem (see :func:`_prepare`)."""
+    cm = pl.model
+    if pl.params == "all":
+        return cm.theta, list(cm.sizes), cm.activation
+    return cm.theta[cm.last], list(cm.sizes[-2:]), "relu"
 
 
 def checked_pair(model, X, y) -> tuple[Any, Any]:

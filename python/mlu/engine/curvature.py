@@ -30,8 +30,9 @@ solves ``(H_R + δI) x = v`` from its factors (docs/design.md, "Unlearner"):
 The sums are computed by the C++ core over any set of rows ("contribution of these rows"),
 the factoring and solves here. On dask data (docs/design.md, "Dask inputs") the same
 contributions run per row chunk on the workers and are tree-summed (:mod:`mlu.engine._dask`);
-a downdate gathers only the removed rows. Woodbury is not offered there: its Gram matrix pairs
-every chunk with every other (n·r × n·r on one machine), the very size dask data avoid.
+a downdate gathers only the removed rows. Woodbury's Gram matrix is built there one block per
+pair of chunks on the workers and factored on the client (n·r × n·r must fit there), its
+products with B are maps over the chunks (docs/design.md, "Dask performance").
 """
 
 from __future__ import annotations
@@ -273,8 +274,7 @@ def choose_representation(problem: Problem, damping: float | None = None) -> tup
     if p <= _DENSE_AUTO_MAX_P and estimate_bytes("dense", problem) <= avail:
         return "dense", f"p = {p} <= {_DENSE_AUTO_MAX_P}: the exact GGN, factored densely"
     if (
-        problem.source is None  # not on dask data (see the module docs)
-        and (damping is None or problem.l2 + damping > 0)  # Woodbury divides by λ + δ
+        (damping is None or problem.l2 + damping > 0)  # Woodbury divides by λ + δ
         and n * r < p
         and n * r <= _WOODBURY_AUTO_MAX_ROWS
         and estimate_bytes("woodbury", problem) <= avail
@@ -423,29 +423,32 @@ class WoodburyCurvature(Curvature):
         super().__init__(problem, damping)
         sizes = list(problem.sizes)
         if state is None:
-            if problem.source is not None:
-                raise NotImplementedError(
-                    "curvature='woodbury' does not take dask data: its n·r × n·r Gram matrix "
-                    "pairs every row chunk with every other and is held on one machine. Use "
-                    "curvature='dense' (p <= ~2000), 'ekfac' or 'kfac' (or 'auto')"
-                )
             if problem.l2 + damping <= 0:
                 raise ValueError(
                     "curvature='woodbury' needs l2 + damping > 0: the Woodbury identity divides "
                     "by it (the GGN of n·r < p rows is singular). Use damping > 0"
                 )
             _check_fits("woodbury", problem)
-            X = np.ascontiguousarray(problem.X)
-            G, hidden = _core.gn_terms(problem.theta, sizes, problem.activation, X)
-            K = _core.woodbury_gram(sizes, X, G, hidden)
+            gn = None
+            G: list[np.ndarray] = []
+            hidden: list[np.ndarray] = []
+            if (
+                problem.source is not None
+            ):  # dask: B stays in its chunks (mlu.engine._dask.GramRows)
+                gn = problem.source.gram_rows()
+                K = gn.gram()
+            else:
+                X = np.ascontiguousarray(problem.X)
+                G, hidden = _core.gn_terms(problem.theta, sizes, problem.activation, X)
+                K = _core.woodbury_gram(sizes, X, G, hidden)
             w, V = _linalg.eigh(K)
             alive = np.ones(problem.n, dtype=bool)
             # B Σ_D ∇ℓ and B θ̂: with the Gram matrix they give B ∇L_R(θ̂) for any R
             gD = problem.gradient_sum()
-            images = _core.gn_jvp(sizes, X, G, hidden, np.stack([gD, problem.theta]))
+            state = {"G": G, "hidden": hidden, "gn": gn}
+            images = self._jvp(state, np.stack([gD, problem.theta]))
             state = {
-                "G": G,
-                "hidden": hidden,
+                **state,
                 "K": K,
                 "w": w,
                 "V": V,
@@ -454,6 +457,7 @@ class WoodburyCurvature(Curvature):
                 "images_removed": np.zeros(K.shape[0]),
             }
         self.G, self.hidden = list(state["G"]), list(state["hidden"])
+        self._gn = state.get("gn")  # dask data: B's chunks on the workers, else None
         self.K, self.w = state["K"], state["w"]
         self.V = np.ascontiguousarray(state["V"])  # the core reads it row-major, uncopied
         self.alive = state["alive"]
@@ -479,13 +483,24 @@ class WoodburyCurvature(Curvature):
         # in the core (its products on the OpenMP threads; NumPy's would be serial here).
         return _core.gram_retained_solve(self.V, self.w, s, dead, np.ascontiguousarray(W))
 
-    def _solve(self, V, BV=None):
-        sizes = list(self.problem.sizes)
+    def _jvp(self, state: dict, V: np.ndarray) -> np.ndarray:
+        """``B Vᵀ`` (n·r, m) for V (m, p), from ``state``'s G and hidden or its dask chunks."""
+        if state.get("gn") is not None:
+            return state["gn"].jvp(V)
         X = np.ascontiguousarray(self.problem.X)
+        sizes = list(self.problem.sizes)
+        return _core.gn_jvp(sizes, X, state["G"], state["hidden"], np.ascontiguousarray(V))
+
+    def _solve(self, V, BV=None):
+        state = {"G": self.G, "hidden": self.hidden, "gn": self._gn}
         if BV is None:
-            BV = _core.gn_jvp(sizes, X, self.G, self.hidden, np.ascontiguousarray(V.T))
-        Z = self._gram_solve(BV)
-        BtZ = _core.gn_vjp(sizes, X, self.G, self.hidden, np.ascontiguousarray(Z))
+            BV = self._jvp(state, V.T)
+        Z = np.ascontiguousarray(self._gram_solve(BV))
+        if self._gn is not None:
+            BtZ = self._gn.vjp(Z)
+        else:
+            X = np.ascontiguousarray(self.problem.X)
+            BtZ = _core.gn_vjp(list(self.problem.sizes), X, self.G, self.hidden, Z)
         return (V - BtZ.T) / self.shift
 
     def _gradient_images(self, rows: np.ndarray) -> np.ndarray | None:
@@ -499,13 +514,12 @@ class WoodburyCurvature(Curvature):
         (|c| > 1e6) returns None: the caller then forms B g by a product over the data.
         """
         prob, r = self.problem, self.problem.rows_per_sample
-        Z = _core.logits(
-            prob.theta, list(prob.sizes), prob.activation, np.ascontiguousarray(prob.X[rows])
-        )
+        sub = prob.subset(rows)  # on dask data: the request's rows, gathered once
+        Z = _core.logits(sub.theta, list(sub.sizes), sub.activation, sub.X)
         Z -= Z.max(axis=1, keepdims=True)
         P = np.exp(Z)
         P /= P.sum(axis=1, keepdims=True)
-        y = prob.y[rows]
+        y = sub.y
         with np.errstate(divide="ignore", invalid="ignore"):
             if r == 1:
                 c = np.where(y == 0, -np.sqrt(P[:, 1] / P[:, 0]), np.sqrt(P[:, 0] / P[:, 1]))
@@ -535,6 +549,7 @@ class WoodburyCurvature(Curvature):
         state = {
             "G": self.G,
             "hidden": self.hidden,
+            "gn": self._gn,
             "K": self.K,
             "w": self.w,
             "V": self.V,
@@ -550,6 +565,7 @@ class WoodburyCurvature(Curvature):
         state = {
             "G": self.G,
             "hidden": self.hidden,
+            "gn": self._gn,
             "K": self.K,
             "w": self.w,
             "V": self.V,

@@ -262,7 +262,10 @@ class Unlearner:
         """The fixed seeded check rows S (at most :data:`CHECK_ROWS` of D) and what the check
         needs of θ̂ on them: ℓ_i(θ̂) per row and Σ_S ∇ℓ_i(θ̂) (one pass over S, at the build)."""
         n = self._problem.n
-        rows = np.sort(np.random.default_rng(0).permutation(n)[:CHECK_ROWS])
+        if self._problem.source is not None:  # dask: from a few chunks, not one row of each
+            rows = self._problem.source.sample_rows(CHECK_ROWS, seed=0)
+        else:
+            rows = np.sort(np.random.default_rng(0).permutation(n)[:CHECK_ROWS])
         self._check_rows = rows
         self._check_prob = self._problem.subset(rows)  # in memory (gathered from dask)
         theta, sizes, act, X = self._check_prob.core_args()
