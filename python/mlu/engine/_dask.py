@@ -133,8 +133,8 @@ def on_worker(fn: Callable) -> Callable:
     A ``distributed`` nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so
     that freed memory goes back to the OS at once). That also fixes the mmap threshold at
     128 KiB: every temporary of the core above it is a fresh mmap, page-faulted in and
-    unmapped again, which made the core's kernels 2-4x slower on a worker than in a plain
-    process (measured: docs/design.md, "Dask performance"). While any chunk function runs,
+    unmapped again, which made the core's kernels several times slower on a worker than in a
+    plain process (docs/design.md, "Dask performance"). While any chunk function runs,
     the thresholds are raised (trim 1 GiB, mmap 32 MiB: allocations are reused); when the
     last one returns they are put back to the environment's values and the heap is trimmed
     once, so the worker still hands its memory back after every task.
