@@ -40,6 +40,7 @@ import numpy as np
 from .. import _core
 from .._files import atomic_path
 from ..engine import _dask
+from ..engine._npz import write_npz
 from ..engine._safeguard import ROUNDING_TOLERANCE, UpdateCheck
 from ..engine._threads import serial_blas
 from ..engine._validation import (
@@ -784,7 +785,6 @@ class Unlearner:
             "build_time": self.build_time,
             "data_hash": self._hash,
         }
-        # Any: numpy's stub of savez(**arrays) would have "allow_pickle" be a bool.
         arrays: dict[str, Any] = {
             "format": np.array(FORMAT_TAG),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
@@ -802,8 +802,10 @@ class Unlearner:
             # every row alive, rebuilt on load
             build = self._build_curv.arrays().items()
             arrays.update({f"curv0_{k}": np.asarray(v) for k, v in build})
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        # "r+b": the temporary file is new and empty; truncating it on open ("wb") would make
+        # ext4 flush all of it at close, stalling a deletion store's concurrent commits
+        with atomic_path(path) as tmp, open(tmp, "r+b") as fh:
+            write_npz(fh, arrays)
 
     @classmethod
     def load(cls, path, X, y) -> Unlearner:
