@@ -278,6 +278,32 @@ def test_a_request_reads_only_its_chunks_once(client, problem, curvature, monkey
         assert sorted(key[1] for key in touched) == chunks, (curvature, request, touched)
 
 
+def test_a_request_on_persisted_chunks_is_one_task_per_worker_holding_them(
+    client, problem, monkeypatch
+):
+    model, X, y = problem
+    Xd, yd = (a.persist() for a in chunked(X, y, 3))
+    distributed.wait([Xd, yd])
+    keys = [block.key for block in Xd.to_delayed().ravel()]
+    on_dask = mlu.Unlearner(model, Xd, yd, curvature="kfac")
+    in_memory = mlu.Unlearner(model, X, y, curvature="kfac")
+
+    def no_graph(*args):
+        raise AssertionError("a request on persisted chunks builds no graph")
+
+    monkeypatch.setattr(mlu.engine._dask, "compute", no_graph)
+    for request in ([0, 4, 5, 12], [7, 6]):
+        with distributed.get_task_stream(client) as stream:
+            got = on_dask.forget(request, mode="exact", safeguard=False).model.params
+        want = in_memory.forget(request, mode="exact", safeguard=False).model.params
+        assert rel(got, want) < RTOL
+        takes = [r["worker"] for r in stream.data if str(r["key"]).startswith("_take")]
+        held = client.who_has()
+        holders = {w for c in {i // 3 for i in request} for w in held[keys[c]]}
+        # one task per worker, each on a worker holding some of the request's chunks
+        assert len(takes) == len(set(takes)) and set(takes) <= holders, (takes, held)
+
+
 def test_progress_bar_counts_the_chunks_on_a_terminal(client, problem, monkeypatch):
     model, X, y = problem
     Xd, yd = chunked(X, y, 4)

@@ -785,8 +785,30 @@ class RowSource:
             xb, yb, start, _ = blocks[c]
             local = index[chunk == c] - start
             groups.setdefault(homes.get(xb.key, c), []).append((xb, yb, local, start))
-        tasks = [dask.delayed(_take, pure=True)(labels, g) for g in groups.values()]
-        parts = [part for group in compute(tasks, "mlu rows") for part in group]
+        needed = [b for group in groups.values() for b in group]
+        client = _client() if homes else None
+        if client is not None and all(xb.key in homes and yb.key in homes for xb, yb, *_ in needed):
+            # every chunk in the cluster's memory: the tasks go straight to the workers holding
+            # them as futures, without building and optimising a graph (a quarter of a small
+            # request's time through dask.compute, benchmarks/dask_scale.py --compare)
+            from distributed import Future
+
+            futures = [
+                client.submit(
+                    _take,
+                    labels,
+                    [(Future(xb.key, client), Future(yb.key, client), i, s) for xb, yb, i, s in g],
+                    workers=[home],
+                    allow_other_workers=True,  # where a chunk has moved or its worker is lost
+                    pure=False,
+                )
+                for home, g in groups.items()
+            ]
+            results = client.gather(futures)
+        else:
+            tasks = [dask.delayed(_take, pure=True)(labels, g) for g in groups.values()]
+            results = compute(tasks, "mlu rows")
+        parts = [part for group in results for part in group]
         X = np.empty((index.size, self.data.X.shape[1]))
         yk = np.empty(index.size, dtype=np.int64)
         X[order] = np.concatenate([p[0] for p in parts])
@@ -800,11 +822,12 @@ class RowSource:
         if "homes" not in self._rows_cache:
             client = _client()
             held = client.who_has() if client is not None else {}
-            homes = {}
-            for xb, _, _, _ in self._blocks:
-                where = held.get(xb.key, ())
-                if where:
-                    homes[xb.key] = "worker " + sorted(where)[0]
+            homes = {}  # by key of the X and the y chunks
+            for xb, yb, _, _ in self._blocks:
+                for block in (xb, yb):
+                    where = held.get(block.key, ())
+                    if where:
+                        homes[block.key] = sorted(where)[0]
             self._rows_cache["homes"] = homes
         return self._rows_cache["homes"]
 
