@@ -266,3 +266,28 @@ def test_truncated_empty_and_foreign_files(tmp_path, trained):
     path.write_bytes(bytes(corrupt))
     with pytest.raises(ValueError, match=r"crc\.npz"):
         mlu.MLP.load(path)
+
+
+def test_write_npz_is_what_np_load_reads(tmp_path):
+    from mlu.engine._npz import write_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "matrix": rng.normal(size=(300, 7)),
+        "fortran": np.asfortranarray(rng.normal(size=(5, 3))),
+        "strided": np.arange(40, dtype=np.int32)[::3],
+        "scalar": np.array(2.5),
+        "text": np.array("mlu.Unlearner"),
+        "empty": np.zeros((0, 4)),
+        "big_endian": np.arange(6, dtype=">f8"),
+    }
+    path = tmp_path / "a.npz"
+    with open(path, "wb") as fh:
+        write_npz(fh, arrays, step=64)  # many slices per array
+    with np.load(path, allow_pickle=False) as got:
+        assert sorted(got.files) == sorted(arrays)
+        for name, want in arrays.items():
+            assert got[name].dtype == want.dtype and got[name].shape == want.shape, name
+            np.testing.assert_array_equal(got[name], want)
+    with pytest.raises(ValueError, match="without pickle"), open(tmp_path / "b.npz", "wb") as fh:
+        write_npz(fh, {"objects": np.array([None, 1], dtype=object)})
