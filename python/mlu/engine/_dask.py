@@ -789,8 +789,8 @@ class RowSource:
         client = _client() if homes else None
         if client is not None and all(xb.key in homes and yb.key in homes for xb, yb, *_ in needed):
             # every chunk in the cluster's memory: the tasks go straight to the workers holding
-            # them as futures, without building and optimising a graph (a quarter of a small
-            # request's time through dask.compute, benchmarks/dask_scale.py --compare)
+            # them as futures, without building and optimising a graph, which costs a small
+            # request more than its rows do (docs/design.md, "Dask performance")
             from distributed import Future
 
             futures = [

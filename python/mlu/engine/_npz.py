@@ -60,11 +60,7 @@ def _label_array(values, what: str) -> np.ndarray:
     return arr
 
 
-def write_npz(
-    fh: Any,
-    arrays: dict[str, Any],
-    step: int = 1 << 20,
-) -> None:
+def write_npz(fh: Any, arrays: dict[str, Any], step: int = 1 << 20) -> None:
     """Write ``arrays`` to the open binary file ``fh`` as an uncompressed ``.npz``.
 
     The same file as ``np.savez(fh, **arrays)`` (``np.load`` reads it), but each array's bytes
