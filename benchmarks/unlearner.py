@@ -156,13 +156,33 @@ def kernel_profile(un: Unlearner, repeats: int = 20) -> dict:
             fn()
         return 1e3 * (time.perf_counter() - start) / repeats
 
+    # What the two large kernels must do at least, against this machine's measured ceilings
+    # (same run, same threads): Bᵀz is 2·(n·r)·(in+1)·out flops per layer, a GEMM's work; the
+    # Gram-space solve reads the N x N eigenvectors V twice (Vᵀw, then V·) and multiplies the
+    # removed rows' d x N block by its transpose (d²·N flops, one triangle). The floor counts
+    # the first two only: a lower bound.
+    sizes_l = list(prob.sizes)
+    nr = curv.G[0].shape[0]
+    btz_flops = sum(2 * nr * (a + 1) * b for a, b in zip(sizes_l[:-1], sizes_l[1:]))
+    gram_flops = len(dead) ** 2 * curv.V.shape[0]
+    A = np.random.default_rng(1).standard_normal((2000, 2000))
+    gemm_gflops = 2 * 2000**3 / ms(lambda: A @ A) / 1e6
+    ones = np.ones(curv.V.shape[1])
+    read_gbs = curv.V.nbytes / ms(lambda: curv.V @ ones) / 1e6  # one pass over V
+    floor_ms = btz_flops / gemm_gflops / 1e6 + 2 * curv.V.nbytes / read_gbs / 1e6
     return {
-        "Btz_gn_vjp": ms(lambda: _core.gn_vjp(list(prob.sizes), X, curv.G, curv.hidden, z)),
+        "Btz_gn_vjp": ms(lambda: _core.gn_vjp(sizes_l, X, curv.G, curv.hidden, z)),
+        "Btz_gflop": btz_flops / 1e9,
         "gram_solve": ms(lambda: _core.gram_retained_solve(curv.V, curv.w, 1.0, dead, z)),
         "gram_solve_removed_rows": int(len(dead)),
+        "gram_V_mb": curv.V.nbytes / 1e6,
+        "gram_removed_block_gflop": gram_flops / 1e9,
         "check_gradient": ms(lambda: _core.gradient(theta, sizes, act, Xk, yk, 0.0)),
         "check_rows": int(keep.sum()),
         "gradient_20_rows": ms(lambda: prob.gradient_sum(np.arange(20))),
+        "dgemm_gflops": gemm_gflops,
+        "read_gb_per_s": read_gbs,
+        "floor_two_kernels_ms": floor_ms,
     }
 
 
@@ -264,6 +284,22 @@ def markdown(results: dict) -> str:
         f"| {prof['Btz_gn_vjp']:.2f} | {prof['gram_solve']:.2f} | {prof['check_gradient']:.2f} | "
         f"{prof['gradient_20_rows']:.2f} |",
     ]
+    if "floor_two_kernels_ms" in prof:
+        retrain_ms = 1e3 * paper["retrain_s"]
+        lines += [
+            "",
+            f"This machine in the same run, {results['threads']} thread(s): dgemm (numpy, "
+            f"2000 x 2000) {prof['dgemm_gflops']:.1f} GFLOP/s; reading memory (one pass over V) "
+            f"{prof['read_gb_per_s']:.1f} GB/s. Bᵀz is {prof['Btz_gflop']:.3f} GFLOP "
+            f"({prof['Btz_gflop'] / prof['Btz_gn_vjp'] * 1e3:.1f} GFLOP/s as measured); the "
+            f"Gram-space solve reads V ({prof['gram_V_mb']:.0f} MB) twice and multiplies the "
+            f"removed rows' block ({prof['gram_removed_block_gflop']:.3f} GFLOP). Bᵀz at dgemm "
+            "speed and the two reads of V at this bandwidth alone take "
+            f"{prof['floor_two_kernels_ms']:.1f} ms, "
+            f"{retrain_ms / prof['floor_two_kernels_ms']:.0f}x less than a retraining "
+            f"({retrain_ms:.0f} ms): a lower bound on an exact Woodbury request here, against "
+            "the 100x asked.",
+        ]
     big = results.get("large")
     if big:
         lines += [
