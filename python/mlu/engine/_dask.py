@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,26 @@ def broadcast(obj):
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
             return client.submit(_identity, obj, pure=False)
     return dask.delayed(obj, pure=True)
+
+
+#: Largest object (bytes, pickled) a task to a held chunk's worker carries itself; larger
+#: ones are broadcast (:func:`sent`).
+INLINE_BYTES = 1 << 20
+
+
+def sent(obj):
+    """``obj`` itself when it pickles to at most :data:`INLINE_BYTES`, else :func:`broadcast`.
+
+    For the few tasks of :func:`held_groups` (one per worker): inside the task, the object
+    reaches the worker with it, while a broadcast one is a task that must finish and then be
+    fetched by the other workers first, a round trip of its own on every computation.
+    """
+    import pickle
+
+    buffers: list = []  # protocol 5 hands the arrays' memory out of band, uncopied
+    head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    size = len(head) + sum(b.raw().nbytes for b in buffers)
+    return obj if size <= INLINE_BYTES else broadcast(obj)
 
 
 # --------------------------------------------------------------------------- worker memory
@@ -321,19 +342,33 @@ def _as_arrays(X, y):
     return X, y
 
 
+#: On a worker: the held X chunks already found finite, by key, each with a weak reference to
+#: its array (an entry holds only while that very array lives; see :func:`_chunk_Xy`).
+_FINITE: dict = {}
+
+
 def _chunk_Xy(
-    cm: ChunkModel, X, y, start: int, rows: np.ndarray | None = None
+    cm: ChunkModel, X, y, start: int, rows: np.ndarray | None = None, key=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A chunk checked like the NumPy path checks the whole (global row indices in errors:
-    ``start + i``, or ``rows[i]`` for rows taken out of their chunks)."""
+    ``start + i``, or ``rows[i]`` for rows taken out of their chunks).
+
+    ``key``, the key of a chunk held in the cluster's memory (:func:`held_groups`): its X is
+    searched for NaN/inf once, not on every computation, since the array under that key
+    does not change while it lives (about a fifth of a gradient sum's work on a chunk).
+    """
 
     def where(i: int) -> int:
         return int(rows[i]) if rows is not None else int(i) + start
 
+    known = key is not None and (ref := _FINITE.get(key)) is not None and ref() is X
+    original = X
     X = np.ascontiguousarray(X, dtype=np.float64)
-    if not np.isfinite(X).all():
+    if not known and not np.isfinite(X).all():
         i, j = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"X contains NaN or inf (first at index {(where(i), int(j))})")
+    if key is not None and not known:
+        _FINITE[key] = weakref.ref(original, lambda _, k=key: _FINITE.pop(k, None))
     y = np.asarray(y)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError("y contains NaN or inf")
@@ -448,6 +483,85 @@ class _LocalBar:
         self.bar.close()
 
 
+# --------------------------------------------------------------------------- held chunks
+
+
+def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | None:
+    """``(client, groups)`` when every chunk of ``data`` is in the cluster's memory, else None.
+
+    ``groups`` is a list of ``(worker, blocks)``: the chunks (``data.blocks()`` entries) a
+    worker holds, then, where one worker holds more rows than another by more than a chunk,
+    its surplus chunks one per group to the workers holding the fewest rows (the chunk moves,
+    its task then runs beside the receiver's own). One task per group instead of one per chunk
+    and a reduction tree: the tasks' fixed cost, not the chunks', is what made two workers
+    slower than one thread (docs/design.md, "Dask performance"). Without a client, or with a
+    chunk not computed yet, the graph path is taken (None).
+    """
+    client = _client()
+    if client is None:
+        return None
+    blocks = data.blocks(keep_empty=keep_empty)
+    keys = [b.key for xb, yb, _, _ in blocks for b in (xb, yb)]
+    if not keys:
+        return None
+    held = client.sync(client.scheduler.who_has, keys=keys)
+    if not all(held.get(k) for k in keys):
+        return None
+    workers = sorted(client.scheduler_info()["workers"])
+    own: dict = {w: [] for w in workers}
+    for block in blocks:
+        own.setdefault(sorted(held[block[0].key])[0], []).append(block)
+    load = {w: sum(b[3] for b in bs) for w, bs in own.items()}
+    groups = [(w, bs) for w, bs in own.items() if bs]
+    while True:  # move the smallest chunk of the busiest worker while that shortens the run
+        busy, idle = max(load, key=load.get), min(load, key=load.get)
+        movable = sorted(own[busy], key=lambda b: b[3])
+        if not movable or load[idle] + movable[0][3] >= load[busy]:
+            break
+        block = movable[0]
+        own[busy].remove(block)
+        load[busy] -= block[3]
+        load[idle] += block[3]
+        groups.append((idle, [block]))
+    return client, [(w, bs) for w, bs in groups if bs]
+
+
+def submit_groups(client, groups: list, fn: Callable, *args) -> list:
+    """``fn(*args, [(X, y, start, key), ...])`` per group, a future on the group's worker (``key``:
+    the X chunk's, for :func:`_chunk_Xy`)."""
+    from distributed import Future
+
+    return [
+        client.submit(
+            fn,
+            *args,
+            [
+                (Future(xb.key, client), Future(yb.key, client), start, xb.key)
+                for xb, yb, start, _ in bs
+            ],
+            workers=[worker],
+            allow_other_workers=True,  # where a chunk has moved or its worker is lost
+            pure=False,
+        )
+        for worker, bs in groups
+    ]
+
+
+def gather(client, futures: list, desc: str) -> list:
+    """The futures' results, with a tqdm bar counting them as they finish on a terminal."""
+    bar = _bar(len(futures), desc)
+    if bar is None:
+        return client.gather(futures)
+    from distributed import as_completed
+
+    try:
+        for _ in as_completed(futures):
+            bar.update(1)
+        return client.gather(futures)
+    finally:
+        bar.close()
+
+
 def chunk_sum(data: DaskData, contribution: Callable, payload) -> np.ndarray:
     """``Σ_chunks contribution(cm_payload, X_c, yk_c)`` reduced in a tree, as NumPy.
 
@@ -456,19 +570,36 @@ def chunk_sum(data: DaskData, contribution: Callable, payload) -> np.ndarray:
     every chunk (e.g. a chunk's gradient sum, its K-FAC factor sums or a Gram block).
     """
     dask, _ = _dask_modules()
-    sent = broadcast(payload)
+    desc = "mlu " + getattr(contribution, "__name__", "sum").strip("_").replace("_", " ")
+    held = held_groups(data)
+    if held is not None:  # one task per worker over the chunks it holds
+        client, groups = held
+        parts = submit_groups(client, groups, _contribute_all, contribution, sent(payload))
+        return _add(*gather(client, parts, desc))
+    model = broadcast(payload)
     parts = [
-        dask.delayed(_contribute, pure=True)(contribution, sent, xb, yb, start)
+        dask.delayed(_contribute, pure=True)(contribution, model, xb, yb, start)
         for xb, yb, start, _ in data.blocks()
     ]
-    desc = getattr(contribution, "__name__", "sum").strip("_").replace("_", " ")
-    return np.asarray(compute(parts, f"mlu {desc}", _add))
+    return np.asarray(compute(parts, desc, _add))
+
+
+def _checked_contribution(
+    contribution: Callable, payload, X, y, start: int, key=None
+) -> np.ndarray:
+    X, yk = _chunk_Xy(payload.model, X, y, start, key=key)
+    return contribution(payload, X, yk)
 
 
 @on_worker
 def _contribute(contribution: Callable, payload, X, y, start: int) -> np.ndarray:
-    X, yk = _chunk_Xy(payload.model, X, y, start)
-    return contribution(payload, X, yk)
+    return _checked_contribution(contribution, payload, X, y, start)
+
+
+@on_worker
+def _contribute_all(contribution: Callable, payload, group: list) -> np.ndarray:
+    """The sum of the contributions of a worker's chunks (see :func:`held_groups`)."""
+    return _add(*[_checked_contribution(contribution, payload, *chunk) for chunk in group])
 
 
 def chunk_map(data: DaskData, per_sample: Callable, payload, columns: int | None = None):
@@ -617,9 +748,9 @@ def hessian_operator(
 
 
 @on_worker
-def _prepare(pl: Payload, X, y, start: int):
+def _prepare(pl: Payload, X, y, start: int, key=None):
     """A chunk's checked problem (features for params="last"), kept on the worker."""
-    X, yk = _chunk_Xy(pl.model, X, y, start)
+    X, yk = _chunk_Xy(pl.model, X, y, start, key=key)
     theta, sizes, act, F, yk = pl.model.problem(X, yk, pl.params)
     return F, yk
 
@@ -706,9 +837,8 @@ def _add_lists(*parts: list) -> list[np.ndarray]:
 SUB_ROWS = 4096
 
 
-@on_worker
-def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
-    X, yk = _chunk_Xy(pl.model, X, y, start)
+def _source_terms(pl: Payload, X, y, start: int, key=None) -> list[np.ndarray]:
+    X, yk = _chunk_Xy(pl.model, X, y, start, key=key)
     theta, sizes, act, F, yk = pl.model.problem(X, yk, pl.params)
     total = None
     for s in range(0, max(len(yk), 1), SUB_ROWS):
@@ -716,6 +846,17 @@ def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
         total = part if total is None else [a + b for a, b in zip(total, part)]
     assert total is not None  # the loop runs at least once
     return total
+
+
+@on_worker
+def _source_chunk(pl: Payload, X, y, start: int) -> list[np.ndarray]:
+    return _source_terms(pl, X, y, start)
+
+
+@on_worker
+def _source_all(pl: Payload, group: list) -> list[np.ndarray]:
+    """The sums of a worker's chunks (see :func:`held_groups`)."""
+    return _add_lists(*[_source_terms(pl, *chunk) for chunk in group])
 
 
 @dataclass(frozen=True)
@@ -736,9 +877,15 @@ class RowSource:
 
     def sum(self, fn: Callable) -> list[np.ndarray]:
         dask, _ = _dask_modules()
-        sent = broadcast(Payload(self.model, self.params, fn=fn))
+        payload = Payload(self.model, self.params, fn=fn)
+        held = held_groups(self.data)
+        if held is not None:  # one task per worker over the chunks it holds
+            client, groups = held
+            futures = submit_groups(client, groups, _source_all, sent(payload))
+            return _add_lists(*gather(client, futures, "mlu curvature"))
+        model = broadcast(payload)
         parts = [
-            dask.delayed(_source_chunk, pure=True)(sent, xb, yb, start)
+            dask.delayed(_source_chunk, pure=True)(model, xb, yb, start)
             for xb, yb, start, _ in self.data.blocks()
         ]
         return [np.asarray(a) for a in compute(parts, "mlu curvature", _add_lists)]
@@ -1040,13 +1187,28 @@ def self_influence(
     cm = ChunkModel.of(model)
     width = int(model.sizes_[-2]) + 1  # a prepared chunk: features and labels per row
     persist = params == "last" and _fits_on_workers(8 * data.n * width)
-    if persist:
-        sent = broadcast(Payload(cm, params, curvature))
+    held = held_groups(data) if persist else None
+    if held is not None:  # one task per worker over the chunks it holds, for both passes
+        client, groups = held
+        model_sent = sent(Payload(cm, params, curvature))
+        prepared = submit_groups(client, groups, _prepare_all, model_sent)
+        parts = [
+            client.submit(_prepared_hessian_all, model_sent, chunks, workers=[worker], pure=False)
+            for (worker, _), chunks in zip(groups, prepared)
+        ]
+        H = _add(*gather(client, parts, "mlu hessian sum")) / data.n
+        H[np.diag_indices_from(H)] += float(model.l2)
+    elif persist:
+        model_sent = broadcast(Payload(cm, params, curvature))
         blocks = data.blocks(keep_empty=True)
         prepared = dask.persist(
-            *[dask.delayed(_prepare, pure=True)(sent, xb, yb, s) for xb, yb, s, r in blocks if r]
+            *[
+                dask.delayed(_prepare, pure=True)(model_sent, xb, yb, s)
+                for xb, yb, s, r in blocks
+                if r
+            ]
         )
-        parts = [dask.delayed(_prepared_hessian, pure=True)(sent, c) for c in prepared]
+        parts = [dask.delayed(_prepared_hessian, pure=True)(model_sent, c) for c in prepared]
         H = np.asarray(compute(parts, "mlu hessian sum", _add)) / data.n
         H[np.diag_indices_from(H)] += float(model.l2)
     else:
@@ -1060,15 +1222,57 @@ def self_influence(
     if not persist:
         return chunk_map(data, _self_influence, payload)
     _, da = _dask_modules()
-    sent = broadcast(payload)
+    if held is not None:
+        return _held_scores(client, data, groups, prepared, sent(payload))
+    model_sent = broadcast(payload)
     pieces, it = [], iter(prepared)
     for _, _, _, rows in blocks:
         if rows == 0:
             pieces.append(da.zeros((0,), dtype=np.float64))
             continue
-        task = dask.delayed(_prepared_self_influence, pure=True)(sent, next(it))
+        task = dask.delayed(_prepared_self_influence, pure=True)(model_sent, next(it))
         pieces.append(da.from_delayed(task, shape=(rows,), dtype=np.float64))
     return da.concatenate(pieces, axis=0)
+
+
+def _held_scores(client, data: DaskData, groups: list, prepared: list, payload) -> Any:
+    """The scores of the prepared chunks of :func:`held_groups`: submitted at once, one task
+    per chunk on the worker holding its prepared group, and returned as the persisted dask
+    array (n,) they make, with the row chunks of ``data`` (no graph left to run)."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    dask, da = _dask_modules()
+    name = "mlu-self-influence-" + dask.base.tokenize(payload, [c.key for c in prepared])
+    where = {}  # first row of a chunk -> (its group's worker, prepared group, place in it)
+    for (worker, blocks), chunks in zip(groups, prepared):
+        where.update({start: (worker, chunks, j) for j, (_, _, start, _) in enumerate(blocks)})
+    layer: dict = {}
+    for i, (_, _, start, rows) in enumerate(data.blocks(keep_empty=True)):
+        if rows == 0:
+            layer[(name, i)] = np.zeros(0)
+            continue
+        worker, chunks, j = where[start]
+        layer[(name, i)] = client.submit(
+            _prepared_self_influence_at, payload, chunks, j, key=(name, i), workers=[worker]
+        )
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    return da.Array(graph, name, (data.row_chunks,), dtype=np.float64)
+
+
+@on_worker
+def _prepare_all(pl: Payload, group: list) -> list:
+    """:func:`_prepare` of each of a worker's chunks (see :func:`held_groups`)."""
+    return [_prepare.__wrapped__(pl, *chunk) for chunk in group]  # type: ignore[attr-defined]
+
+
+@on_worker
+def _prepared_hessian_all(pl: Payload, chunks: list) -> np.ndarray:
+    return _add(*[_prepared_hessian.__wrapped__(pl, chunk) for chunk in chunks])  # type: ignore[attr-defined]
+
+
+@on_worker
+def _prepared_self_influence_at(pl: Payload, chunks: list, j: int) -> np.ndarray:
+    return _prepared_self_influence.__wrapped__(pl, chunks[j])  # type: ignore[attr-defined]
 
 
 def _fits_on_workers(nbytes: int, share: float = 0.25) -> bool:
