@@ -304,6 +304,97 @@ def test_a_request_on_persisted_chunks_is_one_task_per_worker_holding_them(
         assert len(takes) == len(set(takes)) and set(takes) <= holders, (takes, held)
 
 
+def held(X, y, rows):
+    """X and y chunked by ``rows`` and persisted: held in the cluster's memory."""
+    Xd, yd = (a.persist() for a in chunked(X, y, rows))
+    distributed.wait([Xd, yd])
+    return Xd, yd
+
+
+@pytest.mark.parametrize("rows", [3, 1])
+def test_held_chunks_are_one_task_per_worker_and_equal_numpy(client, problem, rows, monkeypatch):
+    model, X, y = problem
+    Xd, yd = held(X, y, rows)
+    submitted = []  # the groups of each computation
+    real = _dask.submit_groups
+    monkeypatch.setattr(
+        _dask,
+        "submit_groups",
+        lambda c, groups, *a: submitted.append(groups) or real(c, groups, *a),
+    )
+    with distributed.get_task_stream(client) as stream:
+        g = model.gradient(Xd, yd)
+        H = model.hessian(Xd, yd, params="last", curvature="ggn")
+        f = model.objective(Xd, yd)
+        scores = detect(model, Xd, yd, method="self_influence")
+        unlearner = mlu.Unlearner(model, Xd, yd, curvature="kfac")
+    assert rel(g, model.gradient(X, y)) < RTOL
+    assert rel(H, model.hessian(X, y, params="last", curvature="ggn")) < RTOL
+    assert abs(f - model.objective(X, y)) < RTOL * model.objective(X, y)
+    # the scores are computed at once, held like a persisted array, in the data's row chunks
+    assert scores.chunks == Xd.chunks[:1] and all(
+        isinstance(v, distributed.Future) for v in dict(scores.dask).values()
+    )
+    assert rel(scores.compute(), detect(model, X, y, method="self_influence")) < RTOL
+    want = mlu.Unlearner(model, X, y, curvature="kfac")
+    assert all(rel(a, b) < RTOL for a, b in zip(unlearner._curv.A, want._curv.A))
+    a = unlearner.forget([0, 5, 11], mode="exact", safeguard=False).model.params
+    b = want.forget([0, 5, 11], mode="exact", safeguard=False).model.params
+    assert rel(a, b) < RTOL
+    # 3 sums, self-influence, the K-FAC sums and the gradient sum of the build
+    assert len(submitted) == 6
+    workers = set(client.scheduler_info()["workers"])
+    for groups in submitted:  # every chunk once; a worker's own chunks in one group
+        assert sorted(b[2] for _, bs in groups for b in bs) == list(range(0, 13, rows))
+        assert {w for w, _ in groups} <= workers
+        assert len({w for w, bs in groups if len(bs) > 1}) == len(
+            [bs for _, bs in groups if len(bs) > 1]
+        )
+    names = [str(r["key"]).split("-")[0] for r in stream.data]
+    sizes = [len(groups) for groups in submitted]
+    assert names.count("_contribute_all") == sum(sizes[:3]), names
+    assert names.count("_prepare_all") == names.count("_prepared_hessian_all") == sizes[3]
+    assert names.count("_source_all") == sum(sizes[4:])
+    # no task per chunk of the graph paths
+    assert not {"_contribute", "_source_chunk", "_prepare", "_prepared_hessian"} & set(names)
+
+
+def test_balanced_moves_chunks_from_the_busiest_worker_while_that_shortens_the_run():
+    def blocks(first, rows):
+        return [(f"x{i}", f"y{i}", i, r) for i, r in enumerate(rows, first)]
+
+    a, b = blocks(0, [10] * 5), blocks(5, [10] * 3)  # 5 chunks against 3: one moves
+    assert _dask.balanced({"a": a, "b": b}) == [("a", a[1:]), ("b", b), ("b", a[:1])]
+    a = blocks(0, [10] * 8)  # all on one of three workers: 3, 3 and 2 chunks
+    groups = _dask.balanced({"a": a, "b": [], "c": []})
+    rows = {w: 0 for w in "abc"}
+    for worker, bs in groups:
+        rows[worker] += sum(block[3] for block in bs)
+    assert sorted(rows.values()) == [20, 30, 30]
+    assert sorted(block for _, bs in groups for block in bs) == sorted(a)
+    a, b = blocks(0, [10, 3]), blocks(2, [10])  # moving the 3 rows would not shorten the run
+    assert _dask.balanced({"a": a, "b": b}) == [("a", a), ("b", b)]
+    assert _dask.balanced({"a": [], "b": []}) == []
+
+
+def test_a_held_chunk_is_searched_for_nan_once_while_its_array_lives(problem):
+    model, X, y = problem
+    cm = _dask.ChunkModel.of(model)
+    bad = X.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match=re.escape("(first at index (4, 2))")):
+        _dask._chunk_Xy(cm, bad, y, 3, key=("x", 0))  # not finite: nothing is recorded
+    assert ("x", 0) not in _dask._FINITE
+    _dask._chunk_Xy(cm, X, y, 0, key=("x", 0))
+    assert _dask._FINITE[("x", 0)]() is X
+    with pytest.raises(ValueError, match="NaN or inf"):  # another array under the same key
+        _dask._chunk_Xy(cm, bad, y, 0, key=("x", 0))
+    copy = X.copy()
+    _dask._chunk_Xy(cm, copy, y, 0, key=("x", 1))
+    del copy  # the entry goes with its array
+    assert ("x", 1) not in _dask._FINITE
+
+
 def test_progress_bar_counts_the_chunks_on_a_terminal(client, problem, monkeypatch):
     model, X, y = problem
     Xd, yd = chunked(X, y, 4)
@@ -361,19 +452,20 @@ def test_model_is_broadcast_once_per_computation(client, problem, monkeypatch):
     assert isinstance(real(sent[0]), distributed.Future)  # one task the chunks depend on
 
 
-@pytest.mark.parametrize("rows", [4, 1])
-def test_nan_in_one_chunk_gives_the_numpy_error(client, problem, rows):
+@pytest.mark.parametrize("rows, where", [(4, "graph"), (1, "graph"), (4, "held")])
+def test_nan_in_one_chunk_gives_the_numpy_error(client, problem, rows, where):
     model, X, y = problem
     X = X.copy()
     X[7, 2] = np.nan
-    Xd, yd = chunked(X, y, rows)
+    Xd, yd = (chunked if where == "graph" else held)(X, y, rows)
     with pytest.raises(ValueError) as numpy_error:
         model.losses(X, y)
     message = re.escape(str(numpy_error.value))
     with pytest.raises(ValueError, match=message):
         model.losses(Xd, yd).compute()
-    with pytest.raises(ValueError, match=message):
-        model.gradient(Xd, yd)
+    for _ in range(2):  # again: only chunks found finite are remembered
+        with pytest.raises(ValueError, match=message):
+            model.gradient(Xd, yd)
     with pytest.raises(ValueError, match=message):
         mlu.unlearn(model, Xd, yd, [0, 1])
     with pytest.raises(ValueError, match=message):  # found before training starts

@@ -507,23 +507,32 @@ def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | 
     held = client.sync(client.scheduler.who_has, keys=keys)
     if not all(held.get(k) for k in keys):
         return None
-    workers = sorted(client.scheduler_info()["workers"])
-    own: dict = {w: [] for w in workers}
+    own: dict = {w: [] for w in sorted(client.scheduler_info()["workers"])}
     for block in blocks:
         own.setdefault(sorted(held[block[0].key])[0], []).append(block)
+    return client, balanced(own)
+
+
+def balanced(own: dict) -> list[tuple[str, list]]:
+    """Groups ``(worker, blocks)`` from the blocks each worker holds (``own``, by worker, in
+    order; a block's rows at index 3): each worker's own blocks, less the smallest of the
+    busiest worker's while moving it to the worker with the fewest rows shortens the run,
+    each moved block a group of its own on its new worker."""
+    own = {w: list(bs) for w, bs in own.items()}
     load = {w: sum(b[3] for b in bs) for w, bs in own.items()}
-    groups = [(w, bs) for w, bs in own.items() if bs]
-    while True:  # move the smallest chunk of the busiest worker while that shortens the run
-        busy, idle = max(load, key=load.get), min(load, key=load.get)
-        movable = sorted(own[busy], key=lambda b: b[3])
-        if not movable or load[idle] + movable[0][3] >= load[busy]:
+    moved = []
+    while own:
+        busy, idle = max(load, key=load.__getitem__), min(load, key=load.__getitem__)
+        if not own[busy]:
             break
-        block = movable[0]
+        block = min(own[busy], key=lambda b: b[3])
+        if load[idle] + block[3] >= load[busy]:
+            break
         own[busy].remove(block)
         load[busy] -= block[3]
         load[idle] += block[3]
-        groups.append((idle, [block]))
-    return client, [(w, bs) for w, bs in groups if bs]
+        moved.append((idle, [block]))
+    return [(w, bs) for w, bs in own.items() if bs] + moved
 
 
 def submit_groups(client, groups: list, fn: Callable, *args) -> list:
