@@ -5,7 +5,7 @@ command, the commit and the machine (``benchmarks/provenance.py``):
 
 ``--compare`` (``dask_fit_rows.json`` / ``.md``): on ``--fit-rows`` rows that fit in memory, 2
 single-threaded workers against the one-machine NumPy path on one thread, each timing the best
-of 3 and the two paths interleaved in one run (so that both see the same machine load). The
+of ``--reps`` (5) and the two paths interleaved in one run (so that both see the same machine load). The
 cluster holds the rows as the NumPy path does: persisted on the workers as float64, once (the
 load is timed apart, ``load_s``, for both). Timed: self-influence (``params="last"``), the
 gradient and GGN sums (``params="last"``), the K-FAC build over all parameters
@@ -228,6 +228,7 @@ def compare(args, argv: list[str]) -> dict:
     x_path, y_path = write_data(where, n, d, k)
     results: dict = {"provenance": header(argv), "n": n, "d": d, "k": k, "hidden": args.hidden}
     results["chunk_rows"] = rows = args.chunk_rows
+    results["reps"] = args.reps
     try:
         model = train(x_path, y_path, args.hidden)
         with cluster(2, args.worker_memory) as lc, Client(lc) as client:
@@ -241,8 +242,14 @@ def compare(args, argv: list[str]) -> dict:
             Xd, yd = dask_inputs(x_path, y_path, rows)
             Xd, yd = Xd.astype(np.float64).persist(), yd.persist()  # the rows in memory
             wait([Xd, yd])
-            client.rebalance()  # the reads land where they land: half the chunks each
+            client.rebalance()  # the reads land where they land: about half the chunks each
             load["dask"] = time.perf_counter() - t
+            held = client.who_has()
+            placement: dict = {}
+            for block in Xd.to_delayed().ravel():
+                for worker in held[block.key]:
+                    placement[worker] = placement.get(worker, 0) + 1
+            results["chunks_per_worker"] = sorted(placement.values(), reverse=True)
             results["load_s"] = load
             mlu.set_num_threads(1)  # the same compute as one worker thread
             paths = {"dask": (Xd, yd), "numpy": (X1, y1)}
@@ -264,7 +271,7 @@ def compare(args, argv: list[str]) -> dict:
                 "ggn_sum": lambda X, y: model.hessian(X, y, params="last", curvature="ggn"),
             }
             ceiling = []
-            for rep in range(3):
+            for rep in range(args.reps):
                 ceiling.append(parallel_ceiling(client))
                 print(f"rep {rep} parallel ceiling {ceiling[-1]:.2f}x", flush=True)
                 for name in [*ops, "kfac_build", "request_100"]:
@@ -331,7 +338,9 @@ def compare_markdown(results: dict) -> str:
         "",
         f"{results['n']} rows x {results['d']} features (float32 on disk, float64 in memory), "
         f"{results['k']} classes, hidden {results['hidden']}; chunks of "
-        f"{results['chunk_rows']} rows. Best of 3, the two paths interleaved.",
+        f"{results['chunk_rows']} rows, held by the workers "
+        f"{' and '.join(map(str, results['chunks_per_worker']))}. Best of {results['reps']}, "
+        "the two paths interleaved.",
         "",
         "| seconds | 2 workers (1 thread each) | NumPy path, 1 thread | speedup | max rel diff |",
         "|---|---:|---:|---:|---:|",
@@ -443,6 +452,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-memory", default="1GB")
     ap.add_argument("--workers", default="2,1", help="cluster sizes to run, in order")
     ap.add_argument("--fit-rows", type=int, default=200_000, help="rows for --compare")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions (--compare), best taken")
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--keep", action="store_true", help="keep the data files")
     ap.add_argument("--out", help="results stem (default: results/dask_fit_rows or dask_scale_*)")
