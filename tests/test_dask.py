@@ -345,11 +345,11 @@ def test_held_chunks_are_one_task_per_worker_and_equal_numpy(client, problem, ro
     assert len(submitted) == 6
     workers = set(client.scheduler_info()["workers"])
     for groups in submitted:  # every chunk once; a worker's own chunks in one group
-        assert sorted(b[2] for _, bs in groups for b in bs) == list(range(0, 13, rows))
-        assert {w for w, _ in groups} <= workers
-        assert len({w for w, bs in groups if len(bs) > 1}) == len(
-            [bs for _, bs in groups if len(bs) > 1]
-        )
+        assert sorted(b[2] for _, bs, _ in groups for b in bs) == list(range(0, 13, rows))
+        assert {w for w, _, _ in groups} <= workers
+        own = [w for w, _, moved in groups if not moved]
+        assert len(own) == len(set(own))
+        assert all(len(bs) == 1 for _, bs, moved in groups if moved)
     names = [str(r["key"]).split("-")[0] for r in stream.data]
     sizes = [len(groups) for groups in submitted]
     assert names.count("_contribute_all") == sum(sizes[:3]), names
@@ -364,16 +364,16 @@ def test_balanced_moves_chunks_from_the_busiest_worker_while_that_shortens_the_r
         return [(f"x{i}", f"y{i}", i, r) for i, r in enumerate(rows, first)]
 
     a, b = blocks(0, [10] * 5), blocks(5, [10] * 3)  # 5 chunks against 3: one moves
-    assert _dask.balanced({"a": a, "b": b}) == [("a", a[1:]), ("b", b), ("b", a[:1])]
+    assert _dask.balanced({"a": a, "b": b}) == [("a", a[1:], 0), ("b", b, 0), ("b", a[:1], 1)]
     a = blocks(0, [10] * 8)  # all on one of three workers: 3, 3 and 2 chunks
     groups = _dask.balanced({"a": a, "b": [], "c": []})
     rows = {w: 0 for w in "abc"}
-    for worker, bs in groups:
+    for worker, bs, _ in groups:
         rows[worker] += sum(block[3] for block in bs)
     assert sorted(rows.values()) == [20, 30, 30]
-    assert sorted(block for _, bs in groups for block in bs) == sorted(a)
+    assert sorted(block for _, bs, _ in groups for block in bs) == sorted(a)
     a, b = blocks(0, [10, 3]), blocks(2, [10])  # moving the 3 rows would not shorten the run
-    assert _dask.balanced({"a": a, "b": b}) == [("a", a), ("b", b)]
+    assert _dask.balanced({"a": a, "b": b}) == [("a", a, False), ("b", b, False)]
     assert _dask.balanced({"a": [], "b": []}) == []
 
 

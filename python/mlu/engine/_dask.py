@@ -489,13 +489,14 @@ class _LocalBar:
 def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | None:
     """``(client, groups)`` when every chunk of ``data`` is in the cluster's memory, else None.
 
-    ``groups`` is a list of ``(worker, blocks)``: the chunks (``data.blocks()`` entries) a
-    worker holds, then, where one worker holds more rows than another by more than a chunk,
-    its surplus chunks one per group to the workers holding the fewest rows (the chunk moves,
-    its task then runs beside the receiver's own). One task per group instead of one per chunk
-    and a reduction tree: the tasks' fixed cost, not the chunks', is what made two workers
-    slower than one thread (docs/design.md, "Dask performance"). Without a client, or with a
-    chunk not computed yet, the graph path is taken (None).
+    ``groups`` is a list of ``(worker, blocks, moved)``: the chunks (``data.blocks()``
+    entries) a worker holds, then, where one worker holds more rows than another by more than
+    a chunk, its surplus chunks one per group to the workers holding the fewest rows
+    (``moved``: the chunk moves, its task then runs beside the receiver's own). One task per
+    group instead of one per chunk and a reduction tree: the tasks' fixed cost, not the
+    chunks', is what made two workers slower than one thread (docs/design.md, "Dask
+    performance"). Without a client, or with a chunk not computed yet, the graph path is
+    taken (None).
     """
     client = _client()
     if client is None:
@@ -513,11 +514,11 @@ def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | 
     return client, balanced(own)
 
 
-def balanced(own: dict) -> list[tuple[str, list]]:
-    """Groups ``(worker, blocks)`` from the blocks each worker holds (``own``, by worker, in
-    order; a block's rows at index 3): each worker's own blocks, less the smallest of the
-    busiest worker's while moving it to the worker with the fewest rows shortens the run,
-    each moved block a group of its own on its new worker."""
+def balanced(own: dict) -> list[tuple[str, list, bool]]:
+    """Groups ``(worker, blocks, moved)`` from the blocks each worker holds (``own``, by
+    worker, in order; a block's rows at index 3): each worker's own blocks, less the smallest
+    of the busiest worker's while moving it to the worker with the fewest rows shortens the
+    run, each moved block a group of its own on its new worker (``moved`` True)."""
     own = {w: list(bs) for w, bs in own.items()}
     load = {w: sum(b[3] for b in bs) for w, bs in own.items()}
     moved = []
@@ -531,29 +532,42 @@ def balanced(own: dict) -> list[tuple[str, list]]:
         own[busy].remove(block)
         load[busy] -= block[3]
         load[idle] += block[3]
-        moved.append((idle, [block]))
-    return [(w, bs) for w, bs in own.items() if bs] + moved
+        moved.append((idle, [block], True))
+    return [(w, bs, False) for w, bs in own.items() if bs] + moved
 
 
 def submit_groups(client, groups: list, fn: Callable, *args) -> list:
     """``fn(*args, [(X, y, start, key), ...])`` per group, a future on the group's worker (``key``:
-    the X chunk's, for :func:`_chunk_Xy`)."""
+    the X chunk's, for :func:`_chunk_Xy`).
+
+    The groups of the workers holding their chunks go in one message and are placed where
+    their chunks are (one submit each would leave all but the first waiting for the client's
+    next batch, ~10 ms later); the moved chunks' groups follow, pinned to their new worker.
+    """
     from distributed import Future
 
-    return [
-        client.submit(
-            fn,
-            *args,
-            [
-                (Future(xb.key, client), Future(yb.key, client), start, xb.key)
-                for xb, yb, start, _ in bs
-            ],
-            workers=[worker],
-            allow_other_workers=True,  # where a chunk has moved or its worker is lost
-            pure=False,
-        )
-        for worker, bs in groups
-    ]
+    def chunks(blocks: list) -> list:
+        return [
+            (Future(xb.key, client), Future(yb.key, client), s, xb.key) for xb, yb, s, _ in blocks
+        ]
+
+    own = [bs for _, bs, moved in groups if not moved]
+    futures = client.map(
+        fn, *[[a] * len(own) for a in args], [chunks(bs) for bs in own], pure=False
+    )
+    for worker, blocks, moved in groups:
+        if moved:
+            futures.append(
+                client.submit(
+                    fn,
+                    *args,
+                    chunks(blocks),
+                    workers=[worker],
+                    allow_other_workers=True,  # where its worker is lost
+                    pure=False,
+                )
+            )
+    return futures
 
 
 def gather(client, futures: list, desc: str) -> list:
@@ -949,17 +963,16 @@ class RowSource:
             # request more than its rows do (docs/design.md, "Dask performance")
             from distributed import Future
 
-            futures = [
-                client.submit(
-                    _take,
-                    labels,
-                    [(Future(xb.key, client), Future(yb.key, client), i, s) for xb, yb, i, s in g],
-                    workers=[home],
-                    allow_other_workers=True,  # where a chunk has moved or its worker is lost
-                    pure=False,
-                )
-                for home, g in groups.items()
-            ]
+            # (in one message, each placed where its chunks are: see submit_groups)
+            futures = client.map(
+                _take,
+                [labels] * len(groups),
+                [
+                    [(Future(xb.key, client), Future(yb.key, client), i, s) for xb, yb, i, s in g]
+                    for g in groups.values()
+                ],
+                pure=False,
+            )
             results = client.gather(futures)
         else:
             tasks = [dask.delayed(_take, pure=True)(labels, g) for g in groups.values()]
@@ -1201,10 +1214,10 @@ def self_influence(
         client, groups = held
         model_sent = sent(Payload(cm, params, curvature))
         prepared = submit_groups(client, groups, _prepare_all, model_sent)
-        parts = [
-            client.submit(_prepared_hessian_all, model_sent, chunks, workers=[worker], pure=False)
-            for (worker, _), chunks in zip(groups, prepared)
-        ]
+        # one message, each task placed where its prepared chunks are
+        parts = client.map(
+            _prepared_hessian_all, [model_sent] * len(prepared), prepared, pure=False
+        )
         H = _add(*gather(client, parts, "mlu hessian sum")) / data.n
         H[np.diag_indices_from(H)] += float(model.l2)
     elif persist:
@@ -1252,18 +1265,21 @@ def _held_scores(client, data: DaskData, groups: list, prepared: list, payload) 
 
     dask, da = _dask_modules()
     name = "mlu-self-influence-" + dask.base.tokenize(payload, [c.key for c in prepared])
-    where = {}  # first row of a chunk -> (its group's worker, prepared group, place in it)
-    for (worker, blocks), chunks in zip(groups, prepared):
-        where.update({start: (worker, chunks, j) for j, (_, _, start, _) in enumerate(blocks)})
+    where = {}  # first row of a chunk -> (its group's prepared chunks, place in the group)
+    for (_, blocks, _), chunks in zip(groups, prepared):
+        where.update({start: (chunks, j) for j, (_, _, start, _) in enumerate(blocks)})
     layer: dict = {}
+    tasks = []  # (key, prepared chunks, place), in one message, placed where the chunks are
     for i, (_, _, start, rows) in enumerate(data.blocks(keep_empty=True)):
         if rows == 0:
             layer[(name, i)] = np.zeros(0)
-            continue
-        worker, chunks, j = where[start]
-        layer[(name, i)] = client.submit(
-            _prepared_self_influence_at, payload, chunks, j, key=(name, i), workers=[worker]
-        )
+        else:
+            tasks.append(((name, i), *where[start]))
+    keys, chunks, places = zip(*tasks)
+    futures = client.map(
+        _prepared_self_influence_at, [payload] * len(keys), chunks, places, key=list(keys)
+    )
+    layer.update(zip(keys, futures))
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
     return da.Array(graph, name, (data.row_chunks,), dtype=np.float64)
 
