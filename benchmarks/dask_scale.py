@@ -5,9 +5,10 @@ command, the commit and the machine (``benchmarks/provenance.py``):
 
 ``--compare`` (``dask_fit_rows.json`` / ``.md``): on ``--fit-rows`` rows that fit in memory, 2
 single-threaded workers against the one-machine NumPy path on one thread, each timing the best
-of ``--reps`` (5) and the two paths interleaved in one run (so that both see the same machine load). The
-cluster holds the rows as the NumPy path does: persisted on the workers as float64, once (the
-load is timed apart, ``load_s``, for both). Timed: self-influence (``params="last"``), the
+of ``--reps`` (5) and the two paths interleaved in one run (so that both see the same machine
+load). The cluster holds the rows as the NumPy path does: persisted on the workers as float64,
+once (the load is timed apart, ``load_s``, for both), so mlu takes its path for chunks held in
+memory (one task per worker). Timed: self-influence (``params="last"``), the
 gradient and GGN sums (``params="last"``), the K-FAC build over all parameters
 (``Unlearner.build_time``) and one 100-row deletion request (``mode="exact"``, what dask data
 serve; the check on). The results of both paths are compared too (``max_rel_diff``).

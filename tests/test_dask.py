@@ -278,12 +278,15 @@ def test_a_request_reads_only_its_chunks_once(client, problem, curvature, monkey
         assert sorted(key[1] for key in touched) == chunks, (curvature, request, touched)
 
 
+@pytest.mark.parametrize("labels", ["dask", "numpy"])
 def test_a_request_on_persisted_chunks_is_one_task_per_worker_holding_them(
-    client, problem, monkeypatch
+    client, problem, labels, monkeypatch
 ):
     model, X, y = problem
     Xd, yd = (a.persist() for a in chunked(X, y, 3))
     distributed.wait([Xd, yd])
+    if labels == "numpy":  # X held, y given as NumPy: the labels are taken on the client
+        yd = y
     keys = [block.key for block in Xd.to_delayed().ravel()]
     on_dask = mlu.Unlearner(model, Xd, yd, curvature="kfac")
     in_memory = mlu.Unlearner(model, X, y, curvature="kfac")
@@ -311,10 +314,14 @@ def held(X, y, rows):
     return Xd, yd
 
 
-@pytest.mark.parametrize("rows", [3, 1])
-def test_held_chunks_are_one_task_per_worker_and_equal_numpy(client, problem, rows, monkeypatch):
+@pytest.mark.parametrize("rows, labels", [(3, "dask"), (1, "dask"), (3, "numpy")])
+def test_held_chunks_are_one_task_per_worker_and_equal_numpy(
+    client, problem, rows, labels, monkeypatch
+):
     model, X, y = problem
     Xd, yd = held(X, y, rows)
+    if labels == "numpy":  # X held, y given as NumPy: its slices travel inside the tasks
+        yd = y
     submitted = []  # the groups of each computation
     real = _dask.submit_groups
     monkeypatch.setattr(
@@ -357,6 +364,24 @@ def test_held_chunks_are_one_task_per_worker_and_equal_numpy(client, problem, ro
     assert names.count("_source_all") == sum(sizes[4:])
     # no task per chunk of the graph paths
     assert not {"_contribute", "_source_chunk", "_prepare", "_prepared_hessian"} & set(names)
+
+
+@pytest.mark.parametrize("labels", ["dask", "numpy"])
+def test_rows_of_held_chunks_come_back_in_the_order_asked(client, problem, labels):
+    """Rows spread over chunks on both workers, in any order: a worker's chunks need not be
+    adjacent, and the rows must not come back grouped by worker."""
+    model, X, y = problem
+    Xd, yd = held(X, y, 1)  # 13 chunks of one row: both workers hold some, interleaved
+    source, _ = _dask.row_source(model, Xd, yd if labels == "dask" else y, "all")
+    index = np.array([12, 0, 7, 4, 11, 1])
+    _, _, _, rows, yk = source.rows(index)
+    assert np.array_equal(rows, X[index]) and np.array_equal(yk, y[index])
+    # an order-dependent use of the rows: a Woodbury request
+    on_dask = mlu.Unlearner(model, Xd, yd, curvature="woodbury")
+    in_memory = mlu.Unlearner(model, X, y, curvature="woodbury")
+    got = on_dask.forget(index, mode="exact", safeguard=False).model.params
+    want = in_memory.forget(index, mode="exact", safeguard=False).model.params
+    assert rel(got, want) < RTOL
 
 
 def test_balanced_moves_chunks_from_the_busiest_worker_while_that_shortens_the_run():
@@ -443,7 +468,7 @@ def test_dataframe_with_a_label_column(client, problem):
 
 def test_model_is_broadcast_once_per_computation(client, problem, monkeypatch):
     model, X, y = problem
-    Xd, yd = chunked(X, y, 1)
+    Xd, yd = chunked(X, y, 2)  # a chunking no test holds in memory: the graph path
     sent = []
     real = _dask.broadcast
     monkeypatch.setattr(_dask, "broadcast", lambda obj: sent.append(obj) or real(obj))
@@ -472,8 +497,16 @@ def test_nan_in_one_chunk_gives_the_numpy_error(client, problem, rows, where):
         mlu.MLP(hidden=(2,), epochs=1).fit(Xd, yd)
     bad = y.copy()
     bad[9] = 9
-    with pytest.raises(ValueError, match=re.escape("y[9] = 9 is not one of the model's")):
-        model.hessian(*chunked(problem[1], bad, rows))
+    Xd, yd = (chunked if where == "graph" else held)(problem[1], bad, rows)
+    unknown = re.escape("y[9] = 9 is not one of the model's")
+    for labels in (yd, bad):  # a dask y, or a NumPy y beside dask X (sent in slices)
+        with pytest.raises(ValueError, match=unknown):
+            model.hessian(Xd, labels)
+    if where == "held":  # a request's rows on held chunks, the NumPy labels checked on the client
+        source = mlu.Unlearner(model, Xd, y, curvature="kfac")._problem.source
+        given = _dask.DaskData(source.data.X, source.data.y, bad)
+        with pytest.raises(ValueError, match=unknown):
+            _dask.RowSource(given, source.model, source.params).rows([3, 9])
 
 
 def test_bad_dask_input_is_a_clear_error(client, problem):

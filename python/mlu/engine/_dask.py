@@ -7,7 +7,9 @@ Hessian/GGN, Hessian-vector products; later the K-FAC factors and Gram blocks). 
 handed to the C++ core on a worker, and sums are reduced in a tree (:func:`tree_sum`), so that
 no chunk is ever gathered whole and no worker holds more than a few chunks. The model's
 parameters are sent once per computation (:func:`broadcast`: one task whose result the
-workers fetch, recomputed like any other if a worker is lost), never once per chunk.
+workers fetch, recomputed like any other if a worker is lost), never once per chunk. Chunks
+already held in the cluster's memory (persisted) take a shorter path: one task per worker
+over the chunks it holds, the model inside it (:func:`held_groups`, :func:`submit_groups`).
 
 The math is the one of docs/design.md ("Dask inputs"): the mean over n samples is the sum of
 the chunks' sums divided by n, so the results equal the NumPy path up to the order of the sums.
@@ -241,10 +243,13 @@ class DaskData:
     ``X`` is float64 of shape (n, d) with one chunk across the columns; ``y`` holds the given
     labels (not yet encoded), shape (n,). Both are lazy: NaN and unknown labels are found
     chunk by chunk when a computation runs, and reported with their global row index.
+    ``labels``: y itself when it was given as NumPy (tasks on held X chunks then carry their
+    slice of it: y's own chunks are never in the cluster's memory).
     """
 
     X: Any  # a dask array chunked by rows
     y: Any
+    labels: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -254,7 +259,7 @@ class DaskData:
     def row_chunks(self) -> tuple[int, ...]:
         return tuple(int(c) for c in self.X.chunks[0])
 
-    def blocks(self, keep_empty: bool = False) -> list[tuple[object, object, int, int]]:
+    def blocks(self, keep_empty: bool = False) -> list[tuple[Any, Any, int, int]]:
         """``(X block, y block, first row, rows)`` per chunk, as dask Delayed objects."""
         xs = self.X.to_delayed().ravel()
         ys = self.y.to_delayed().ravel()
@@ -267,7 +272,8 @@ class DaskData:
 
     def __getitem__(self, rows) -> DaskData:
         """Rows selected by a NumPy boolean mask or index array (as ``X[mask]``)."""
-        return DaskData(self.X[rows], self.y[rows])
+        labels = None if self.labels is None else self.labels[rows]
+        return DaskData(self.X[rows], self.y[rows], labels)
 
 
 def as_dask_data(model, X, y) -> DaskData:
@@ -317,7 +323,7 @@ def as_dask_data(model, X, y) -> DaskData:
             raise ValueError(f"y must be 1-D, got shape {y.shape}")
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels for {X.shape[0]} samples")
-        y = da.from_array(y, chunks=(X.chunks[0],))
+        return DaskData(X, da.from_array(y, chunks=(X.chunks[0],)), y)
     return DaskData(X, y)
 
 
@@ -347,6 +353,10 @@ def _as_arrays(X, y):
 _FINITE: dict = {}
 
 
+def _forget_finite(key, _ref) -> None:
+    _FINITE.pop(key, None)
+
+
 def _chunk_Xy(
     cm: ChunkModel, X, y, start: int, rows: np.ndarray | None = None, key=None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +378,7 @@ def _chunk_Xy(
         i, j = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"X contains NaN or inf (first at index {(where(i), int(j))})")
     if key is not None and not known:
-        _FINITE[key] = weakref.ref(original, lambda _, k=key: _FINITE.pop(k, None))
+        _FINITE[key] = weakref.ref(original, functools.partial(_forget_finite, key))
     y = np.asarray(y)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError("y contains NaN or inf")
@@ -502,12 +512,16 @@ def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | 
     if client is None:
         return None
     blocks = data.blocks(keep_empty=keep_empty)
-    keys = [b.key for xb, yb, _, _ in blocks for b in (xb, yb)]
+    keys = [xb.key for xb, _, _, _ in blocks]
+    if data.labels is None:
+        keys += [yb.key for _, yb, _, _ in blocks]
     if not keys:
         return None
     held = client.sync(client.scheduler.who_has, keys=keys)
     if not all(held.get(k) for k in keys):
         return None
+    if data.labels is not None:  # the labels' slices go inside the tasks
+        blocks = [(xb, data.labels[s : s + r], s, r) for xb, _, s, r in blocks]
     own: dict = {w: [] for w in sorted(client.scheduler_info()["workers"])}
     for block in blocks:
         own.setdefault(sorted(held[block[0].key])[0], []).append(block)
@@ -548,7 +562,8 @@ def submit_groups(client, groups: list, fn: Callable, *args) -> list:
 
     def chunks(blocks: list) -> list:
         return [
-            (Future(xb.key, client), Future(yb.key, client), s, xb.key) for xb, yb, s, _ in blocks
+            (Future(xb.key, client), _held(yb, client), start, xb.key)
+            for xb, yb, start, _ in blocks
         ]
 
     own = [bs for _, bs, moved in groups if not moved]
@@ -568,6 +583,13 @@ def submit_groups(client, groups: list, fn: Callable, *args) -> list:
                 )
             )
     return futures
+
+
+def _held(block, client):
+    """A held block as the future of its key; NumPy data (a slice of the labels) as it is."""
+    from distributed import Future
+
+    return Future(block.key, client) if hasattr(block, "key") else block
 
 
 def gather(client, futures: list, desc: str) -> list:
@@ -950,14 +972,23 @@ class RowSource:
         order = np.argsort(chunk, kind="stable")
         labels = _Labels(self.model.classes)  # what the check needs: not θ in every task
         groups: dict = {}  # one task per worker holding the chunks in memory, else per chunk
+        members: dict = {}  # the chunks of each group, in its order
         homes = self._homes()
         for c in np.unique(chunk):
             xb, yb, start, _ = blocks[c]
             local = index[chunk == c] - start
-            groups.setdefault(homes.get(xb.key, c), []).append((xb, yb, local, start))
+            group = homes.get(xb.key, c)
+            groups.setdefault(group, []).append((xb, yb, local, start))
+            members.setdefault(group, []).append(c)
         needed = [b for group in groups.values() for b in group]
         client = _client() if homes else None
-        if client is not None and all(xb.key in homes and yb.key in homes for xb, yb, *_ in needed):
+        given = self.data.labels  # labels given as NumPy: taken here, not sent
+        held = client is not None and all(
+            xb.key in homes and (given is not None or yb.key in homes) for xb, yb, *_ in needed
+        )
+        if not held:
+            given = None  # the graph path: the chunks' tasks take the labels too
+        if held and client is not None:
             # every chunk in the cluster's memory: the tasks go straight to the workers holding
             # them as futures, without building and optimising a graph, which costs a small
             # request more than its rows do (docs/design.md, "Dask performance")
@@ -968,7 +999,15 @@ class RowSource:
                 _take,
                 [labels] * len(groups),
                 [
-                    [(Future(xb.key, client), Future(yb.key, client), i, s) for xb, yb, i, s in g]
+                    [
+                        (
+                            Future(xb.key, client),
+                            None if given is not None else _held(yb, client),
+                            i,
+                            s,
+                        )
+                        for xb, yb, i, s in g
+                    ]
                     for g in groups.values()
                 ],
                 pure=False,
@@ -977,11 +1016,15 @@ class RowSource:
         else:
             tasks = [dask.delayed(_take, pure=True)(labels, g) for g in groups.values()]
             results = compute(tasks, "mlu rows")
-        parts = [part for group in results for part in group]
+        # the chunks' rows in the order of the chunks (a group's chunks need not be adjacent)
+        by_chunk = {c: part for g, res in zip(groups, results) for c, part in zip(members[g], res)}
+        parts = [by_chunk[c] for c in sorted(by_chunk)]
         X = np.empty((index.size, self.data.X.shape[1]))
         yk = np.empty(index.size, dtype=np.int64)
         X[order] = np.concatenate([p[0] for p in parts])
         yk[order] = np.concatenate([p[1] for p in parts])
+        if given is not None:  # the labels were not sent: checked here
+            _, yk = _chunk_Xy(labels, np.zeros((index.size, 0)), given[index], 0, index)  # type: ignore[arg-type]
         return X, yk
 
     def _homes(self) -> dict:
@@ -1034,11 +1077,12 @@ class _Labels:
 
 def _take(labels: _Labels, group: list) -> list[tuple[np.ndarray, np.ndarray]]:
     """Rows ``local`` of each ``(X, y, local, start)`` chunk, checked (global row indices in
-    errors), float64."""
-    return [
-        _chunk_Xy(labels, np.asarray(X)[local], np.asarray(y)[local], start, local + start)  # type: ignore[arg-type]
-        for X, y, local, start in group
-    ]
+    errors), float64; ``y`` None: the labels are the client's (placeholders here)."""
+    out = []
+    for X, y, local, start in group:
+        ys = np.asarray(y)[local] if y is not None else np.repeat(labels.classes[:1], len(local))
+        out.append(_chunk_Xy(labels, np.asarray(X)[local], ys, start, local + start))  # type: ignore[arg-type]
+    return out
 
 
 # --------------------------------------------------------------------------- Woodbury
