@@ -523,8 +523,15 @@ def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | 
     if data.labels is not None:  # the labels' slices go inside the tasks
         blocks = [(xb, data.labels[s : s + r], s, r) for xb, _, s, r in blocks]
     own: dict = {w: [] for w in sorted(client.scheduler_info()["workers"])}
-    for block in blocks:
-        own.setdefault(sorted(held[block[0].key])[0], []).append(block)
+    rows = dict.fromkeys(own, 0)
+    # a chunk held by several workers (a moved chunk stays on both until dropped) goes to the
+    # one with the fewest rows so far, after the chunks only one worker holds
+    for block in sorted(blocks, key=lambda b: len(held[b[0].key])):
+        home = min(sorted(held[block[0].key]), key=lambda w: rows.get(w, 0))
+        own.setdefault(home, []).append(block)
+        rows[home] = rows.get(home, 0) + block[3]
+    for group in own.values():
+        group.sort(key=lambda b: b[2])
     return client, balanced(own)
 
 
