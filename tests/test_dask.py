@@ -445,12 +445,19 @@ def test_progress_bar_counts_the_chunks_on_a_terminal(client, problem, monkeypat
     g = model.gradient(Xd, yd)  # on the cluster: the chunks' futures as they finish
     assert [(b.total, b.n, b.closed) for b in Bar.made] == [(4, 4, True)]
     assert rel(g, model.gradient(X, y)) < RTOL
+    Xh, yh = held(X, y, 4)  # held chunks: the workers' tasks as they finish
+    tasks = len(_dask.held_groups(_dask.as_dask_data(model, Xh, yh))[1])
+    g = model.gradient(Xh, yh)
+    assert (Bar.made[-1].total, Bar.made[-1].n, Bar.made[-1].closed) == (tasks, tasks, True)
+    assert rel(g, model.gradient(X, y)) < RTOL
+    del Xh, yh
+    Bar.made.clear()
     monkeypatch.setattr(_dask, "_client", lambda: None)
     import dask
 
     with dask.config.set(scheduler="sync"):  # the local scheduler: a callback per task
         H = model.hessian(Xd, yd)
-    assert Bar.made[1].closed and Bar.made[1].n == Bar.made[1].total >= 5  # 4 chunks + sum
+    assert Bar.made[0].closed and Bar.made[0].n == Bar.made[0].total >= 5  # 4 chunks + sum
     assert rel(H, model.hessian(X, y)) < RTOL
 
 

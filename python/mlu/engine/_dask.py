@@ -1338,17 +1338,17 @@ def _held_scores(client, data: DaskData, groups: list, prepared: list, payload) 
 @on_worker
 def _prepare_all(pl: Payload, group: list) -> list:
     """:func:`_prepare` of each of a worker's chunks (see :func:`held_groups`)."""
-    return [_prepare.__wrapped__(pl, *chunk) for chunk in group]  # type: ignore[attr-defined]
+    return [_prepare(pl, *chunk) for chunk in group]  # (on_worker nests: one trim, at the end)
 
 
 @on_worker
 def _prepared_hessian_all(pl: Payload, chunks: list) -> np.ndarray:
-    return _add(*[_prepared_hessian.__wrapped__(pl, chunk) for chunk in chunks])  # type: ignore[attr-defined]
+    return _add(*[_prepared_hessian(pl, chunk) for chunk in chunks])
 
 
 @on_worker
 def _prepared_self_influence_at(pl: Payload, chunks: list, j: int) -> np.ndarray:
-    return _prepared_self_influence.__wrapped__(pl, chunks[j])  # type: ignore[attr-defined]
+    return _prepared_self_influence(pl, chunks[j])
 
 
 def _fits_on_workers(nbytes: int, share: float = 0.25) -> bool:
