@@ -5,10 +5,10 @@ command, the commit and the machine (``benchmarks/provenance.py``):
 
 ``--compare`` (``dask_fit_rows.json`` / ``.md``): on ``--fit-rows`` rows that fit in memory, 2
 single-threaded workers against the one-machine NumPy path on one thread, each timing the best
-of ``--reps`` (5) and the two paths interleaved in one run (so that both see the same machine
+of ``--reps`` (7) and the two paths interleaved in one run (so that both see the same machine
 load). The cluster holds the rows as the NumPy path does: persisted on the workers as float64,
-once (the load is timed apart, ``load_s``, for both), so mlu takes its path for chunks held in
-memory (one task per worker). Timed: self-influence (``params="last"``), the
+once, half the chunks on each (the load is timed apart, ``load_s``, for both), so mlu takes its
+path for chunks held in memory (one task per worker). Timed: self-influence (``params="last"``), the
 gradient and GGN sums (``params="last"``), the K-FAC build over all parameters
 (``Unlearner.build_time``) and one 100-row deletion request (``mode="exact"``, what dask data
 serve; the check on). The results of both paths are compared too (``max_rel_diff``).
@@ -109,33 +109,45 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
+def _read_rows(path: str, start: int, stop: int, dtype=None) -> np.ndarray:
     """Rows [start, stop) of a .npy file, read on the worker through a memory map."""
-    return np.array(np.load(path, mmap_mode="r")[start:stop])
+    return np.array(np.load(path, mmap_mode="r")[start:stop], dtype=dtype)
 
 
-def dask_inputs(x_path: Path, y_path: Path, rows: int, limit: int | None = None):
-    """X and y as dask arrays whose chunks are read from the file on the workers.
+def dask_inputs(
+    x_path: Path,
+    y_path: Path,
+    rows: int,
+    limit: int | None = None,
+    dtype=np.float32,
+    workers: list[str] | None = None,
+):
+    """X (as ``dtype``) and y as dask arrays whose chunks are read from the file on the workers.
 
-    (A memory map handed to ``da.from_array`` would be pickled whole into the graph.)
+    (A memory map handed to ``da.from_array`` would be pickled whole into the graph.) With
+    ``workers``, chunk i of X and of y are read on ``workers[i % len(workers)]``.
     """
+    import contextlib
+
     import dask
     import dask.array as da
 
     n, d = np.load(x_path, mmap_mode="r").shape
     n = n if limit is None else min(limit, n)
-    pieces = []
-    for s in range(0, n, rows):
+    pieces, labels = [], []  # labels read on the workers too: not n labels in every graph
+    for i, s in enumerate(range(0, n, rows)):
         e = min(n, s + rows)
-        task = dask.delayed(_read_rows, pure=True)(str(x_path), s, e)
-        pieces.append(da.from_delayed(task, shape=(e - s, d), dtype=np.float32))
-    Xd = da.concatenate(pieces, axis=0)
-    labels = []  # read on the workers too: n labels in the graph would be sent with every call
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        task = dask.delayed(_read_rows, pure=True)(str(y_path), s, e)
-        labels.append(da.from_delayed(task, shape=(e - s,), dtype=np.int64))
-    return Xd, da.concatenate(labels)
+        where = (
+            dask.annotate(workers=[workers[i % len(workers)]], allow_other_workers=False)
+            if workers
+            else contextlib.nullcontext()
+        )
+        with where:
+            task = dask.delayed(_read_rows, pure=True)(str(x_path), s, e, dtype)
+            pieces.append(da.from_delayed(task, shape=(e - s, d), dtype=dtype))
+            task = dask.delayed(_read_rows, pure=True)(str(y_path), s, e)
+            labels.append(da.from_delayed(task, shape=(e - s,), dtype=np.int64))
+    return da.concatenate(pieces, axis=0), da.concatenate(labels)
 
 
 def run(model, Xd, yd, client) -> dict:
@@ -220,7 +232,6 @@ def rel(a, b) -> float:
 
 def compare(args, argv: list[str]) -> dict:
     """2 single-threaded workers against the NumPy path on one thread (see the module docs)."""
-    import dask
     from distributed import Client, wait
 
     import mlu
@@ -233,15 +244,7 @@ def compare(args, argv: list[str]) -> dict:
     results["reps"] = args.reps
     try:
         model = train(x_path, y_path, args.hidden)
-        # rebalance by the data held alone, down to a chunk: the default thresholds (a worker
-        # above 30 % of its memory sends, ...) leave 6 chunks against 2 as they landed
-        even = {
-            "distributed.worker.memory.rebalance.measure": "managed",
-            "distributed.worker.memory.rebalance.sender-min": 0.0,
-            "distributed.worker.memory.rebalance.recipient-max": 1.0,
-            "distributed.worker.memory.rebalance.sender-recipient-gap": 0.0,
-        }
-        with dask.config.set(even), cluster(2, args.worker_memory) as lc, Client(lc) as client:
+        with cluster(2, args.worker_memory) as lc, Client(lc) as client:
             client.wait_for_workers(2)
             client.run(__import__, "mlu")
             t = time.perf_counter()
@@ -249,10 +252,12 @@ def compare(args, argv: list[str]) -> dict:
             y1 = np.asarray(np.load(y_path, mmap_mode="r")[:n])
             load = {"numpy": time.perf_counter() - t}
             t = time.perf_counter()
-            Xd, yd = dask_inputs(x_path, y_path, rows)
-            Xd, yd = Xd.astype(np.float64).persist(), yd.persist()  # the rows in memory
+            # the rows in memory as float64, half the chunks on each worker (chunk i of X
+            # and of y on the same one)
+            workers = sorted(client.scheduler_info()["workers"])
+            Xd, yd = dask_inputs(x_path, y_path, rows, dtype=np.float64, workers=workers)
+            Xd, yd = client.persist([Xd, yd])
             wait([Xd, yd])
-            client.rebalance()  # the reads land where they land: half the chunks each
             load["dask"] = time.perf_counter() - t
             held = client.who_has()
             placement: dict = {}
@@ -462,7 +467,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-memory", default="1GB")
     ap.add_argument("--workers", default="2,1", help="cluster sizes to run, in order")
     ap.add_argument("--fit-rows", type=int, default=200_000, help="rows for --compare")
-    ap.add_argument("--reps", type=int, default=5, help="repetitions (--compare), best taken")
+    ap.add_argument("--reps", type=int, default=7, help="repetitions (--compare), best taken")
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--keep", action="store_true", help="keep the data files")
     ap.add_argument("--out", help="results stem (default: results/dask_fit_rows or dask_scale_*)")
