@@ -114,40 +114,59 @@ def _read_rows(path: str, start: int, stop: int, dtype=None) -> np.ndarray:
     return np.array(np.load(path, mmap_mode="r")[start:stop], dtype=dtype)
 
 
-def dask_inputs(
-    x_path: Path,
-    y_path: Path,
-    rows: int,
-    limit: int | None = None,
-    dtype=np.float32,
-    workers: list[str] | None = None,
-):
-    """X (as ``dtype``) and y as dask arrays whose chunks are read from the file on the workers.
+def dask_inputs(x_path: Path, y_path: Path, rows: int, limit: int | None = None):
+    """X and y as dask arrays whose chunks are read from the file on the workers.
 
-    (A memory map handed to ``da.from_array`` would be pickled whole into the graph.) With
-    ``workers``, chunk i of X and of y are read on ``workers[i % len(workers)]``.
+    (A memory map handed to ``da.from_array`` would be pickled whole into the graph.)
     """
-    import contextlib
-
     import dask
     import dask.array as da
 
     n, d = np.load(x_path, mmap_mode="r").shape
     n = n if limit is None else min(limit, n)
-    pieces, labels = [], []  # labels read on the workers too: not n labels in every graph
-    for i, s in enumerate(range(0, n, rows)):
+    pieces = []
+    for s in range(0, n, rows):
         e = min(n, s + rows)
-        where = (
-            dask.annotate(workers=[workers[i % len(workers)]], allow_other_workers=False)
-            if workers
-            else contextlib.nullcontext()
-        )
-        with where:
-            task = dask.delayed(_read_rows, pure=True)(str(x_path), s, e, dtype)
-            pieces.append(da.from_delayed(task, shape=(e - s, d), dtype=dtype))
-            task = dask.delayed(_read_rows, pure=True)(str(y_path), s, e)
-            labels.append(da.from_delayed(task, shape=(e - s,), dtype=np.int64))
-    return da.concatenate(pieces, axis=0), da.concatenate(labels)
+        task = dask.delayed(_read_rows, pure=True)(str(x_path), s, e)
+        pieces.append(da.from_delayed(task, shape=(e - s, d), dtype=np.float32))
+    Xd = da.concatenate(pieces, axis=0)
+    labels = []  # read on the workers too: n labels in the graph would be sent with every call
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        task = dask.delayed(_read_rows, pure=True)(str(y_path), s, e)
+        labels.append(da.from_delayed(task, shape=(e - s,), dtype=np.int64))
+    return Xd, da.concatenate(labels)
+
+
+def placed_inputs(client, x_path: Path, y_path: Path, rows: int, n: int):
+    """X (float64) and y held in the workers' memory, chunk i of both read on worker i mod 2:
+    persisted dask arrays whose chunks are the futures of those reads."""
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    d = np.load(x_path, mmap_mode="r").shape[1]
+    workers = sorted(client.scheduler_info()["workers"])
+    starts = list(range(0, n, rows))
+    out = []
+    for path, dtype, shape in ((x_path, np.float64, (d,)), (y_path, np.int64, ())):
+        name = f"placed-{path.stem}-{n}-{rows}"
+        layer = {
+            (name, i) + (0,) * len(shape): client.submit(
+                _read_rows,
+                str(path),
+                s,
+                min(n, s + rows),
+                dtype,
+                key=(name, i) + (0,) * len(shape),
+                workers=[workers[i % len(workers)]],
+                pure=False,
+            )
+            for i, s in enumerate(starts)
+        }
+        chunks = (tuple(min(n, s + rows) - s for s in starts),) + tuple((c,) for c in shape)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+        out.append(da.Array(graph, name, chunks, dtype=dtype))
+    return out[0], out[1]
 
 
 def run(model, Xd, yd, client) -> dict:
@@ -252,11 +271,8 @@ def compare(args, argv: list[str]) -> dict:
             y1 = np.asarray(np.load(y_path, mmap_mode="r")[:n])
             load = {"numpy": time.perf_counter() - t}
             t = time.perf_counter()
-            # the rows in memory as float64, half the chunks on each worker (chunk i of X
-            # and of y on the same one)
-            workers = sorted(client.scheduler_info()["workers"])
-            Xd, yd = dask_inputs(x_path, y_path, rows, dtype=np.float64, workers=workers)
-            Xd, yd = client.persist([Xd, yd])
+            # the rows in memory as float64, half the chunks on each worker
+            Xd, yd = placed_inputs(client, x_path, y_path, rows, n)
             wait([Xd, yd])
             load["dask"] = time.perf_counter() - t
             held = client.who_has()
