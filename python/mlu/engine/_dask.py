@@ -365,7 +365,7 @@ def _chunk_Xy(
 
     ``key``, the key of a chunk held in the cluster's memory (:func:`held_groups`): its X is
     searched for NaN/inf once, not on every computation, since the array under that key
-    does not change while it lives (about a fifth of a gradient sum's work on a chunk).
+    does not change while it lives.
     """
 
     def where(i: int) -> int:
@@ -563,7 +563,8 @@ def submit_groups(client, groups: list, fn: Callable, *args) -> list:
 
     The groups of the workers holding their chunks go in one message and are placed where
     their chunks are (one submit each would leave all but the first waiting for the client's
-    next batch, ~10 ms later); the moved chunks' groups follow, pinned to their new worker.
+    next batch: distributed batches a client's messages every 10 ms); the moved chunks' groups
+    follow, pinned to their new worker.
     """
     from distributed import Future
 
