@@ -1252,7 +1252,9 @@ def self_influence(
     last-layer inputs (rows x (hidden + 1), narrower than X) are computed once and persisted
     on the workers for both passes (the sum and the scores): one forward pass per chunk, not
     two (docs/design.md, "Dask performance"), when they take at most a quarter of the
-    workers' memory; they are released with the returned array.
+    workers' memory; they are released with the returned array. On chunks held in the
+    cluster's memory (:func:`held_groups`) each pass is one task per worker, and the scores
+    are computed at once: the array returned is persisted (its chunks are futures).
     """
     dask, _ = _dask_modules()
     data = as_dask_data(model, X, y)
