@@ -496,7 +496,7 @@ class _LocalBar:
 # --------------------------------------------------------------------------- held chunks
 
 
-def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | None:
+def held_groups(data: DaskData) -> tuple[Any, list] | None:
     """``(client, groups)`` when every chunk of ``data`` is in the cluster's memory, else None.
 
     ``groups`` is a list of ``(worker, blocks, moved)``: the chunks (``data.blocks()``
@@ -511,7 +511,7 @@ def held_groups(data: DaskData, keep_empty: bool = False) -> tuple[Any, list] | 
     client = _client()
     if client is None:
         return None
-    blocks = data.blocks(keep_empty=keep_empty)
+    blocks = data.blocks()
     keys = [xb.key for xb, _, _, _ in blocks]
     if data.labels is None:
         keys += [yb.key for _, yb, _, _ in blocks]
@@ -629,9 +629,9 @@ def chunk_sum(data: DaskData, contribution: Callable, payload) -> np.ndarray:
         client, groups = held
         parts = submit_groups(client, groups, _contribute_all, contribution, sent(payload))
         return _add(*gather(client, parts, desc))
-    model = broadcast(payload)
+    shared = broadcast(payload)
     parts = [
-        dask.delayed(_contribute, pure=True)(contribution, model, xb, yb, start)
+        dask.delayed(_contribute, pure=True)(contribution, shared, xb, yb, start)
         for xb, yb, start, _ in data.blocks()
     ]
     return np.asarray(compute(parts, desc, _add))
@@ -936,9 +936,9 @@ class RowSource:
             client, groups = held
             futures = submit_groups(client, groups, _source_all, sent(payload))
             return _add_lists(*gather(client, futures, "mlu curvature"))
-        model = broadcast(payload)
+        shared = broadcast(payload)
         parts = [
-            dask.delayed(_source_chunk, pure=True)(model, xb, yb, start)
+            dask.delayed(_source_chunk, pure=True)(shared, xb, yb, start)
             for xb, yb, start, _ in self.data.blocks()
         ]
         return [np.asarray(a) for a in compute(parts, "mlu curvature", _add_lists)]
@@ -990,13 +990,14 @@ class RowSource:
             members.setdefault(group, []).append(c)
         needed = [b for group in groups.values() for b in group]
         client = _client() if homes else None
-        given = self.data.labels  # labels given as NumPy: taken here, not sent
+        numpy_labels = self.data.labels is not None
         held = client is not None and all(
-            xb.key in homes and (given is not None or yb.key in homes) for xb, yb, *_ in needed
+            xb.key in homes and (numpy_labels or yb.key in homes) for xb, yb, *_ in needed
         )
-        if not held:
-            given = None  # the graph path: the chunks' tasks take the labels too
-        if held and client is not None:
+        # labels given as NumPy, on held chunks: taken here, not sent (the graph path's chunk
+        # tasks take them with the rows)
+        given = self.data.labels if held else None
+        if client is not None and held:
             # every chunk in the cluster's memory: the tasks go straight to the workers holding
             # them as futures, without building and optimising a graph, which costs a small
             # request more than its rows do (docs/design.md, "Dask performance")
@@ -1010,7 +1011,7 @@ class RowSource:
                     [
                         (
                             Future(xb.key, client),
-                            None if given is not None else _held(yb, client),
+                            None if given is not None else Future(yb.key, client),
                             i,
                             s,
                         )
@@ -1266,25 +1267,19 @@ def self_influence(
     held = held_groups(data) if persist else None
     if held is not None:  # one task per worker over the chunks it holds, for both passes
         client, groups = held
-        model_sent = sent(Payload(cm, params, curvature))
-        prepared = submit_groups(client, groups, _prepare_all, model_sent)
+        shared = sent(Payload(cm, params, curvature))
+        prepared = submit_groups(client, groups, _prepare_all, shared)
         # one message, each task placed where its prepared chunks are
-        parts = client.map(
-            _prepared_hessian_all, [model_sent] * len(prepared), prepared, pure=False
-        )
+        parts = client.map(_prepared_hessian_all, [shared] * len(prepared), prepared, pure=False)
         H = _add(*gather(client, parts, "mlu hessian sum")) / data.n
         H[np.diag_indices_from(H)] += float(model.l2)
     elif persist:
-        model_sent = broadcast(Payload(cm, params, curvature))
+        shared = broadcast(Payload(cm, params, curvature))
         blocks = data.blocks(keep_empty=True)
         prepared = dask.persist(
-            *[
-                dask.delayed(_prepare, pure=True)(model_sent, xb, yb, s)
-                for xb, yb, s, r in blocks
-                if r
-            ]
+            *[dask.delayed(_prepare, pure=True)(shared, xb, yb, s) for xb, yb, s, r in blocks if r]
         )
-        parts = [dask.delayed(_prepared_hessian, pure=True)(model_sent, c) for c in prepared]
+        parts = [dask.delayed(_prepared_hessian, pure=True)(shared, c) for c in prepared]
         H = np.asarray(compute(parts, "mlu hessian sum", _add)) / data.n
         H[np.diag_indices_from(H)] += float(model.l2)
     else:
@@ -1300,13 +1295,13 @@ def self_influence(
     _, da = _dask_modules()
     if held is not None:
         return _held_scores(client, data, groups, prepared, sent(payload))
-    model_sent = broadcast(payload)
+    shared = broadcast(payload)
     pieces, it = [], iter(prepared)
     for _, _, _, rows in blocks:
         if rows == 0:
             pieces.append(da.zeros((0,), dtype=np.float64))
             continue
-        task = dask.delayed(_prepared_self_influence, pure=True)(model_sent, next(it))
+        task = dask.delayed(_prepared_self_influence, pure=True)(shared, next(it))
         pieces.append(da.from_delayed(task, shape=(rows,), dtype=np.float64))
     return da.concatenate(pieces, axis=0)
 
